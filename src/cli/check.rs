@@ -1,0 +1,53 @@
+//! `streamwarden check`: validates the config without touching Plex.
+
+use std::path::Path;
+
+use crate::exit;
+use crate::rules::{Action, RuleSet};
+
+pub fn run(path: Option<&Path>) -> i32 {
+    let config = match super::load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rules = match RuleSet::compile(&config) {
+        Ok(r) => r,
+        Err(errors) => {
+            super::report_config(&errors);
+            eprintln!(
+                "{} error{} in the configuration",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            return exit::USAGE;
+        }
+    };
+    let file = config
+        .source
+        .file
+        .as_ref()
+        .map_or_else(|| "no config file (defaults)".to_string(), |f| f.display().to_string());
+    println!("{file}: OK");
+    for r in &rules.rules {
+        let action = match r.action {
+            Action::Kill => "kill",
+            Action::Log => "log",
+        };
+        let sustain = if r.sustain.is_zero() {
+            String::new()
+        } else {
+            format!(", sustain {}", humantime::format_duration(r.sustain))
+        };
+        println!("  rule {:?}: {action}{sustain}; reads {}", r.name, r.reads.join(", "));
+    }
+    if rules.is_empty() {
+        println!("  no rules: nothing will be killed except by hook --jbop");
+    }
+    if config.enforce.dry_run {
+        println!("  dry run: decisions are audited, nothing is killed");
+    }
+    if config.plex.url.is_none() || config.plex.token.is_none() {
+        println!("  note: no Plex url/token yet; set [plex] url and token, or PLEX_URL and PLEX_TOKEN");
+    }
+    exit::OK
+}

@@ -1,0 +1,127 @@
+//! The command line: thin subcommands over the library.
+
+mod check;
+mod hook;
+mod sessions;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamwarden",
+    version,
+    about = "Measure what each Plex stream really sends, check it against your rules, stop offenders.",
+    after_help = "Config file search order (without --config): $STREAMWARDEN_CONFIG, ./streamwarden.toml, \
+$XDG_CONFIG_HOME/streamwarden/config.toml (~/.config/streamwarden/config.toml), /etc/streamwarden/config.toml.\n\
+PLEX_URL and PLEX_TOKEN override [plex] url and token."
+)]
+pub struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More detail in logs (-v: debug, -vv: trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config: every rule compiled, every template checked. Exit 0 valid, 2 invalid.
+    Check,
+    /// List the server's current streams.
+    Sessions {
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tautulli's script-notifier entry; accepts kill_stream.py's arguments unchanged.
+    Hook(Box<hook::HookArgs>),
+}
+
+/// Runs the program; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let debug = match &cli.command {
+        Command::Hook(h) => h.debug,
+        _ => false,
+    };
+    init_tracing(cli.log_format, cli.verbose.max(u8::from(debug)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Check => check::run(cli.config.as_deref()),
+        Command::Sessions { json } => match load(cli.config.as_deref()) {
+            Ok(c) => sessions::run(&c, json).await,
+            Err(code) => code,
+        },
+        Command::Hook(args) => hook::run(*args, cli.config.as_deref()).await,
+    }
+}
+
+/// Loads the config, printing a located error and returning the exit code on failure.
+pub(crate) fn load(path: Option<&std::path::Path>) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
+        report_config(&[e]);
+        exit::USAGE
+    })
+}
+
+pub(crate) fn report_config(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+}
+
+fn init_tracing(format: LogFormat, verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,streamwarden=info",
+        1 => "warn,streamwarden=debug",
+        _ => "info,streamwarden=trace",
+    };
+    let filter = EnvFilter::try_from_env("STREAMWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,112 @@
+//! `streamwarden sessions`: the server's current streams.
+
+use serde_json::json;
+
+use crate::config::Config;
+use crate::exit;
+use crate::plex::Session;
+
+pub async fn run(config: &Config, as_json: bool) -> i32 {
+    let client = match super::hook::client(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let sessions = match client.sessions_with_sources().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    if as_json {
+        let list: Vec<_> = sessions.iter().map(to_json).collect();
+        match serde_json::to_string_pretty(&list) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::FAILED;
+            }
+        }
+    } else {
+        print!("{}", table(&sessions));
+    }
+    exit::OK
+}
+
+/// A session as `sessions --json` prints it.
+pub fn to_json(s: &Session) -> serde_json::Value {
+    json!({
+        "session_id": s.session_id,
+        "session_key": s.session_key,
+        "user": s.user,
+        "user_id": s.user_id,
+        "address": s.address,
+        "location": s.location,
+        "state": s.state,
+        "media_type": s.media_type,
+        "title": s.display_title(),
+        "player": s.player,
+        "platform": s.platform,
+        "product": s.product,
+        "video_decision": s.video_decision,
+        "audio_decision": s.audio_decision,
+        "transcode_decision": s.transcode_decision,
+        "stream_bitrate_kbps": s.stream_bitrate_kbps,
+        "video_resolution": s.video_resolution,
+        "source_bitrate_kbps": s.source_bitrate_kbps,
+        "source_resolution": s.source_resolution,
+        "bandwidth_kbps": s.bandwidth_kbps,
+        "killable": s.killable(),
+    })
+}
+
+/// The sessions as an aligned text table.
+pub fn table(sessions: &[Session]) -> String {
+    if sessions.is_empty() {
+        return "no streams\n".to_string();
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let kbps = |v: Option<i64>| v.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1000.0));
+    let header = [
+        "SESSION", "USER", "ADDRESS", "STATE", "DECISION", "RES", "MBPS", "RESERVED", "TITLE",
+    ];
+    let rows: Vec<[String; 9]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                s.session_id.clone().unwrap_or_else(|| "(not killable)".into()),
+                dash(&s.user),
+                dash(&s.address),
+                dash(&s.state),
+                dash(&s.transcode_decision),
+                dash(&s.video_resolution),
+                kbps(s.stream_bitrate_kbps),
+                kbps(s.bandwidth_kbps),
+                s.display_title(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}

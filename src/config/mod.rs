@@ -1,0 +1,394 @@
+//! The configuration file: one TOML file, with PLEX_URL and PLEX_TOKEN overriding it.
+//!
+//! Search order when `--config` is not given: `$STREAMWARDEN_CONFIG`, `./streamwarden.toml`,
+//! `$XDG_CONFIG_HOME/streamwarden/config.toml` (or `~/.config/streamwarden/config.toml`),
+//! `/etc/streamwarden/config.toml`. With none found, defaults apply (no rules).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::plex::PlexSettings;
+
+/// A configuration problem, located in its file where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    /// 1-based line and column in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.position) {
+            (Some(file), Some((l, c))) => write!(f, "{}:{l}:{c}: {}", file.display(), self.message),
+            (Some(file), None) => write!(f, "{}: {}", file.display(), self.message),
+            (None, Some((l, c))) => write!(f, "{l}:{c}: {}", self.message),
+            (None, None) => write!(f, "{}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where a span of the file sits, so rule errors can point into it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMap {
+    pub file: Option<PathBuf>,
+    text: String,
+}
+
+impl SourceMap {
+    pub fn new(file: Option<PathBuf>, text: &str) -> Self {
+        Self {
+            file,
+            text: text.to_string(),
+        }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..self.text.floor_char_boundary(offset)];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    pub fn error(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            position: span.map(|s| self.position(s.start)),
+            message: message.into(),
+        }
+    }
+
+    /// Position of the first character of a string value's content (past the quotes).
+    pub fn string_content_start(&self, span: &std::ops::Range<usize>) -> usize {
+        let raw = self.text.get(span.clone()).unwrap_or("");
+        let quote = if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
+            let mut n = 3;
+            // A newline right after a multi-line opening is trimmed by TOML.
+            if raw[3..].starts_with("\r\n") {
+                n += 2;
+            } else if raw[3..].starts_with('\n') {
+                n += 1;
+            }
+            n
+        } else if raw.starts_with('\'') || raw.starts_with('"') {
+            1
+        } else {
+            0
+        };
+        span.start + quote
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    plex: RawPlex,
+    #[serde(default)]
+    enforce: RawEnforce,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlex {
+    url: Option<String>,
+    token: Option<String>,
+    client_identifier: Option<String>,
+    poll_interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    tls_verify: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnforce {
+    dry_run: Option<bool>,
+    audit_log: Option<PathBuf>,
+    max_kills_per_minute: Option<Spanned<i64>>,
+    #[serde(default)]
+    exempt_users: Vec<String>,
+    act_on_estimates: Option<bool>,
+}
+
+/// A rule as written in the file, with the spans needed to point at its parts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Spanned<String>,
+    pub when: Spanned<String>,
+    pub action: Option<Spanned<String>>,
+    pub message: Option<Spanned<String>>,
+    pub sustain: Option<Spanned<String>>,
+}
+
+/// `[plex]`, resolved.
+#[derive(Debug, Clone)]
+pub struct PlexConfig {
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub client_identifier: Option<String>,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+    pub tls_verify: bool,
+}
+
+impl Default for PlexConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            token: None,
+            client_identifier: None,
+            poll_interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            tls_verify: true,
+        }
+    }
+}
+
+/// `[enforce]`, resolved.
+#[derive(Debug, Clone)]
+pub struct EnforceConfig {
+    pub dry_run: bool,
+    pub audit_log: Option<PathBuf>,
+    pub max_kills_per_minute: u32,
+    pub exempt_users: Vec<String>,
+    pub act_on_estimates: bool,
+}
+
+impl Default for EnforceConfig {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            audit_log: None,
+            max_kills_per_minute: 10,
+            exempt_users: Vec::new(),
+            act_on_estimates: false,
+        }
+    }
+}
+
+/// The whole configuration. Rules are kept raw here and compiled by [`crate::rules`].
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub plex: PlexConfig,
+    pub enforce: EnforceConfig,
+    pub rules: Vec<RawRule>,
+    pub source: SourceMap,
+}
+
+/// The default places a config file is looked for, in order.
+pub fn search_path() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(p) = std::env::var_os("STREAMWARDEN_CONFIG").filter(|p| !p.is_empty()) {
+        paths.push(PathBuf::from(p));
+    }
+    paths.push(PathBuf::from("streamwarden.toml"));
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
+        paths.push(PathBuf::from(dir).join("streamwarden/config.toml"));
+    } else if let Some(home) = std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+        paths.push(PathBuf::from(home).join(".config/streamwarden/config.toml"));
+    }
+    paths.push(PathBuf::from("/etc/streamwarden/config.toml"));
+    paths
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist), or the first file found on the search path,
+    /// or the defaults; then applies PLEX_URL and PLEX_TOKEN.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => search_path().into_iter().find(|p| p.is_file()),
+        };
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                    file: Some(p.clone()),
+                    position: None,
+                    message: format!("cannot read the config file: {e}"),
+                })?;
+                Self::parse(&text, Some(p))?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok());
+        Ok(config)
+    }
+
+    /// Parses config text. `file` is only used to name the file in errors.
+    pub fn parse(text: &str, file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let source = SourceMap::new(file, text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            source.error(e.span(), e.message().trim().to_string())
+        })?;
+        let duration = |v: &Option<Spanned<String>>, default: Duration, what: &str| {
+            v.as_ref().map_or(Ok(default), |s| {
+                parse_duration(s.get_ref())
+                    .map_err(|m| source.error(Some(s.span()), format!("{what}: {m}")))
+            })
+        };
+        let plex = PlexConfig {
+            url: raw.plex.url.filter(|u| !u.trim().is_empty()),
+            token: raw.plex.token.filter(|t| !t.trim().is_empty()),
+            client_identifier: raw.plex.client_identifier.filter(|t| !t.trim().is_empty()),
+            poll_interval: duration(&raw.plex.poll_interval, Duration::from_secs(10), "poll_interval")?,
+            timeout: duration(&raw.plex.timeout, Duration::from_secs(10), "timeout")?,
+            tls_verify: raw.plex.tls_verify.unwrap_or(true),
+        };
+        if plex.poll_interval < Duration::from_secs(1) {
+            return Err(source.error(
+                raw.plex.poll_interval.as_ref().map(|s| s.span()),
+                "poll_interval: must be at least 1s",
+            ));
+        }
+        if plex.timeout.is_zero() {
+            return Err(source.error(raw.plex.timeout.as_ref().map(|s| s.span()), "timeout: must be more than 0s"));
+        }
+        let max_kills = match &raw.enforce.max_kills_per_minute {
+            None => 10,
+            Some(v) => u32::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    source.error(
+                        Some(v.span()),
+                        "max_kills_per_minute: must be a whole number of at least 1",
+                    )
+                })?,
+        };
+        let enforce = EnforceConfig {
+            dry_run: raw.enforce.dry_run.unwrap_or(false),
+            audit_log: raw.enforce.audit_log,
+            max_kills_per_minute: max_kills,
+            exempt_users: raw.enforce.exempt_users,
+            act_on_estimates: raw.enforce.act_on_estimates.unwrap_or(false),
+        };
+        Ok(Self {
+            plex,
+            enforce,
+            rules: raw.rules,
+            source,
+        })
+    }
+
+    /// PLEX_URL and PLEX_TOKEN (as Tautulli exports them) override the file.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = get("PLEX_URL").filter(|v| !v.trim().is_empty()) {
+            self.plex.url = Some(url.trim().to_string());
+        }
+        if let Some(token) = get("PLEX_TOKEN").filter(|v| !v.trim().is_empty()) {
+            self.plex.token = Some(token.trim().to_string());
+        }
+    }
+
+    /// The settings a Plex client needs; errors say how to supply what is missing.
+    pub fn plex_settings(&self) -> Result<PlexSettings, ConfigError> {
+        let missing = |what: &str, env: &str| ConfigError {
+            file: self.source.file.clone(),
+            position: None,
+            message: format!("no Plex {what}: set [plex] {what} in the config file or the {env} environment variable"),
+        };
+        let url = self.plex.url.clone().ok_or_else(|| missing("url", "PLEX_URL"))?;
+        let token = self.plex.token.clone().ok_or_else(|| missing("token", "PLEX_TOKEN"))?;
+        Ok(PlexSettings {
+            url,
+            token,
+            client_identifier: self
+                .plex
+                .client_identifier
+                .clone()
+                .unwrap_or_else(stable_client_identifier),
+            timeout: self.plex.timeout,
+            tls_verify: self.plex.tls_verify,
+        })
+    }
+}
+
+/// Parses "30s", "2m", "1h 30m"; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration such as \"30s\" or \"5m\" ({e})"))
+}
+
+/// The client identifier used when the config has none: generated once, then kept in
+/// `$XDG_STATE_HOME/streamwarden/client-identifier` (or `~/.local/state/...`). Where no
+/// state can be written, it is derived from /etc/machine-id so it still stays stable.
+pub fn stable_client_identifier() -> String {
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
+        .map(|d| d.join("streamwarden"));
+    if let Some(dir) = &dir {
+        let file = dir.join("client-identifier");
+        if let Ok(id) = std::fs::read_to_string(&file) {
+            let id = id.trim();
+            if !id.is_empty() {
+                return id.to_string();
+            }
+        }
+        let id = format!("streamwarden-{}", uuid::Uuid::new_v4());
+        if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&file, &id).is_ok() {
+            return id;
+        }
+    }
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let seed = format!("streamwarden:{}", machine.trim());
+    // Deterministic: a name-based UUID of the machine id.
+    format!(
+        "streamwarden-{}",
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based() {
+        let m = SourceMap::new(None, "a = 1\nbb = 2\n");
+        assert_eq!(m.position(0), (1, 1));
+        assert_eq!(m.position(6), (2, 1));
+        assert_eq!(m.position(8), (2, 3));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::parse("[plex]\nurl = \"http://a:32400\"\ntoken = \"file\"\n", None).unwrap();
+        c.apply_env(|k| (k == "PLEX_TOKEN").then(|| "env".to_string()));
+        assert_eq!(c.plex.token.as_deref(), Some("env"));
+        assert_eq!(c.plex.url.as_deref(), Some("http://a:32400"));
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let e = Config::parse("[plex]\npoll_interval = \"soon\"\n", Some("c.toml".into())).unwrap_err();
+        assert_eq!(e.position, Some((2, 17)));
+        assert!(e.to_string().starts_with("c.toml:2:17: poll_interval"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("[enforce]\ndryrun = true\n", None).unwrap_err();
+        assert!(e.message.contains("dryrun"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(2));
+    }
+}

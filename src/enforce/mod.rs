@@ -1,0 +1,241 @@
+//! Enforcement: turns decisions into kills (or would-kills), within the budget, never on
+//! exempt users, never twice, and writes every step to the audit log.
+
+pub mod audit;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::num::NonZeroU32;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value as Json};
+
+use crate::config::EnforceConfig;
+use crate::plex::{PlexClient, PlexError, Session};
+use crate::rules::{Action, Value};
+pub use audit::{AuditLog, Record};
+
+/// Something the pipeline decided to do about a stream.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub rule: String,
+    pub action: Action,
+    pub session: Session,
+    pub message: String,
+    /// The values the rule read (None = unknown).
+    pub values: BTreeMap<&'static str, Option<Value>>,
+    /// The decision rests on an estimated measurement.
+    pub estimated: bool,
+}
+
+/// What became of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Killed,
+    WouldKill,
+    Logged,
+    Failed(String),
+    Skipped(String),
+    AlreadyKilled,
+}
+
+impl Applied {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Applied::Failed(_))
+    }
+}
+
+/// What actually stops a stream: the Plex client, or a test double.
+pub trait Terminator: Send + Sync {
+    /// Checked once before the first kill: can this server kill at all?
+    fn preflight(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Stops one stream with a message the viewer sees.
+    fn terminate(&self, session_id: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl Terminator for PlexClient {
+    async fn preflight(&self) -> Result<(), String> {
+        match self.capabilities().await {
+            Ok(c) if c.can_kill() => Ok(()),
+            Ok(_) => Err(PlexError::NoPlexPass.to_string()),
+            Err(e @ PlexError::Unauthorized { .. }) => Err(e.to_string()),
+            // Other failures to read GET / do not prove the kill will fail: try it.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the server's capabilities; trying the kill anyway");
+                Ok(())
+            }
+        }
+    }
+
+    async fn terminate(&self, session_id: &str, reason: &str) -> Result<(), String> {
+        PlexClient::terminate(self, session_id, reason)
+            .await
+            .map_err(|e| match e {
+                PlexError::Unauthorized { .. } => format!(
+                    "{e} (a 401 on terminate also means the server has no Plex Pass)"
+                ),
+                PlexError::Status { status: 400 | 403 | 404, .. } => {
+                    format!("{e}: Plex does not know session {session_id:?}")
+                }
+                e => e.to_string(),
+            })
+    }
+}
+
+/// Applies decisions.
+pub struct Enforcer<T: Terminator> {
+    terminator: T,
+    dry_run: bool,
+    act_on_estimates: bool,
+    exempt: HashSet<String>,
+    max_per_minute: u32,
+    budget: DefaultDirectRateLimiter,
+    killed: HashSet<String>,
+    preflight: Option<Result<(), String>>,
+    audit: AuditLog,
+}
+
+impl<T: Terminator> Enforcer<T> {
+    /// `audit` is read for past kills so that separate runs (one per Tautulli event)
+    /// share the budget and never kill one session twice.
+    pub fn new(terminator: T, cfg: &EnforceConfig, audit: AuditLog) -> Self {
+        let max = NonZeroU32::new(cfg.max_kills_per_minute).unwrap_or(NonZeroU32::MIN);
+        let budget = RateLimiter::direct(Quota::per_minute(max));
+        let history = audit.history(time::OffsetDateTime::now_utc());
+        if let Some(n) = NonZeroU32::new(history.kills_last_minute.min(max.get())) {
+            let _ = budget.check_n(n);
+        }
+        Self {
+            terminator,
+            dry_run: cfg.dry_run,
+            act_on_estimates: cfg.act_on_estimates,
+            exempt: cfg.exempt_users.iter().map(|u| u.trim().to_lowercase()).collect(),
+            max_per_minute: max.get(),
+            budget,
+            killed: history.killed_sessions,
+            preflight: None,
+            audit,
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    pub fn terminator(&self) -> &T {
+        &self.terminator
+    }
+
+    /// Whether a session's user is exempt (by name or numeric id).
+    pub fn is_exempt(&self, s: &Session) -> bool {
+        s.user.as_ref().is_some_and(|u| self.exempt.contains(&u.to_lowercase()))
+            || s.user_id.is_some_and(|id| self.exempt.contains(&id.to_string()))
+    }
+
+    /// Whether this run already killed (or saw a kill of) the session.
+    pub fn already_killed(&self, session_id: &str) -> bool {
+        self.killed.contains(session_id)
+    }
+
+    /// Applies one decision and audits it.
+    pub async fn apply(&mut self, d: &Decision) -> Applied {
+        let applied = self.decide(d).await;
+        let (action, reason) = match &applied {
+            Applied::Killed => ("kill", None),
+            Applied::WouldKill => ("would-kill", None),
+            Applied::Logged => ("log", None),
+            Applied::Failed(r) => ("kill-failed", Some(r.clone())),
+            Applied::Skipped(r) => ("kill-skipped", Some(r.clone())),
+            Applied::AlreadyKilled => return applied,
+        };
+        match &applied {
+            Applied::Failed(r) => tracing::error!(rule = %d.rule, session = ?d.session.session_id, "kill failed: {r}"),
+            Applied::Skipped(r) => tracing::warn!(rule = %d.rule, session = ?d.session.session_id, "kill skipped: {r}"),
+            _ => {}
+        }
+        let record = Record {
+            ts: audit::now_rfc3339(),
+            mode: if self.dry_run { "dry-run" } else { "enforce" },
+            action,
+            rule: d.rule.clone(),
+            session_id: d.session.session_id.clone(),
+            session_key: d.session.session_key.clone(),
+            user: d.session.user.clone(),
+            address: d.session.address.clone(),
+            title: Some(d.session.display_title()),
+            message: d.message.clone(),
+            values: values_json(&d.values),
+            missing: Vec::new(),
+            estimated: d.estimated,
+            reason,
+        };
+        if let Err(e) = self.audit.write(&record) {
+            tracing::error!(error = %e, path = ?self.audit.path(), "cannot write the audit log");
+        }
+        applied
+    }
+
+    async fn decide(&mut self, d: &Decision) -> Applied {
+        if d.action == Action::Log {
+            return Applied::Logged;
+        }
+        if self.is_exempt(&d.session) {
+            return Applied::Skipped(format!(
+                "user {} is exempt",
+                d.session.user.as_deref().unwrap_or("?")
+            ));
+        }
+        let Some(id) = d.session.session_id.clone() else {
+            return Applied::Failed(
+                "Plex gave no Session id for this stream (synced content, some Plexamp streams or an old server): it cannot be stopped".into(),
+            );
+        };
+        if self.killed.contains(&id) {
+            tracing::debug!(session = %id, "already killed; not killing twice");
+            return Applied::AlreadyKilled;
+        }
+        if d.estimated && !self.act_on_estimates {
+            return Applied::Skipped(
+                "the measured figure is an estimate (several streams share the address); set [enforce] act_on_estimates = true to act on estimates".into(),
+            );
+        }
+        if self.budget.check().is_err() {
+            return Applied::Skipped(format!(
+                "kill budget exhausted: max_kills_per_minute = {} already used in the last minute",
+                self.max_per_minute
+            ));
+        }
+        if self.dry_run {
+            self.killed.insert(id);
+            return Applied::WouldKill;
+        }
+        if self.preflight.is_none() {
+            self.preflight = Some(self.terminator.preflight().await);
+        }
+        if let Some(Err(e)) = &self.preflight {
+            return Applied::Failed(e.clone());
+        }
+        match self.terminator.terminate(&id, &d.message).await {
+            Ok(()) => {
+                self.killed.insert(id);
+                Applied::Killed
+            }
+            Err(e) => Applied::Failed(e),
+        }
+    }
+}
+
+fn values_json(values: &BTreeMap<&'static str, Option<Value>>) -> Map<String, Json> {
+    values
+        .iter()
+        .map(|(k, v)| {
+            let j = match v {
+                None => Json::Null,
+                Some(Value::Text(s)) => Json::String(s.clone()),
+                Some(Value::Number(n)) => serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number),
+                Some(Value::Flag(b)) => Json::Bool(*b),
+            };
+            (k.to_string(), j)
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! The Plex Media Server client: sessions, source facts, capabilities and terminate.
+
+pub mod session;
+pub mod xml;
+
+pub use session::{Session, SourceFacts};
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+
+/// How to reach and identify with a Plex server.
+#[derive(Clone)]
+pub struct PlexSettings {
+    pub url: String,
+    pub token: String,
+    pub client_identifier: String,
+    pub timeout: Duration,
+    pub tls_verify: bool,
+}
+
+impl std::fmt::Debug for PlexSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlexSettings")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("client_identifier", &self.client_identifier)
+            .field("timeout", &self.timeout)
+            .field("tls_verify", &self.tls_verify)
+            .finish()
+    }
+}
+
+/// Everything that can go wrong talking to Plex. Messages never carry the token.
+#[derive(Debug, thiserror::Error)]
+pub enum PlexError {
+    #[error(
+        "Plex rejected the token (401 Unauthorized at {endpoint}): check PLEX_TOKEN or [plex] token"
+    )]
+    Unauthorized { endpoint: String },
+    #[error(
+        "this Plex server cannot stop streams: it has no Plex Pass (ownerFeatures lacks session_kick); stopping a stream needs the server owner's Plex Pass"
+    )]
+    NoPlexPass,
+    #[error("Plex answered {status} at {endpoint}{detail}")]
+    Status {
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("cannot reach Plex at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("Plex did not answer {endpoint} within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    #[error("Plex's answer to {endpoint} is not the XML expected: {reason}")]
+    BadXml { endpoint: String, reason: String },
+    #[error("invalid Plex settings: {0}")]
+    Settings(String),
+}
+
+impl PlexError {
+    /// Whether a read that failed this way is worth retrying.
+    fn transient(&self) -> bool {
+        match self {
+            PlexError::Unreachable { .. } | PlexError::Timeout { .. } => true,
+            PlexError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// What `GET /` says about the server.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub plex_pass: Option<bool>,
+    pub session_kick: Option<bool>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Capabilities {
+    /// False only when the server says plainly that it cannot kick sessions.
+    pub fn can_kill(&self) -> bool {
+        !(self.session_kick == Some(false) || (self.session_kick.is_none() && self.plex_pass == Some(false)))
+    }
+}
+
+/// A Plex Media Server client.
+pub struct PlexClient {
+    http: reqwest::Client,
+    settings: PlexSettings,
+    base: String,
+    sources: Mutex<HashMap<String, SourceFacts>>,
+    read_attempts: u32,
+}
+
+const PRODUCT: &str = "streamwarden";
+
+impl PlexClient {
+    pub fn new(settings: PlexSettings) -> Result<Self, PlexError> {
+        let base = settings.url.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base)
+            .map_err(|e| PlexError::Settings(format!("Plex url {base:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(PlexError::Settings(format!(
+                "Plex url {base:?} must start with http:// or https://"
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        let mut token = HeaderValue::from_str(&settings.token).map_err(|_| {
+            PlexError::Settings("the Plex token contains characters not allowed in a header".into())
+        })?;
+        token.set_sensitive(true);
+        headers.insert("X-Plex-Token", token);
+        let id = HeaderValue::from_str(&settings.client_identifier).map_err(|_| {
+            PlexError::Settings("client_identifier contains characters not allowed in a header".into())
+        })?;
+        headers.insert("X-Plex-Client-Identifier", id);
+        headers.insert("X-Plex-Product", HeaderValue::from_static(PRODUCT));
+        headers.insert(
+            "X-Plex-Version",
+            HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+        );
+        headers.insert("Accept", HeaderValue::from_static("application/xml"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .danger_accept_invalid_certs(!settings.tls_verify)
+            .user_agent(concat!("streamwarden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PlexError::Settings(format!("cannot build the HTTP client: {}", e.without_url())))?;
+        Ok(Self {
+            http,
+            settings,
+            base,
+            sources: Mutex::new(HashMap::new()),
+            read_attempts: 3,
+        })
+    }
+
+    /// The server URL (never the token).
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// How many times a read is tried before giving up (at least once).
+    pub fn set_read_attempts(&mut self, n: u32) {
+        self.read_attempts = n.max(1);
+    }
+
+    fn map_send_error(&self, endpoint: &str, e: reqwest::Error) -> PlexError {
+        if e.is_timeout() {
+            PlexError::Timeout {
+                endpoint: endpoint.to_string(),
+                timeout: self.settings.timeout,
+            }
+        } else {
+            let e = e.without_url();
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason.push_str(": ");
+                reason.push_str(&s.to_string());
+                source = s.source();
+            }
+            PlexError::Unreachable {
+                url: self.base.clone(),
+                reason: redact(&reason, &self.settings.token),
+            }
+        }
+    }
+
+    async fn get_once(&self, endpoint: &str, query: &[(&str, &str)]) -> Result<String, PlexError> {
+        let url = format!("{}{}", self.base, endpoint);
+        let resp = self
+            .http
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| self.map_send_error(endpoint, e))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| self.map_send_error(endpoint, e))?;
+        check_status(endpoint, status, &body, &self.settings.token)?;
+        Ok(body)
+    }
+
+    /// A read with bounded retries and backoff on transient failures.
+    async fn read(&self, endpoint: &str) -> Result<String, PlexError> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.get_once(endpoint, &[]).await {
+                Ok(body) => return Ok(body),
+                Err(e) if e.transient() && attempt < self.read_attempts => {
+                    tracing::debug!(endpoint, attempt, error = %e, "retrying Plex read");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `GET /status/sessions`, normalised.
+    pub async fn sessions(&self) -> Result<Vec<Session>, PlexError> {
+        let endpoint = "/status/sessions";
+        let body = self.read(endpoint).await?;
+        session::parse_sessions(&body).map_err(|e| PlexError::BadXml {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sessions with their source file facts filled in (cached per ratingKey).
+    /// A failure to read a source leaves its facts unknown rather than failing.
+    pub async fn sessions_with_sources(&self) -> Result<Vec<Session>, PlexError> {
+        let mut sessions = self.sessions().await?;
+        for s in &mut sessions {
+            self.fill_source(s).await;
+        }
+        Ok(sessions)
+    }
+
+    /// Fills `source_bitrate_kbps` and `source_resolution` from the library.
+    pub async fn fill_source(&self, s: &mut Session) {
+        let Some(key) = s.rating_key.clone() else {
+            return;
+        };
+        match self.source_facts(&key, s.media_id.as_deref()).await {
+            Ok(f) => {
+                s.source_bitrate_kbps = f.bitrate_kbps;
+                s.source_resolution = f.resolution;
+            }
+            Err(e) => tracing::warn!(rating_key = %key, error = %e, "cannot read the source file's facts"),
+        }
+    }
+
+    /// `GET /library/metadata/{ratingKey}`, cached.
+    pub async fn source_facts(
+        &self,
+        rating_key: &str,
+        media_id: Option<&str>,
+    ) -> Result<SourceFacts, PlexError> {
+        let cache_key = format!("{rating_key}/{}", media_id.unwrap_or(""));
+        if let Some(f) = self.cache().get(&cache_key) {
+            return Ok(f.clone());
+        }
+        let endpoint = format!("/library/metadata/{}", path_key(rating_key)?);
+        let body = self.read(&endpoint).await?;
+        let facts = session::parse_source_facts(&body, media_id).map_err(|e| PlexError::BadXml {
+            endpoint: endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        self.cache().insert(cache_key, facts.clone());
+        Ok(facts)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, SourceFacts>> {
+        // A poisoned cache only means a panic elsewhere; the data is still usable.
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `GET /`: whether the server can kill sessions.
+    pub async fn capabilities(&self) -> Result<Capabilities, PlexError> {
+        let body = self.read("/").await?;
+        let c = session::parse_container(&body).map_err(|e| PlexError::BadXml {
+                endpoint: "/".to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Capabilities {
+            plex_pass: c.my_plex_subscription.as_deref().map(|v| v == "1" || v == "true"),
+            session_kick: c
+                .owner_features
+                .as_deref()
+                .map(|f| f.split(',').any(|x| x.trim() == "session_kick")),
+            name: c.friendly_name,
+            version: c.version,
+        })
+    }
+
+    /// `GET /status/sessions/terminate`. Never retried: a caller that is unsure whether
+    /// it landed re-reads the sessions instead.
+    pub async fn terminate(&self, session_id: &str, reason: &str) -> Result<(), PlexError> {
+        self.get_once(
+            "/status/sessions/terminate",
+            &[("sessionId", session_id), ("reason", reason)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `DELETE /transcode/sessions/KEY`: stops a transcode that survived a terminate.
+    pub async fn stop_transcode(&self, key: &str) -> Result<(), PlexError> {
+        let endpoint = format!("/transcode/sessions/{}", path_key(key)?);
+        let url = format!("{}{}", self.base, endpoint);
+        let resp = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|e| self.map_send_error(&endpoint, e))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        check_status(&endpoint, status, &body, &self.settings.token)
+    }
+}
+
+fn check_status(endpoint: &str, status: StatusCode, body: &str, token: &str) -> Result<(), PlexError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(PlexError::Unauthorized {
+            endpoint: endpoint.to_string(),
+        });
+    }
+    let snippet: String = body
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(160)
+        .collect();
+    let detail = if snippet.trim().is_empty() || snippet.trim_start().starts_with('<') {
+        String::new()
+    } else {
+        format!(": {}", redact(snippet.trim(), token))
+    };
+    Err(PlexError::Status {
+        endpoint: endpoint.to_string(),
+        status: status.as_u16(),
+        detail,
+    })
+}
+
+/// Keys Plex hands out (ratingKey, transcode key) are plain tokens; anything else is
+/// refused rather than spliced into a path.
+fn path_key(s: &str) -> Result<&str, PlexError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) && s != "." && s != ".." {
+        Ok(s)
+    } else {
+        Err(PlexError::Settings(format!("{s:?} is not a Plex key")))
+    }
+}
+
+/// Replaces every occurrence of the token in `text`.
+pub fn redact(text: &str, token: &str) -> String {
+    if token.len() < 4 {
+        return text.to_string();
+    }
+    text.replace(token, "<redacted>")
+}

@@ -1,0 +1,297 @@
+//! Rules: CEL conditions over a stream's variables, compiled once at load.
+
+pub mod numeric;
+pub mod template;
+pub mod vars;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, RawRule, parse_duration};
+pub use template::Template;
+pub use vars::{Measured, Value, Vars};
+
+/// The message a kill shows when a rule or the hook gives none (as kill_stream.py).
+pub const DEFAULT_MESSAGE: &str = "The server owner has ended the stream.";
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Kill,
+    Log,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub when: String,
+    pub action: Action,
+    pub message: Template,
+    /// How long the condition must hold before acting (used by the daemon).
+    pub sustain: Duration,
+    /// The variables the condition reads, in the order they are listed.
+    pub reads: Vec<&'static str>,
+    program: cel::Program,
+}
+
+/// The rules of a configuration, with the CEL environment they were compiled in.
+#[derive(Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    env: Option<Arc<cel::Env>>,
+}
+
+/// The result of one rule on one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Match,
+    NoMatch,
+    /// A value the rule needed is unknown: the rule does not match.
+    Unknown { missing: Vec<&'static str> },
+    /// The condition failed at run time (a type error the load check could not see).
+    Error(String),
+}
+
+/// One rule's verdict with the values it read.
+#[derive(Debug, Clone)]
+pub struct Evaluation<'r> {
+    pub rule: &'r Rule,
+    pub outcome: Outcome,
+    /// The values the rule read; `None` for unknown.
+    pub values: BTreeMap<&'static str, Option<Value>>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet").field("rules", &self.rules).finish()
+    }
+}
+
+impl RuleSet {
+    /// Compiles every rule of the config; collects every error so `check` can list them all.
+    pub fn compile(config: &Config) -> Result<Self, Vec<ConfigError>> {
+        let env = Arc::new(cel::Env::stdlib());
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for raw in &config.rules {
+            if !seen.insert(raw.name.get_ref().clone()) {
+                errors.push(config.source.error(
+                    Some(raw.name.span()),
+                    format!("rule {:?} is defined twice: rule names must be unique", raw.name.get_ref()),
+                ));
+                continue;
+            }
+            match compile_rule(&env, raw, config) {
+                Ok(r) => rules.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                rules,
+                env: Some(env),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Evaluates every rule against one stream's values.
+    pub fn evaluate<'r>(&'r self, v: &Vars) -> Vec<Evaluation<'r>> {
+        let Some(env) = &self.env else {
+            return Vec::new();
+        };
+        self.rules.iter().map(|r| r.evaluate(env, v)).collect()
+    }
+}
+
+impl Rule {
+    fn evaluate<'r>(&'r self, env: &Arc<cel::Env>, v: &Vars) -> Evaluation<'r> {
+        let values: BTreeMap<_, _> = self.reads.iter().map(|n| (*n, v.get(n).cloned())).collect();
+        let outcome = match run(env, &self.program, v) {
+            Ok(cel::Value::Bool(true)) => Outcome::Match,
+            Ok(cel::Value::Bool(false)) => Outcome::NoMatch,
+            Ok(other) => Outcome::Error(format!("the condition gave {other:?}, not true or false")),
+            Err(cel::ExecutionError::UndeclaredReference(_)) => Outcome::Unknown {
+                missing: self.reads.iter().copied().filter(|n| v.get(n).is_none()).collect(),
+            },
+            Err(e) => Outcome::Error(e.to_string()),
+        };
+        Evaluation {
+            rule: self,
+            outcome,
+            values,
+        }
+    }
+}
+
+/// Runs a program with the known values bound; unknown values stay unbound, so a
+/// condition that needs one fails with an undeclared reference (CEL's `||` and `&&`
+/// still short-circuit around it).
+fn run(env: &Arc<cel::Env>, program: &cel::Program, v: &Vars) -> Result<cel::Value, cel::ExecutionError> {
+    let mut ctx = cel::Context::with_env(env.clone());
+    for (name, value) in v.iter() {
+        let value = match value {
+            Value::Text(s) => cel::Value::String(Arc::new(s.clone())),
+            Value::Number(n) => cel::Value::Float(*n),
+            Value::Flag(b) => cel::Value::Bool(*b),
+        };
+        ctx.add_variable_from_value(name, value);
+    }
+    program.execute(&ctx)
+}
+
+fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<Rule, ConfigError> {
+    let src = &config.source;
+    let name = raw.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(src.error(Some(raw.name.span()), "a rule's name must not be empty"));
+    }
+    let here = |span: std::ops::Range<usize>, msg: String| src.error(Some(span), format!("rule {name:?}: {msg}"));
+    let when = raw.when.get_ref();
+    let when_start = src.string_content_start(&raw.when.span());
+    // Points at a (line, column) inside the expression, as a file position.
+    let inside = |line: usize, col: usize, msg: String| {
+        let offset = when
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum::<usize>()
+            + col.saturating_sub(1);
+        let (l, c) = src.position(when_start + offset);
+        ConfigError {
+            file: src.file.clone(),
+            position: Some((l, c)),
+            message: format!("rule {name:?}: when: {msg} (at {line}:{col} of the expression)"),
+        }
+    };
+    if when.trim().is_empty() {
+        return Err(here(raw.when.span(), "`when` is empty: write a condition such as transcode_decision == \"transcode\"".into()));
+    }
+    // Syntax errors are reported against what the user wrote.
+    let original = env.compile(when).map_err(|errs| {
+        let first = errs.errors.first();
+        let (line, col) = first.map_or((1, 1), |e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1));
+        let msg = first.map_or_else(|| errs.to_string(), |e| e.msg.clone());
+        inside(line, col, format!("syntax error: {msg}"))
+    })?;
+    let mut reads = Vec::new();
+    for var in original.references().variables() {
+        match vars::lookup(var) {
+            Some((n, _)) => reads.push(n),
+            None if bound_by_macro(when, var) => {}
+            None => {
+                let at = when.find(var).unwrap_or(0);
+                let line = when[..at].matches('\n').count() + 1;
+                let col = when[..at].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                return Err(inside(line, col, format!("unknown variable `{var}`{}", suggest(var))));
+            }
+        }
+    }
+    reads.sort_by_key(|n| vars::VARIABLES.iter().position(|(v, _)| v == n));
+    let program = env
+        .compile(&numeric::decimalise(when))
+        .map_err(|e| here(raw.when.span(), format!("cannot compile: {e}")))?;
+    // A type error or a non-boolean result shows on sample values of the right types.
+    match run(env, &program, &Vars::samples()) {
+        Ok(cel::Value::Bool(_)) => {}
+        Ok(other) => {
+            return Err(here(
+                raw.when.span(),
+                format!("`when` must be true or false, but it gives a {}", type_name(&other)),
+            ));
+        }
+        Err(e) => return Err(here(raw.when.span(), format!("when: {e}"))),
+    }
+    let action = match raw.action.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("kill") => Action::Kill,
+        Some("log") => Action::Log,
+        Some(other) => {
+            let span = raw.action.as_ref().map(|a| a.span()).unwrap_or_default();
+            return Err(here(span, format!("action {other:?} is not \"kill\" or \"log\"")));
+        }
+    };
+    let message = match &raw.message {
+        None => Template::literal(DEFAULT_MESSAGE),
+        Some(m) => Template::parse(m.get_ref()).map_err(|e| {
+            let (l, c) = src.position(src.string_content_start(&m.span()) + e.offset);
+            ConfigError {
+                file: src.file.clone(),
+                position: Some((l, c)),
+                message: format!("rule {name:?}: message: {}", e.message),
+            }
+        })?,
+    };
+    let sustain = match &raw.sustain {
+        None => Duration::ZERO,
+        Some(s) => parse_duration(s.get_ref()).map_err(|m| here(s.span(), format!("sustain: {m}")))?,
+    };
+    Ok(Rule {
+        name,
+        when: when.clone(),
+        action,
+        message,
+        sustain,
+        reads,
+        program,
+    })
+}
+
+fn type_name(v: &cel::Value) -> &'static str {
+    match v {
+        cel::Value::Int(_) | cel::Value::UInt(_) | cel::Value::Float(_) => "number",
+        cel::Value::String(_) => "string",
+        cel::Value::List(_) => "list",
+        cel::Value::Map(_) => "map",
+        cel::Value::Null => "null",
+        _ => "value of another type",
+    }
+}
+
+/// Whether `var` is the loop variable of a macro such as `list.exists(var, …)`.
+fn bound_by_macro(src: &str, var: &str) -> bool {
+    ["all", "exists", "exists_one", "map", "filter"].iter().any(|m| {
+        let mut rest = src;
+        while let Some(at) = rest.find(&format!("{m}(")) {
+            let args = rest[at + m.len() + 1..].trim_start();
+            if args.strip_prefix(var).is_some_and(|r| r.trim_start().starts_with(',')) {
+                return true;
+            }
+            rest = &rest[at + m.len() + 1..];
+        }
+        false
+    })
+}
+
+fn suggest(var: &str) -> String {
+    let close = vars::VARIABLES
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| edit_distance(n, var) <= 2 || n.contains(var) || var.contains(n));
+    match close {
+        Some(n) => format!(": did you mean `{n}`?"),
+        None => ": see the rule reference in the README for the variables".to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
