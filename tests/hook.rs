@@ -32,11 +32,30 @@ fn stream_kills_that_session_with_the_joined_message() {
         dir.path(),
         &plex.url,
         TOKEN,
-        &["hook", "--jbop", "stream", "--username", "example_usr", "--sessionId", HOMARR,
-          "--killMessage", "Transcoding", "streams", "are", "not", "allowed."],
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--username",
+            "example_usr",
+            "--sessionId",
+            HOMARR,
+            "--killMessage",
+            "Transcoding",
+            "streams",
+            "are",
+            "not",
+            "allowed.",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(plex.terminates(), vec![(HOMARR.to_string(), "Transcoding streams are not allowed.".to_string())]);
+    assert_eq!(
+        plex.terminates(),
+        vec![(
+            HOMARR.to_string(),
+            "Transcoding streams are not allowed.".to_string()
+        )]
+    );
     assert!(stdout(&o).contains("killed session"), "{}", stdout(&o));
     assert_no_token(&o);
 }
@@ -45,20 +64,39 @@ fn stream_kills_that_session_with_the_joined_message() {
 fn stream_uses_kill_stream_default_message_and_encodes_the_reason() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HA]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o2 = run(
         dir.path(),
         &plex.url,
         TOKEN,
-        &["hook", "--jbop", "stream", "--sessionId", HOMARR, "--killMessage", "Hey Bob, 100% & more? #1 =2"],
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HOMARR,
+            "--killMessage",
+            "Hey Bob, 100% & more? #1 =2",
+        ],
     );
     assert_eq!(o2.status.code(), Some(0), "{}", stderr(&o2));
     assert_eq!(
         plex.terminates(),
         vec![
-            (HA.to_string(), "The server owner has ended the stream.".to_string()),
-            (HOMARR.to_string(), "Hey Bob, 100% & more? #1 =2".to_string()),
+            (
+                HA.to_string(),
+                "The server owner has ended the stream.".to_string()
+            ),
+            (
+                HOMARR.to_string(),
+                "Hey Bob, 100% & more? #1 =2".to_string()
+            ),
         ]
     );
 }
@@ -67,7 +105,12 @@ fn stream_uses_kill_stream_default_message_and_encodes_the_reason() {
 fn stream_on_unknown_session_fails_with_exit_1() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", "nope"]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", "nope"],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
@@ -77,10 +120,17 @@ fn stream_on_unknown_session_fails_with_exit_1() {
 fn stream_without_session_id_is_synced_content() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    for args in [vec!["hook", "--jbop", "stream"], vec!["hook", "--jbop", "stream", "--sessionId", ""]] {
+    for args in [
+        vec!["hook", "--jbop", "stream"],
+        vec!["hook", "--jbop", "stream", "--sessionId", ""],
+    ] {
         let o = run(dir.path(), &plex.url, TOKEN, &args);
         assert_eq!(o.status.code(), Some(1));
-        assert!(stderr(&o).contains("No sessionId provided"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("No sessionId provided"),
+            "{}",
+            stderr(&o)
+        );
     }
     assert!(plex.terminates().is_empty());
 }
@@ -89,11 +139,19 @@ fn stream_without_session_id_is_synced_content() {
 fn all_streams_refuses_without_user_id() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "allStreams", "--killMessage", "bye"]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--killMessage", "bye"],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--userId"), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
-    assert!(plex.state.lock().unwrap().requests.is_empty(), "nothing may reach Plex");
+    assert!(
+        plex.state.lock().unwrap().requests.is_empty(),
+        "nothing may reach Plex"
+    );
 }
 
 #[test]
@@ -105,7 +163,17 @@ fn all_streams_kills_every_killable_stream_of_that_user_only() {
         dir.path(),
         &plex.url,
         TOKEN,
-        &["hook", "--jbop", "allStreams", "--userId", "1", "--notify", "1", "--killMessage", "Hey Bob, we need to talk!"],
+        &[
+            "hook",
+            "--jbop",
+            "allStreams",
+            "--userId",
+            "1",
+            "--notify",
+            "1",
+            "--killMessage",
+            "Hey Bob, we need to talk!",
+        ],
     );
     let mut killed: Vec<String> = plex.terminates().into_iter().map(|t| t.0).collect();
     killed.sort();
@@ -113,7 +181,11 @@ fn all_streams_kills_every_killable_stream_of_that_user_only() {
     // The two old-server items of user 1 have no Session id: those kills fail, exit 1.
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot be stopped"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--notify is accepted"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--notify is accepted"),
+        "{}",
+        stderr(&o)
+    );
     assert_no_token(&o);
 }
 
@@ -121,7 +193,12 @@ fn all_streams_kills_every_killable_stream_of_that_user_only() {
 fn all_streams_by_user_id_spares_other_users() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "allStreams", "--userId", "7"]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "7"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(plex.terminates().len(), 1);
     assert_eq!(plex.terminates()[0].0, HA);
@@ -132,12 +209,26 @@ fn dry_run_audits_a_would_kill_and_sends_nothing() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let cfg = write_config(dir.path(), &format!("[enforce]\naudit_log = {:?}\n", audit.display().to_string()));
+    let cfg = write_config(
+        dir.path(),
+        &format!("[enforce]\naudit_log = {:?}\n", audit.display().to_string()),
+    );
     let o = run(
         dir.path(),
         &plex.url,
         TOKEN,
-        &["hook", "--config", &cfg, "--dry-run", "--jbop", "stream", "--sessionId", HOMARR, "--killMessage", "no"],
+        &[
+            "hook",
+            "--config",
+            &cfg,
+            "--dry-run",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HOMARR,
+            "--killMessage",
+            "no",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
@@ -163,7 +254,12 @@ fn dry_run_from_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     // Found in the working directory (Tautulli runs scripts from their folder).
     write_config(dir.path(), "[enforce]\ndry_run = true\n");
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HOMARR]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HOMARR],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
     assert!(stdout(&o).contains("would kill"));
@@ -213,10 +309,21 @@ fn rules_mode_kills_on_a_matching_rule_with_its_template() {
     // 6000 kbps against a 5000 kbps source: above 5 %.
     assert_eq!(
         plex.terminates(),
-        vec![(HA.to_string(), "User 7: 6.0 Mbps is more than the 5.0 Mbps file (transcode-above-source)".to_string())]
+        vec![(
+            HA.to_string(),
+            "User 7: 6.0 Mbps is more than the 5.0 Mbps file (transcode-above-source)".to_string()
+        )]
     );
     let lines = audit_lines(&dir.path().join("audit.jsonl"));
-    let actions: Vec<_> = lines.iter().map(|l| (l["rule"].as_str().unwrap().to_string(), l["action"].as_str().unwrap().to_string())).collect();
+    let actions: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["rule"].as_str().unwrap().to_string(),
+                l["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     // 6000*2 = 12000 < 7000*1.9 = 13300: the log rule matches as well.
     assert_eq!(
         actions,
@@ -238,10 +345,19 @@ fn rules_mode_spares_a_stream_no_rule_matches() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), RULES);
     // homarr: video copy of a 4K... no: its source is 4k but video is copied, 20231 < 1.05*40000.
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--session-id", HOMARR]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--session-id", HOMARR],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
-    assert!(stdout(&o).contains("\"4k-transcodes\" does not match"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("\"4k-transcodes\" does not match"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -253,22 +369,42 @@ fn rules_mode_unknown_value_does_not_match_and_says_which() {
     let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--session-id", HA]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
-    assert!(stdout(&o).contains("unknown source_bitrate"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("unknown source_bitrate"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
 fn kill_budget_stops_further_kills_and_audits_them() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "[enforce]\nmax_kills_per_minute = 1\naudit_log = \"a.jsonl\"\n");
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "allStreams", "--userId", "1"]);
+    write_config(
+        dir.path(),
+        "[enforce]\nmax_kills_per_minute = 1\naudit_log = \"a.jsonl\"\n",
+    );
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
     assert_eq!(plex.terminates().len(), 1, "{}", stdout(&o));
     let lines = audit_lines(&dir.path().join("a.jsonl"));
-    let skipped: Vec<_> = lines.iter().filter(|l| l["action"] == "kill-skipped").collect();
+    let skipped: Vec<_> = lines
+        .iter()
+        .filter(|l| l["action"] == "kill-skipped")
+        .collect();
     assert_eq!(skipped.len(), 1, "{lines:?}");
     assert!(skipped[0]["reason"].as_str().unwrap().contains("budget"));
     // A second run within the minute shares the budget through the audit log.
-    let o2 = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HA]);
+    let o2 = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
     assert_eq!(o2.status.code(), Some(0));
     assert_eq!(plex.terminates().len(), 1);
     assert!(stdout(&o2).contains("budget"), "{}", stdout(&o2));
@@ -278,15 +414,28 @@ fn kill_budget_stops_further_kills_and_audits_them() {
 fn exempt_users_are_never_killed() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "[enforce]\nexempt_users = [\"Example_Usr\", \"7\"]\n");
+    write_config(
+        dir.path(),
+        "[enforce]\nexempt_users = [\"Example_Usr\", \"7\"]\n",
+    );
     for id in [HOMARR, HA] {
-        let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", id]);
+        let o = run(
+            dir.path(),
+            &plex.url,
+            TOKEN,
+            &["hook", "--jbop", "stream", "--sessionId", id],
+        );
         assert_eq!(o.status.code(), Some(0));
         assert!(stdout(&o).contains("exempt"), "{}", stdout(&o));
     }
     assert!(plex.terminates().is_empty());
     // The others are still killed.
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", PLEXOPEDIA]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", PLEXOPEDIA],
+    );
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(plex.terminates().len(), 1);
 }
@@ -298,7 +447,12 @@ fn the_same_session_is_never_killed_twice() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "[enforce]\naudit_log = \"a.jsonl\"\n");
     for _ in 0..2 {
-        let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HA]);
+        let o = run(
+            dir.path(),
+            &plex.url,
+            TOKEN,
+            &["hook", "--jbop", "stream", "--sessionId", HA],
+        );
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     assert_eq!(plex.terminates().len(), 1);
@@ -309,12 +463,21 @@ fn bad_token_fails_clearly_without_leaking_it() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
     let wrong = "wrong-token-7c1d2e";
-    let o = run(dir.path(), &plex.url, wrong, &["hook", "--jbop", "stream", "--sessionId", HA]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        wrong,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("401"), "{}", stderr(&o));
     assert!(stderr(&o).contains("token"), "{}", stderr(&o));
     assert!(!stderr(&o).contains(wrong) && !stdout(&o).contains(wrong));
-    assert!(!stderr(&o).contains("<html"), "the HTML body is not shown: {}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("<html"),
+        "the HTML body is not shown: {}",
+        stderr(&o)
+    );
     assert!(plex.terminates().is_empty());
 }
 
@@ -323,11 +486,21 @@ fn no_plex_pass_is_said_plainly_before_trying() {
     let plex = FakePlex::start(&mixed_sessions());
     plex.set(|s| s.plex_pass = false);
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HA]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Plex Pass"), "{}", stderr(&o));
     let requests = plex.state.lock().unwrap().requests.clone();
-    assert!(requests.iter().all(|r| !r.starts_with("/status/sessions/terminate")), "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.starts_with("/status/sessions/terminate")),
+        "{requests:?}"
+    );
     assert_no_token(&o);
 }
 
@@ -335,10 +508,19 @@ fn no_plex_pass_is_said_plainly_before_trying() {
 fn malformed_xml_is_a_clear_failure() {
     let plex = FakePlex::start("<MediaContainer size=\"1\"><Video title=\"x\"><Session id=");
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HA]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/status/sessions"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not the XML expected"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not the XML expected"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -347,7 +529,12 @@ fn plex_unreachable_is_a_clear_failure() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let o = run(dir.path(), &url, TOKEN, &["hook", "--jbop", "stream", "--sessionId", HA]);
+    let o = run(
+        dir.path(),
+        &url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot reach Plex"), "{}", stderr(&o));
     assert_no_token(&o);
@@ -358,7 +545,15 @@ fn delay_rechecks_that_the_session_still_exists() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
     let child = std::process::Command::new(bin())
-        .args(["hook", "--jbop", "stream", "--delay", "2", "--sessionId", HA])
+        .args([
+            "hook",
+            "--jbop",
+            "stream",
+            "--delay",
+            "2",
+            "--sessionId",
+            HA,
+        ])
         .current_dir(dir.path())
         .env("PLEX_URL", &plex.url)
         .env("PLEX_TOKEN", TOKEN)
@@ -371,7 +566,11 @@ fn delay_rechecks_that_the_session_still_exists() {
     plex.set(|s| s.sessions_body = remove_session(&s.sessions_body, HA));
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("ended during the delay"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("ended during the delay"),
+        "{}",
+        stdout(&o)
+    );
     assert!(plex.terminates().is_empty());
 }
 
@@ -384,11 +583,33 @@ fn paused_kills_after_the_limit() {
         dir.path(),
         &plex.url,
         TOKEN,
-        &["hook", "--jbop", "paused", "--interval", "1", "--limit", "1", "--sessionId", HOMARR, "--killMessage", "Paused too long."],
+        &[
+            "hook",
+            "--jbop",
+            "paused",
+            "--interval",
+            "1",
+            "--limit",
+            "1",
+            "--sessionId",
+            HOMARR,
+            "--killMessage",
+            "Paused too long.",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(plex.terminates(), vec![(HOMARR.to_string(), "Paused too long.".to_string())]);
-    let polls = plex.state.lock().unwrap().requests.iter().filter(|r| *r == "/status/sessions").count();
+    assert_eq!(
+        plex.terminates(),
+        vec![(HOMARR.to_string(), "Paused too long.".to_string())]
+    );
+    let polls = plex
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| *r == "/status/sessions")
+        .count();
     assert!(polls >= 2, "polled {polls} times");
 }
 
@@ -396,7 +617,20 @@ fn paused_kills_after_the_limit() {
 fn paused_leaves_a_playing_stream_alone() {
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "paused", "--limit", "1", "--sessionId", HA]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "paused",
+            "--limit",
+            "1",
+            "--sessionId",
+            HA,
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("not paused"), "{}", stdout(&o));
     assert!(plex.terminates().is_empty());
@@ -409,7 +643,12 @@ fn no_arguments_is_a_usage_error_and_no_config_is_needed() {
     let o = run(dir.path(), &plex.url, TOKEN, &["hook"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--jbop"), "{}", stderr(&o));
-    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--jbop", "sometimes"]);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "sometimes"],
+    );
     assert_eq!(o.status.code(), Some(2));
 }
 

@@ -3,7 +3,10 @@
 use streamwarden::plex::session::{parse_sessions, parse_source_facts};
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/../shared/fixtures/plex/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../shared/fixtures/plex/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -124,8 +127,16 @@ fn sentinels_and_mapped_addresses_and_nested_transcode() {
 
 #[test]
 fn empty_and_malformed() {
-    assert!(parse_sessions(r#"<MediaContainer size="0"></MediaContainer>"#).unwrap().is_empty());
-    assert!(parse_sessions(r#"<MediaContainer size="0"/>"#).unwrap().is_empty());
+    assert!(
+        parse_sessions(r#"<MediaContainer size="0"></MediaContainer>"#)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        parse_sessions(r#"<MediaContainer size="0"/>"#)
+            .unwrap()
+            .is_empty()
+    );
     assert!(parse_sessions("<MediaContainer><Video").is_err());
     let e = parse_sessions("<html><body>401 Unauthorized</body></html>").unwrap_err();
     assert!(e.to_string().contains("<html>"), "{e}");

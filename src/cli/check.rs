@@ -22,11 +22,10 @@ pub fn run(path: Option<&Path>) -> i32 {
             return exit::USAGE;
         }
     };
-    let file = config
-        .source
-        .file
-        .as_ref()
-        .map_or_else(|| "no config file (defaults)".to_string(), |f| f.display().to_string());
+    let file = config.source.file.as_ref().map_or_else(
+        || "no config file (defaults)".to_string(),
+        |f| f.display().to_string(),
+    );
     println!("{file}: OK");
     for r in &rules.rules {
         let action = match r.action {
@@ -38,7 +37,11 @@ pub fn run(path: Option<&Path>) -> i32 {
         } else {
             format!(", sustain {}", humantime::format_duration(r.sustain))
         };
-        println!("  rule {:?}: {action}{sustain}; reads {}", r.name, r.reads.join(", "));
+        println!(
+            "  rule {:?}: {action}{sustain}; reads {}",
+            r.name,
+            r.reads.join(", ")
+        );
     }
     if rules.is_empty() {
         println!("  no rules: nothing will be killed except by hook --jbop");
@@ -47,7 +50,9 @@ pub fn run(path: Option<&Path>) -> i32 {
         println!("  dry run: decisions are audited, nothing is killed");
     }
     if config.plex.url.is_none() || config.plex.token.is_none() {
-        println!("  note: no Plex url/token yet; set [plex] url and token, or PLEX_URL and PLEX_TOKEN");
+        println!(
+            "  note: no Plex url/token yet; set [plex] url and token, or PLEX_URL and PLEX_TOKEN"
+        );
     }
     exit::OK
 }

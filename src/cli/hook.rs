@@ -99,7 +99,10 @@ pub(crate) fn client(config: &Config) -> Result<PlexClient, i32> {
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
@@ -122,7 +125,9 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
     let session_id = non_empty(&args.session_id_jbop);
     let mode = match (args.jbop, non_empty(&args.session_id)) {
         (None, None) => {
-            eprintln!("error: nothing to do: give --jbop stream|allStreams|paused (kill_stream.py's modes) or --session-id ID to apply the configured rules");
+            eprintln!(
+                "error: nothing to do: give --jbop stream|allStreams|paused (kill_stream.py's modes) or --session-id ID to apply the configured rules"
+            );
             return exit::USAGE;
         }
         (None, Some(id)) => Mode::Rules(id),
@@ -130,7 +135,9 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
             let user_id = non_empty(&args.user_id);
             let username = non_empty(&args.username);
             if user_id.is_none() && username.is_none() {
-                eprintln!("error: refusing --jbop allStreams without --userId: it would kill every stream on the server. Pass --userId {{user_id}}");
+                eprintln!(
+                    "error: refusing --jbop allStreams without --userId: it would kill every stream on the server. Pass --userId {{user_id}}"
+                );
                 return exit::USAGE;
             }
             Mode::AllStreams { user_id, username }
@@ -139,7 +146,9 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
             Some(id) if jbop == Jbop::Stream => Mode::Stream(id),
             Some(id) => Mode::Paused(id),
             None => {
-                eprintln!("error: No sessionId provided! Is this synced content? (Plex gives synced content no Session id, so it cannot be stopped)");
+                eprintln!(
+                    "error: No sessionId provided! Is this synced content? (Plex gives synced content no Session id, so it cannot be stopped)"
+                );
                 return exit::FAILED;
             }
         },
@@ -173,7 +182,14 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
         Mode::Rules(id) => rules_mode(&mut enforcer, &rules, &id, delay).await,
         Mode::Stream(id) => stream_mode(&mut enforcer, &id, &message, delay).await,
         Mode::AllStreams { user_id, username } => {
-            all_streams(&mut enforcer, user_id.as_deref(), username.as_deref(), &message, delay).await
+            all_streams(
+                &mut enforcer,
+                user_id.as_deref(),
+                username.as_deref(),
+                &message,
+                delay,
+            )
+            .await
         }
         Mode::Paused(id) => {
             let limit = Duration::from_secs(args.limit);
@@ -204,7 +220,9 @@ fn warn_unimplemented(a: &HookArgs) {
     ];
     for (flag, given) in ignored {
         if given {
-            eprintln!("warning: {flag} is accepted for kill_stream.py compatibility but not implemented; it changes nothing");
+            eprintln!(
+                "warning: {flag} is accepted for kill_stream.py compatibility but not implemented; it changes nothing"
+            );
         }
     }
 }
@@ -260,26 +278,42 @@ fn manual_decision(rule: &str, session: &Session, all: &[Session], message: &str
         action: Action::Kill,
         session: session.clone(),
         message: message.to_string(),
-        values: ["user", "transcode_decision", "video_decision", "state", "stream_bitrate"]
-            .into_iter()
-            .map(|k| (k, vars.get(k).cloned()))
-            .collect(),
+        values: [
+            "user",
+            "transcode_decision",
+            "video_decision",
+            "state",
+            "stream_bitrate",
+        ]
+        .into_iter()
+        .map(|k| (k, vars.get(k).cloned()))
+        .collect(),
         estimated: false,
     }
 }
 
-async fn stream_mode(enforcer: &mut Enforcer<PlexClient>, id: &str, message: &str, delay: Option<Duration>) -> i32 {
+async fn stream_mode(
+    enforcer: &mut Enforcer<PlexClient>,
+    id: &str,
+    message: &str,
+    delay: Option<Duration>,
+) -> i32 {
     wait(delay).await;
     let sessions = match read_sessions(enforcer).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let Some(session) = sessions.iter().find(|s| s.session_id.as_deref() == Some(id)) else {
+    let Some(session) = sessions
+        .iter()
+        .find(|s| s.session_id.as_deref() == Some(id))
+    else {
         if delay.is_some() {
             println!("session {id} ended during the delay: nothing to do");
             return exit::OK;
         }
-        eprintln!("error: could not kill session {id}: Plex lists no such session (it ended, or the id is wrong)");
+        eprintln!(
+            "error: could not kill session {id}: Plex lists no such session (it ended, or the id is wrong)"
+        );
         return exit::FAILED;
     };
     let d = manual_decision("jbop:stream", session, &sessions, message);
@@ -336,7 +370,10 @@ async fn paused_mode(
             Ok(s) => s,
             Err(code) => return code,
         };
-        let Some(session) = sessions.iter().find(|s| s.session_id.as_deref() == Some(id)) else {
+        let Some(session) = sessions
+            .iter()
+            .find(|s| s.session_id.as_deref() == Some(id))
+        else {
             println!("session {id} ended: stopped watching");
             return exit::OK;
         };
@@ -359,7 +396,12 @@ async fn paused_mode(
     }
 }
 
-async fn rules_mode(enforcer: &mut Enforcer<PlexClient>, rules: &RuleSet, id: &str, delay: Option<Duration>) -> i32 {
+async fn rules_mode(
+    enforcer: &mut Enforcer<PlexClient>,
+    rules: &RuleSet,
+    id: &str,
+    delay: Option<Duration>,
+) -> i32 {
     wait(delay).await;
     let plex = enforcer.terminator();
     let mut sessions = match plex.sessions().await {
@@ -369,7 +411,10 @@ async fn rules_mode(enforcer: &mut Enforcer<PlexClient>, rules: &RuleSet, id: &s
             return exit::FAILED;
         }
     };
-    let Some(pos) = sessions.iter().position(|s| s.session_id.as_deref() == Some(id)) else {
+    let Some(pos) = sessions
+        .iter()
+        .position(|s| s.session_id.as_deref() == Some(id))
+    else {
         println!("session {id} is not playing: nothing to do");
         return exit::OK;
     };

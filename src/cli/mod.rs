@@ -59,7 +59,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -115,7 +119,8 @@ fn init_tracing(format: LogFormat, verbose: u8) {
         1 => "warn,streamwarden=debug",
         _ => "info,streamwarden=trace",
     };
-    let filter = EnvFilter::try_from_env("STREAMWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("STREAMWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

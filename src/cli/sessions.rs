@@ -66,7 +66,8 @@ pub fn table(sessions: &[Session]) -> String {
         return "no streams\n".to_string();
     }
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let kbps = |v: Option<i64>| v.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1000.0));
+    let kbps =
+        |v: Option<i64>| v.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1000.0));
     let header = [
         "SESSION", "USER", "ADDRESS", "STATE", "DECISION", "RES", "MBPS", "RESERVED", "TITLE",
     ];
@@ -74,7 +75,9 @@ pub fn table(sessions: &[Session]) -> String {
         .iter()
         .map(|s| {
             [
-                s.session_id.clone().unwrap_or_else(|| "(not killable)".into()),
+                s.session_id
+                    .clone()
+                    .unwrap_or_else(|| "(not killable)".into()),
                 dash(&s.user),
                 dash(&s.address),
                 dash(&s.state),

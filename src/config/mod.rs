@@ -58,7 +58,11 @@ impl SourceMap {
         (line, col)
     }
 
-    pub fn error(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> ConfigError {
+    pub fn error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             position: span.map(|s| self.position(s.start)),
@@ -228,9 +232,8 @@ impl Config {
     /// Parses config text. `file` is only used to name the file in errors.
     pub fn parse(text: &str, file: Option<PathBuf>) -> Result<Self, ConfigError> {
         let source = SourceMap::new(file, text);
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            source.error(e.span(), e.message().trim().to_string())
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| source.error(e.span(), e.message().trim().to_string()))?;
         let duration = |v: &Option<Spanned<String>>, default: Duration, what: &str| {
             v.as_ref().map_or(Ok(default), |s| {
                 parse_duration(s.get_ref())
@@ -241,7 +244,11 @@ impl Config {
             url: raw.plex.url.filter(|u| !u.trim().is_empty()),
             token: raw.plex.token.filter(|t| !t.trim().is_empty()),
             client_identifier: raw.plex.client_identifier.filter(|t| !t.trim().is_empty()),
-            poll_interval: duration(&raw.plex.poll_interval, Duration::from_secs(10), "poll_interval")?,
+            poll_interval: duration(
+                &raw.plex.poll_interval,
+                Duration::from_secs(10),
+                "poll_interval",
+            )?,
             timeout: duration(&raw.plex.timeout, Duration::from_secs(10), "timeout")?,
             tls_verify: raw.plex.tls_verify.unwrap_or(true),
         };
@@ -252,7 +259,10 @@ impl Config {
             ));
         }
         if plex.timeout.is_zero() {
-            return Err(source.error(raw.plex.timeout.as_ref().map(|s| s.span()), "timeout: must be more than 0s"));
+            return Err(source.error(
+                raw.plex.timeout.as_ref().map(|s| s.span()),
+                "timeout: must be more than 0s",
+            ));
         }
         let max_kills = match &raw.enforce.max_kills_per_minute {
             None => 10,
@@ -296,10 +306,20 @@ impl Config {
         let missing = |what: &str, env: &str| ConfigError {
             file: self.source.file.clone(),
             position: None,
-            message: format!("no Plex {what}: set [plex] {what} in the config file or the {env} environment variable"),
+            message: format!(
+                "no Plex {what}: set [plex] {what} in the config file or the {env} environment variable"
+            ),
         };
-        let url = self.plex.url.clone().ok_or_else(|| missing("url", "PLEX_URL"))?;
-        let token = self.plex.token.clone().ok_or_else(|| missing("token", "PLEX_TOKEN"))?;
+        let url = self
+            .plex
+            .url
+            .clone()
+            .ok_or_else(|| missing("url", "PLEX_URL"))?;
+        let token = self
+            .plex
+            .token
+            .clone()
+            .ok_or_else(|| missing("token", "PLEX_TOKEN"))?;
         Ok(PlexSettings {
             url,
             token,
@@ -320,7 +340,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration such as \"30s\" or \"5m\" ({e})"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration such as \"30s\" or \"5m\" ({e})"))
 }
 
 /// The client identifier used when the config has none: generated once, then kept in
@@ -372,7 +393,8 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let mut c = Config::parse("[plex]\nurl = \"http://a:32400\"\ntoken = \"file\"\n", None).unwrap();
+        let mut c =
+            Config::parse("[plex]\nurl = \"http://a:32400\"\ntoken = \"file\"\n", None).unwrap();
         c.apply_env(|k| (k == "PLEX_TOKEN").then(|| "env".to_string()));
         assert_eq!(c.plex.token.as_deref(), Some("env"));
         assert_eq!(c.plex.url.as_deref(), Some("http://a:32400"));
@@ -380,9 +402,13 @@ mod tests {
 
     #[test]
     fn bad_duration_is_located() {
-        let e = Config::parse("[plex]\npoll_interval = \"soon\"\n", Some("c.toml".into())).unwrap_err();
+        let e =
+            Config::parse("[plex]\npoll_interval = \"soon\"\n", Some("c.toml".into())).unwrap_err();
         assert_eq!(e.position, Some((2, 17)));
-        assert!(e.to_string().starts_with("c.toml:2:17: poll_interval"), "{e}");
+        assert!(
+            e.to_string().starts_with("c.toml:2:17: poll_interval"),
+            "{e}"
+        );
     }
 
     #[test]

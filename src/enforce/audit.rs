@@ -124,7 +124,10 @@ impl AuditLog {
             let recent = v
                 .get("ts")
                 .and_then(Json::as_str)
-                .and_then(|ts| time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok())
+                .and_then(|ts| {
+                    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
                 .is_some_and(|ts| (now - ts) < time::Duration::seconds(60) && ts <= now);
             if recent {
                 h.kills_last_minute += 1;

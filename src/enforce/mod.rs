@@ -50,7 +50,11 @@ pub trait Terminator: Send + Sync {
     /// Checked once before the first kill: can this server kill at all?
     fn preflight(&self) -> impl Future<Output = Result<(), String>> + Send;
     /// Stops one stream with a message the viewer sees.
-    fn terminate(&self, session_id: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn terminate(
+        &self,
+        session_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl Terminator for PlexClient {
@@ -71,10 +75,13 @@ impl Terminator for PlexClient {
         PlexClient::terminate(self, session_id, reason)
             .await
             .map_err(|e| match e {
-                PlexError::Unauthorized { .. } => format!(
-                    "{e} (a 401 on terminate also means the server has no Plex Pass)"
-                ),
-                PlexError::Status { status: 400 | 403 | 404, .. } => {
+                PlexError::Unauthorized { .. } => {
+                    format!("{e} (a 401 on terminate also means the server has no Plex Pass)")
+                }
+                PlexError::Status {
+                    status: 400 | 403 | 404,
+                    ..
+                } => {
                     format!("{e}: Plex does not know session {session_id:?}")
                 }
                 e => e.to_string(),
@@ -109,7 +116,11 @@ impl<T: Terminator> Enforcer<T> {
             terminator,
             dry_run: cfg.dry_run,
             act_on_estimates: cfg.act_on_estimates,
-            exempt: cfg.exempt_users.iter().map(|u| u.trim().to_lowercase()).collect(),
+            exempt: cfg
+                .exempt_users
+                .iter()
+                .map(|u| u.trim().to_lowercase())
+                .collect(),
             max_per_minute: max.get(),
             budget,
             killed: history.killed_sessions,
@@ -128,8 +139,11 @@ impl<T: Terminator> Enforcer<T> {
 
     /// Whether a session's user is exempt (by name or numeric id).
     pub fn is_exempt(&self, s: &Session) -> bool {
-        s.user.as_ref().is_some_and(|u| self.exempt.contains(&u.to_lowercase()))
-            || s.user_id.is_some_and(|id| self.exempt.contains(&id.to_string()))
+        s.user
+            .as_ref()
+            .is_some_and(|u| self.exempt.contains(&u.to_lowercase()))
+            || s.user_id
+                .is_some_and(|id| self.exempt.contains(&id.to_string()))
     }
 
     /// Whether this run already killed (or saw a kill of) the session.
@@ -149,8 +163,12 @@ impl<T: Terminator> Enforcer<T> {
             Applied::AlreadyKilled => return applied,
         };
         match &applied {
-            Applied::Failed(r) => tracing::error!(rule = %d.rule, session = ?d.session.session_id, "kill failed: {r}"),
-            Applied::Skipped(r) => tracing::warn!(rule = %d.rule, session = ?d.session.session_id, "kill skipped: {r}"),
+            Applied::Failed(r) => {
+                tracing::error!(rule = %d.rule, session = ?d.session.session_id, "kill failed: {r}")
+            }
+            Applied::Skipped(r) => {
+                tracing::warn!(rule = %d.rule, session = ?d.session.session_id, "kill skipped: {r}")
+            }
             _ => {}
         }
         let record = Record {
@@ -232,7 +250,9 @@ fn values_json(values: &BTreeMap<&'static str, Option<Value>>) -> Map<String, Js
             let j = match v {
                 None => Json::Null,
                 Some(Value::Text(s)) => Json::String(s.clone()),
-                Some(Value::Number(n)) => serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number),
+                Some(Value::Number(n)) => {
+                    serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number)
+                }
                 Some(Value::Flag(b)) => Json::Bool(*b),
             };
             (k.to_string(), j)

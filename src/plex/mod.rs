@@ -84,7 +84,8 @@ pub struct Capabilities {
 impl Capabilities {
     /// False only when the server says plainly that it cannot kick sessions.
     pub fn can_kill(&self) -> bool {
-        !(self.session_kick == Some(false) || (self.session_kick.is_none() && self.plex_pass == Some(false)))
+        !(self.session_kick == Some(false)
+            || (self.session_kick.is_none() && self.plex_pass == Some(false)))
     }
 }
 
@@ -116,7 +117,9 @@ impl PlexClient {
         token.set_sensitive(true);
         headers.insert("X-Plex-Token", token);
         let id = HeaderValue::from_str(&settings.client_identifier).map_err(|_| {
-            PlexError::Settings("client_identifier contains characters not allowed in a header".into())
+            PlexError::Settings(
+                "client_identifier contains characters not allowed in a header".into(),
+            )
         })?;
         headers.insert("X-Plex-Client-Identifier", id);
         headers.insert("X-Plex-Product", HeaderValue::from_static(PRODUCT));
@@ -132,7 +135,9 @@ impl PlexClient {
             .danger_accept_invalid_certs(!settings.tls_verify)
             .user_agent(concat!("streamwarden/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| PlexError::Settings(format!("cannot build the HTTP client: {}", e.without_url())))?;
+            .map_err(|e| {
+                PlexError::Settings(format!("cannot build the HTTP client: {}", e.without_url()))
+            })?;
         Ok(Self {
             http,
             settings,
@@ -240,7 +245,9 @@ impl PlexClient {
                 s.source_bitrate_kbps = f.bitrate_kbps;
                 s.source_resolution = f.resolution;
             }
-            Err(e) => tracing::warn!(rating_key = %key, error = %e, "cannot read the source file's facts"),
+            Err(e) => {
+                tracing::warn!(rating_key = %key, error = %e, "cannot read the source file's facts")
+            }
         }
     }
 
@@ -256,10 +263,11 @@ impl PlexClient {
         }
         let endpoint = format!("/library/metadata/{}", path_key(rating_key)?);
         let body = self.read(&endpoint).await?;
-        let facts = session::parse_source_facts(&body, media_id).map_err(|e| PlexError::BadXml {
-            endpoint: endpoint.clone(),
-            reason: e.to_string(),
-        })?;
+        let facts =
+            session::parse_source_facts(&body, media_id).map_err(|e| PlexError::BadXml {
+                endpoint: endpoint.clone(),
+                reason: e.to_string(),
+            })?;
         self.cache().insert(cache_key, facts.clone());
         Ok(facts)
     }
@@ -273,11 +281,14 @@ impl PlexClient {
     pub async fn capabilities(&self) -> Result<Capabilities, PlexError> {
         let body = self.read("/").await?;
         let c = session::parse_container(&body).map_err(|e| PlexError::BadXml {
-                endpoint: "/".to_string(),
-                reason: e.to_string(),
-            })?;
+            endpoint: "/".to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Capabilities {
-            plex_pass: c.my_plex_subscription.as_deref().map(|v| v == "1" || v == "true"),
+            plex_pass: c
+                .my_plex_subscription
+                .as_deref()
+                .map(|v| v == "1" || v == "true"),
             session_kick: c
                 .owner_features
                 .as_deref()
@@ -314,7 +325,12 @@ impl PlexClient {
     }
 }
 
-fn check_status(endpoint: &str, status: StatusCode, body: &str, token: &str) -> Result<(), PlexError> {
+fn check_status(
+    endpoint: &str,
+    status: StatusCode,
+    body: &str,
+    token: &str,
+) -> Result<(), PlexError> {
     if status.is_success() {
         return Ok(());
     }
@@ -323,11 +339,7 @@ fn check_status(endpoint: &str, status: StatusCode, body: &str, token: &str) -> 
             endpoint: endpoint.to_string(),
         });
     }
-    let snippet: String = body
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(160)
-        .collect();
+    let snippet: String = body.chars().filter(|c| !c.is_control()).take(160).collect();
     let detail = if snippet.trim().is_empty() || snippet.trim_start().starts_with('<') {
         String::new()
     } else {
@@ -343,7 +355,12 @@ fn check_status(endpoint: &str, status: StatusCode, body: &str, token: &str) -> 
 /// Keys Plex hands out (ratingKey, transcode key) are plain tokens; anything else is
 /// refused rather than spliced into a path.
 fn path_key(s: &str) -> Result<&str, PlexError> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) && s != "." && s != ".." {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+        && s != ".."
+    {
         Ok(s)
     } else {
         Err(PlexError::Settings(format!("{s:?} is not a Plex key")))

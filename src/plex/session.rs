@@ -114,7 +114,9 @@ pub fn parse_container(body: &str) -> Result<MediaContainer, quick_xml::DeError>
                 break;
             }
             Ok(quick_xml::events::Event::Eof) => {
-                return Err(quick_xml::DeError::Custom("the body is empty, not <MediaContainer>".into()));
+                return Err(quick_xml::DeError::Custom(
+                    "the body is empty, not <MediaContainer>".into(),
+                ));
             }
             Ok(_) => {}
             Err(e) => return Err(quick_xml::DeError::Custom(e.to_string())),
@@ -136,7 +138,9 @@ pub fn from_container(container: MediaContainer) -> Vec<Session> {
         })
         .filter(|(kind, m)| {
             !(*kind == ItemKind::Track
-                && m.guid.as_deref().is_some_and(|g| g.starts_with("library://")))
+                && m.guid
+                    .as_deref()
+                    .is_some_and(|g| g.starts_with("library://")))
         })
         .map(|(kind, m)| normalise(kind, m))
         .collect()
@@ -235,10 +239,8 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         if let Some(d) = from_transcode.filter(|d| !d.is_empty()) {
             return stream_decision_name(d);
         }
-        if !part_direct {
-            if let Some(d) = stream_decision(stream_type) {
-                return d;
-            }
+        if !part_direct && let Some(d) = stream_decision(stream_type) {
+            return d;
         }
         "direct play".to_string()
     };
@@ -251,14 +253,16 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         (None, None) => Some("direct play".to_string()),
         (v, a) => {
             let any = |want: &str| v.as_deref() == Some(want) || a.as_deref() == Some(want);
-            Some(if any("transcode") {
-                "transcode"
-            } else if any("copy") {
-                "direct stream"
-            } else {
-                "direct play"
-            })
-            .map(str::to_string)
+            Some(
+                if any("transcode") {
+                    "transcode"
+                } else if any("copy") {
+                    "direct stream"
+                } else {
+                    "direct play"
+                }
+                .to_string(),
+            )
         }
     };
 
@@ -291,7 +295,9 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         user_id: user
             .and_then(|u| whole(u.id.as_deref()))
             .or_else(|| player.and_then(|p| whole(p.user_id.as_deref()))),
-        address: player.and_then(|p| p.address.as_deref()).and_then(clean_address),
+        address: player
+            .and_then(|p| p.address.as_deref())
+            .and_then(clean_address),
         remote_public_address: player
             .and_then(|p| p.remote_public_address.as_deref())
             .and_then(clean_address),
@@ -327,7 +333,9 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
 }
 
 fn non_empty(v: Option<&str>) -> Option<String> {
-    v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// "1"/"0"/"true"/"false" as Plex writes booleans.
@@ -346,10 +354,12 @@ fn whole(v: Option<&str>) -> Option<i64> {
 /// A rate in kbps; sentinels and negative numbers are unknown.
 fn rate(v: Option<&str>) -> Option<i64> {
     let v = v?.trim();
-    let n: i64 = v
-        .parse()
-        .ok()
-        .or_else(|| v.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.round() as i64))?;
+    let n: i64 = v.parse().ok().or_else(|| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| f.round() as i64)
+    })?;
     (n >= 0 && n != BITRATE_SENTINEL).then_some(n)
 }
 
@@ -383,7 +393,9 @@ pub fn resolution(label: Option<&str>, height: Option<&str>) -> Option<String> {
             return from_height(h);
         }
     }
-    height.and_then(|h| h.trim().parse::<i64>().ok()).and_then(from_height)
+    height
+        .and_then(|h| h.trim().parse::<i64>().ok())
+        .and_then(from_height)
 }
 
 fn from_height(h: i64) -> Option<String> {
@@ -434,8 +446,14 @@ mod tests {
 
     #[test]
     fn mapped_addresses_are_stripped() {
-        assert_eq!(clean_address("::ffff:10.0.0.5").as_deref(), Some("10.0.0.5"));
-        assert_eq!(clean_address("::FFFF:10.0.0.5").as_deref(), Some("10.0.0.5"));
+        assert_eq!(
+            clean_address("::ffff:10.0.0.5").as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            clean_address("::FFFF:10.0.0.5").as_deref(),
+            Some("10.0.0.5")
+        );
         assert_eq!(clean_address("2001:db8::1").as_deref(), Some("2001:db8::1"));
         assert_eq!(clean_address(""), None);
     }

@@ -50,7 +50,9 @@ pub enum Outcome {
     Match,
     NoMatch,
     /// A value the rule needed is unknown: the rule does not match.
-    Unknown { missing: Vec<&'static str> },
+    Unknown {
+        missing: Vec<&'static str>,
+    },
     /// The condition failed at run time (a type error the load check could not see).
     Error(String),
 }
@@ -66,7 +68,9 @@ pub struct Evaluation<'r> {
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleSet").field("rules", &self.rules).finish()
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules)
+            .finish()
     }
 }
 
@@ -81,7 +85,10 @@ impl RuleSet {
             if !seen.insert(raw.name.get_ref().clone()) {
                 errors.push(config.source.error(
                     Some(raw.name.span()),
-                    format!("rule {:?} is defined twice: rule names must be unique", raw.name.get_ref()),
+                    format!(
+                        "rule {:?} is defined twice: rule names must be unique",
+                        raw.name.get_ref()
+                    ),
                 ));
                 continue;
             }
@@ -121,7 +128,12 @@ impl Rule {
             Ok(cel::Value::Bool(false)) => Outcome::NoMatch,
             Ok(other) => Outcome::Error(format!("the condition gave {other:?}, not true or false")),
             Err(cel::ExecutionError::UndeclaredReference(_)) => Outcome::Unknown {
-                missing: self.reads.iter().copied().filter(|n| v.get(n).is_none()).collect(),
+                missing: self
+                    .reads
+                    .iter()
+                    .copied()
+                    .filter(|n| v.get(n).is_none())
+                    .collect(),
             },
             Err(e) => Outcome::Error(e.to_string()),
         };
@@ -136,7 +148,11 @@ impl Rule {
 /// Runs a program with the known values bound; unknown values stay unbound, so a
 /// condition that needs one fails with an undeclared reference (CEL's `||` and `&&`
 /// still short-circuit around it).
-fn run(env: &Arc<cel::Env>, program: &cel::Program, v: &Vars) -> Result<cel::Value, cel::ExecutionError> {
+fn run(
+    env: &Arc<cel::Env>,
+    program: &cel::Program,
+    v: &Vars,
+) -> Result<cel::Value, cel::ExecutionError> {
     let mut ctx = cel::Context::with_env(env.clone());
     for (name, value) in v.iter() {
         let value = match value {
@@ -155,7 +171,9 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
     if name.is_empty() {
         return Err(src.error(Some(raw.name.span()), "a rule's name must not be empty"));
     }
-    let here = |span: std::ops::Range<usize>, msg: String| src.error(Some(span), format!("rule {name:?}: {msg}"));
+    let here = |span: std::ops::Range<usize>, msg: String| {
+        src.error(Some(span), format!("rule {name:?}: {msg}"))
+    };
     let when = raw.when.get_ref();
     let when_start = src.string_content_start(&raw.when.span());
     // Points at a (line, column) inside the expression, as a file position.
@@ -174,12 +192,17 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         }
     };
     if when.trim().is_empty() {
-        return Err(here(raw.when.span(), "`when` is empty: write a condition such as transcode_decision == \"transcode\"".into()));
+        return Err(here(
+            raw.when.span(),
+            "`when` is empty: write a condition such as transcode_decision == \"transcode\"".into(),
+        ));
     }
     // Syntax errors are reported against what the user wrote.
     let original = env.compile(when).map_err(|errs| {
         let first = errs.errors.first();
-        let (line, col) = first.map_or((1, 1), |e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1));
+        let (line, col) = first.map_or((1, 1), |e| {
+            (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1)
+        });
         let msg = first.map_or_else(|| errs.to_string(), |e| e.msg.clone());
         inside(line, col, format!("syntax error: {msg}"))
     })?;
@@ -191,8 +214,16 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             None => {
                 let at = when.find(var).unwrap_or(0);
                 let line = when[..at].matches('\n').count() + 1;
-                let col = when[..at].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                return Err(inside(line, col, format!("unknown variable `{var}`{}", suggest(var))));
+                let col = when[..at]
+                    .rsplit('\n')
+                    .next()
+                    .map_or(0, |l| l.chars().count())
+                    + 1;
+                return Err(inside(
+                    line,
+                    col,
+                    format!("unknown variable `{var}`{}", suggest(var)),
+                ));
             }
         }
     }
@@ -206,17 +237,23 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         Ok(other) => {
             return Err(here(
                 raw.when.span(),
-                format!("`when` must be true or false, but it gives a {}", type_name(&other)),
+                format!(
+                    "`when` must be true or false, but it gives a {}",
+                    type_name(&other)
+                ),
             ));
         }
-        Err(e) => return Err(here(raw.when.span(), format!("when: {e}"))),
+        Err(e) => return Err(here(raw.when.span(), format!("when: type error: {e}"))),
     }
     let action = match raw.action.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("kill") => Action::Kill,
         Some("log") => Action::Log,
         Some(other) => {
             let span = raw.action.as_ref().map(|a| a.span()).unwrap_or_default();
-            return Err(here(span, format!("action {other:?} is not \"kill\" or \"log\"")));
+            return Err(here(
+                span,
+                format!("action {other:?} is not \"kill\" or \"log\""),
+            ));
         }
     };
     let message = match &raw.message {
@@ -232,7 +269,9 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
     };
     let sustain = match &raw.sustain {
         None => Duration::ZERO,
-        Some(s) => parse_duration(s.get_ref()).map_err(|m| here(s.span(), format!("sustain: {m}")))?,
+        Some(s) => {
+            parse_duration(s.get_ref()).map_err(|m| here(s.span(), format!("sustain: {m}")))?
+        }
     };
     Ok(Rule {
         name,
@@ -258,17 +297,22 @@ fn type_name(v: &cel::Value) -> &'static str {
 
 /// Whether `var` is the loop variable of a macro such as `list.exists(var, …)`.
 fn bound_by_macro(src: &str, var: &str) -> bool {
-    ["all", "exists", "exists_one", "map", "filter"].iter().any(|m| {
-        let mut rest = src;
-        while let Some(at) = rest.find(&format!("{m}(")) {
-            let args = rest[at + m.len() + 1..].trim_start();
-            if args.strip_prefix(var).is_some_and(|r| r.trim_start().starts_with(',')) {
-                return true;
+    ["all", "exists", "exists_one", "map", "filter"]
+        .iter()
+        .any(|m| {
+            let mut rest = src;
+            while let Some(at) = rest.find(&format!("{m}(")) {
+                let args = rest[at + m.len() + 1..].trim_start();
+                if args
+                    .strip_prefix(var)
+                    .is_some_and(|r| r.trim_start().starts_with(','))
+                {
+                    return true;
+                }
+                rest = &rest[at + m.len() + 1..];
             }
-            rest = &rest[at + m.len() + 1..];
-        }
-        false
-    })
+            false
+        })
 }
 
 fn suggest(var: &str) -> String {

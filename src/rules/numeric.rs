@@ -141,10 +141,19 @@ mod tests {
     #[test]
     fn other_tokens_are_untouched() {
         assert_eq!(decimalise("1e3 + 2.5 + 0x1F + 3u"), "1e3 + 2.5 + 0x1F + 3u");
-        assert_eq!(decimalise("measured_kbps_10s > 1"), "measured_kbps_10s > 1.0");
-        assert_eq!(decimalise(r#"title == "Top 10" || t == 'x 2'"#), r#"title == "Top 10" || t == 'x 2'"#);
+        assert_eq!(
+            decimalise("measured_kbps_10s > 1"),
+            "measured_kbps_10s > 1.0"
+        );
+        assert_eq!(
+            decimalise(r#"title == "Top 10" || t == 'x 2'"#),
+            r#"title == "Top 10" || t == 'x 2'"#
+        );
         assert_eq!(decimalise(r#"r"a\" 2 ""#), r#"r"a\" 2.0 ""#);
-        assert_eq!(decimalise(r#"t == """ 5 " """ && 5"#), r#"t == """ 5 " """ && 5.0"#);
+        assert_eq!(
+            decimalise(r#"t == """ 5 " """ && 5"#),
+            r#"t == """ 5 " """ && 5.0"#
+        );
         assert_eq!(decimalise("tab2 == b'7'"), "tab2 == b'7'");
         assert_eq!(decimalise("'é' + 3"), "'é' + 3.0");
     }

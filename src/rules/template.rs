@@ -95,7 +95,9 @@ impl Template {
                     None => out.push_str("unknown"),
                 },
                 Piece::Mbps(name) => match v.get(name) {
-                    Some(vars::Value::Number(kbps)) => out.push_str(&format!("{:.1}", kbps / 1000.0)),
+                    Some(vars::Value::Number(kbps)) => {
+                        out.push_str(&format!("{:.1}", kbps / 1000.0))
+                    }
                     _ => out.push_str("unknown"),
                 },
             }
@@ -112,10 +114,10 @@ fn placeholder(name: &str) -> Option<Piece> {
         return Some(Piece::Var(n));
     }
     // `{stream_bitrate_mbps}`, and `{measured_mbps_1m}` for `measured_kbps_1m`.
-    let rate = name
-        .strip_suffix("_mbps")
-        .map(str::to_string)
-        .or_else(|| name.strip_prefix("measured_mbps_").map(|w| format!("measured_kbps_{w}")))?;
+    let rate = name.strip_suffix("_mbps").map(str::to_string).or_else(|| {
+        name.strip_prefix("measured_mbps_")
+            .map(|w| format!("measured_kbps_{w}"))
+    })?;
     vars::RATES
         .iter()
         .find(|r| **r == rate)
@@ -141,7 +143,10 @@ mod tests {
 
     #[test]
     fn renders_values_mbps_and_rule() {
-        let t = Template::parse("{user}: {stream_bitrate_mbps} Mbps {{ok}} by {rule}, {measured_mbps_1m}").unwrap();
+        let t = Template::parse(
+            "{user}: {stream_bitrate_mbps} Mbps {{ok}} by {rule}, {measured_mbps_1m}",
+        )
+        .unwrap();
         let mut v = Vars::default();
         v.set("user", Value::Text("bob".into()));
         v.set("stream_bitrate", Value::Number(20_231.0));

@@ -143,15 +143,24 @@ impl Vars {
             }
         };
         num("user_id", session.user_id.map(|x| x as f64));
-        num("stream_bitrate", session.stream_bitrate_kbps.map(|x| x as f64));
-        num("source_bitrate", session.source_bitrate_kbps.map(|x| x as f64));
+        num(
+            "stream_bitrate",
+            session.stream_bitrate_kbps.map(|x| x as f64),
+        );
+        num(
+            "source_bitrate",
+            session.source_bitrate_kbps.map(|x| x as f64),
+        );
         num("bandwidth", session.bandwidth_kbps.map(|x| x as f64));
         let same_user = |s: &Session| match (&session.user_id, &s.user_id) {
             (Some(a), Some(b)) => a == b,
             _ => session.user.is_some() && s.user == session.user,
         };
         if session.user_id.is_some() || session.user.is_some() {
-            num("user_streams", Some(all.iter().filter(|s| same_user(s)).count().max(1) as f64));
+            num(
+                "user_streams",
+                Some(all.iter().filter(|s| same_user(s)).count().max(1) as f64),
+            );
         }
         num("server_streams", Some(all.len().max(1) as f64));
         if let Some(m) = measured {

@@ -8,16 +8,19 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 pub const TOKEN: &str = "tok-SECRET-4f9a1c";
 
 pub fn fixture(name: &str) -> String {
-    let path = format!("{}/../shared/fixtures/plex/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../shared/fixtures/plex/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -59,14 +62,20 @@ impl FakePlex {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let st = state.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let app = Router::new()
                     .route("/", get(root))
                     .route("/status/sessions", get(sessions))
                     .route("/status/sessions/terminate", get(terminate))
                     .route("/library/metadata/{key}", get(metadata))
-                    .route("/transcode/sessions/{key}", axum::routing::delete(delete_transcode))
+                    .route(
+                        "/transcode/sessions/{key}",
+                        axum::routing::delete(delete_transcode),
+                    )
                     .with_state(st);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -97,7 +106,12 @@ impl FakePlex {
 
 type St = State<Arc<Mutex<PlexState>>>;
 
-fn authorised(st: &St, headers: &HeaderMap, path: &str, query: &HashMap<String, String>) -> Result<(), Response> {
+fn authorised(
+    st: &St,
+    headers: &HeaderMap,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Result<(), Box<Response>> {
     let mut s = st.lock().unwrap();
     let mut line = path.to_string();
     if !query.is_empty() {
@@ -107,7 +121,10 @@ fn authorised(st: &St, headers: &HeaderMap, path: &str, query: &HashMap<String, 
         line.push_str(&q.join("&"));
     }
     s.requests.push(line);
-    if let Some(id) = headers.get("X-Plex-Client-Identifier").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = headers
+        .get("X-Plex-Client-Identifier")
+        .and_then(|v| v.to_str().ok())
+    {
         s.client_ids.push(id.to_string());
     }
     let token = headers.get("X-Plex-Token").and_then(|v| v.to_str().ok());
@@ -116,24 +133,29 @@ fn authorised(st: &St, headers: &HeaderMap, path: &str, query: &HashMap<String, 
             StatusCode::UNAUTHORIZED,
             Html("<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"),
         )
-            .into_response());
+            .into_response()
+            .into());
     }
     Ok(())
 }
 
 async fn root(st: St, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&st, &headers, "/", &HashMap::new()) {
-        return r;
+        return *r;
     }
     let pass = st.lock().unwrap().plex_pass;
-    let features = if pass { "webhooks,session_kick,camera_upload" } else { "camera_upload" };
+    let features = if pass {
+        "webhooks,session_kick,camera_upload"
+    } else {
+        "camera_upload"
+    };
     let sub = if pass { "1" } else { "0" };
     format!(r#"<?xml version="1.0" encoding="UTF-8"?><MediaContainer size="0" friendlyName="fake" myPlexSubscription="{sub}" ownerFeatures="{features}" version="1.40.0"></MediaContainer>"#).into_response()
 }
 
 async fn sessions(st: St, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&st, &headers, "/status/sessions", &HashMap::new()) {
-        return r;
+        return *r;
     }
     let s = st.lock().unwrap();
     if let Some((code, body)) = &s.sessions_failure {
@@ -142,13 +164,21 @@ async fn sessions(st: St, headers: HeaderMap) -> Response {
     s.sessions_body.clone().into_response()
 }
 
-async fn terminate(st: St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn terminate(
+    st: St,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if let Err(r) = authorised(&st, &headers, "/status/sessions/terminate", &q) {
-        return r;
+        return *r;
     }
     let mut s = st.lock().unwrap();
     if !s.plex_pass {
-        return (StatusCode::UNAUTHORIZED, Html("<html><body>401</body></html>")).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html("<html><body>401</body></html>"),
+        )
+            .into_response();
     }
     let id = q.get("sessionId").cloned().unwrap_or_default();
     let reason = q.get("reason").cloned().unwrap_or_default();
@@ -173,7 +203,11 @@ pub fn remove_session(body: &str, id: &str) -> String {
         return body.to_string();
     };
     let starts = ["<Video ", "<Track ", "<Photo "];
-    let start = starts.iter().filter_map(|t| body[..at].rfind(t)).max().unwrap_or(0);
+    let start = starts
+        .iter()
+        .filter_map(|t| body[..at].rfind(t))
+        .max()
+        .unwrap_or(0);
     let ends = ["</Video>", "</Track>", "</Photo>"];
     let end = ends
         .iter()
@@ -184,8 +218,13 @@ pub fn remove_session(body: &str, id: &str) -> String {
 }
 
 async fn metadata(st: St, headers: HeaderMap, Path(key): Path<String>) -> Response {
-    if let Err(r) = authorised(&st, &headers, &format!("/library/metadata/{key}"), &HashMap::new()) {
-        return r;
+    if let Err(r) = authorised(
+        &st,
+        &headers,
+        &format!("/library/metadata/{key}"),
+        &HashMap::new(),
+    ) {
+        return *r;
     }
     match st.lock().unwrap().metadata.get(&key) {
         Some(b) => b.clone().into_response(),
@@ -194,8 +233,13 @@ async fn metadata(st: St, headers: HeaderMap, Path(key): Path<String>) -> Respon
 }
 
 async fn delete_transcode(st: St, headers: HeaderMap, Path(key): Path<String>) -> Response {
-    if let Err(r) = authorised(&st, &headers, &format!("/transcode/sessions/{key}"), &HashMap::new()) {
-        return r;
+    if let Err(r) = authorised(
+        &st,
+        &headers,
+        &format!("/transcode/sessions/{key}"),
+        &HashMap::new(),
+    ) {
+        return *r;
     }
     st.lock().unwrap().deleted_transcodes.push(key);
     StatusCode::OK.into_response()
@@ -218,10 +262,14 @@ pub fn mixed_sessions() -> String {
         body[start..end].to_string()
     };
     let mut all = String::from("<MediaContainer size=\"5\">");
-    all.push_str(&items(fixture("ha_session_base.xml").replace("{user_id}", "7")));
+    all.push_str(&items(
+        fixture("ha_session_base.xml").replace("{user_id}", "7"),
+    ));
     all.push_str(&items(fixture("homarr_sessions_transcode_audio_only.xml")));
     all.push_str(&items(fixture("plexopedia_sessions_track_directplay.xml")));
-    all.push_str(&items(fixture("go_plex_client_sessions_track_and_transcode.xml")));
+    all.push_str(&items(fixture(
+        "go_plex_client_sessions_track_and_transcode.xml",
+    )));
     all.push_str("</MediaContainer>");
     all
 }

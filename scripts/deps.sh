@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system packages streamwarden needs on Debian/Ubuntu, only when missing:
+#   libpcap-dev  headers and library for packet capture (build and run)
+#   tshark       the oracle the capture tests compare against (tests only)
+set -euo pipefail
+
+want=()
+dpkg -s libpcap-dev >/dev/null 2>&1 || want+=(libpcap-dev)
+if [ "${1:-}" = "--tests" ]; then
+  command -v tshark >/dev/null 2>&1 || want+=(tshark)
+  command -v tcpdump >/dev/null 2>&1 || want+=(tcpdump)
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "streamwarden needs: ${want[*]} (install them with your package manager)" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "installing ${want[*]} needs root: run as root or install sudo" >&2
+    exit 1
+  fi
+fi
+echo "installing ${want[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null

@@ -1,0 +1,133 @@
+//! `check` and `sessions` as a user runs them.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn check_accepts_the_example_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = format!("{}/rules.example.toml", env!("CARGO_MANIFEST_DIR"));
+    let o = run(dir.path(), "", "", &["check", "--config", &example]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("OK"));
+}
+
+#[test]
+fn check_rejects_a_bad_rule_with_its_place_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[[rules]]\nname = \"x\"\nwhen = 'stream_bitrate >'\n").unwrap();
+    let o = run(dir.path(), "", "", &["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("c.toml:3:"), "{err}");
+    assert!(err.contains("rule \"x\""), "{err}");
+}
+
+#[test]
+fn check_rejects_toml_errors_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[enforce]\nmax_kills_per_minute = 0\n").unwrap();
+    let o = run(dir.path(), "", "", &["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("c.toml:2:24: max_kills_per_minute"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&cfg, "[plex\n").unwrap();
+    let o = run(dir.path(), "", "", &["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("c.toml:1:"), "{}", stderr(&o));
+}
+
+#[test]
+fn sessions_json_lists_every_stream() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    let ha = &list[0];
+    for key in [
+        "session_id",
+        "session_key",
+        "user",
+        "user_id",
+        "address",
+        "location",
+        "state",
+        "media_type",
+        "title",
+        "video_decision",
+        "audio_decision",
+        "transcode_decision",
+        "stream_bitrate_kbps",
+        "video_resolution",
+        "bandwidth_kbps",
+        "killable",
+    ] {
+        assert!(ha.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(ha["session_id"], "session_id_1");
+    assert_eq!(ha["user_id"], 7);
+    assert_eq!(ha["stream_bitrate_kbps"], 6000);
+    assert_eq!(ha["video_resolution"], "720");
+    assert_eq!(ha["killable"], true);
+    let old = &list[3];
+    assert_eq!(old["session_id"], serde_json::Value::Null);
+    assert_eq!(old["killable"], false);
+    assert_eq!(old["media_type"], "track");
+    assert_no_token(&o);
+}
+
+#[test]
+fn sessions_table_is_aligned_and_marks_unkillable_streams() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(lines[0].starts_with("SESSION"));
+    let user_col = lines[0].find("USER").unwrap();
+    assert_eq!(&lines[1][user_col..user_col + 6], "User 7");
+    assert!(lines[4].starts_with("(not killable)"), "{out}");
+    assert!(out.contains("Talking Dead - Shiva"));
+}
+
+#[test]
+fn no_url_or_token_says_how_to_set_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["sessions"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("PLEX_URL"), "{}", stderr(&o));
+}
+
+#[test]
+fn tls_to_a_server_without_a_valid_certificate_fails_unless_disabled() {
+    // A plain-TCP server that is not TLS: verification on or off, https fails clearly.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            drop(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &url, TOKEN, &["sessions"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot reach Plex"), "{}", stderr(&o));
+    assert_no_token(&o);
+}
