@@ -663,3 +663,24 @@ fn client_identifier_is_sent_and_stays_stable() {
     assert!(ids.len() >= 2);
     assert!(ids.iter().all(|i| i == &ids[0] && !i.is_empty()), "{ids:?}");
 }
+
+#[test]
+fn a_terminate_whose_answer_is_lost_is_never_resent_and_is_confirmed_by_a_re_read() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.terminate_delay = Some(std::time::Duration::from_secs(3)));
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "[plex]\ntimeout = \"1s\"\n[enforce]\naudit_log = \"a.jsonl\"\n",
+    );
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(plex.terminates().len(), 1, "sent once");
+    let lines = audit_lines(&dir.path().join("a.jsonl"));
+    assert_eq!(lines[0]["action"], "kill");
+}

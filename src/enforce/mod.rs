@@ -72,20 +72,33 @@ impl Terminator for PlexClient {
     }
 
     async fn terminate(&self, session_id: &str, reason: &str) -> Result<(), String> {
-        PlexClient::terminate(self, session_id, reason)
-            .await
-            .map_err(|e| match e {
-                PlexError::Unauthorized { .. } => {
-                    format!("{e} (a 401 on terminate also means the server has no Plex Pass)")
-                }
-                PlexError::Status {
-                    status: 400 | 403 | 404,
-                    ..
-                } => {
-                    format!("{e}: Plex does not know session {session_id:?}")
-                }
-                e => e.to_string(),
-            })
+        let result = PlexClient::terminate(self, session_id, reason).await;
+        // A terminate is never sent twice. When its answer was lost, the sessions say
+        // whether it landed.
+        if let Err(PlexError::Timeout { .. } | PlexError::Unreachable { .. }) = &result
+            && let Ok(sessions) = self.sessions().await
+            && !sessions
+                .iter()
+                .any(|s| s.session_id.as_deref() == Some(session_id))
+        {
+            tracing::warn!(
+                session = session_id,
+                "no answer to the terminate, but the session is gone: counted as killed"
+            );
+            return Ok(());
+        }
+        result.map_err(|e| match e {
+            PlexError::Unauthorized { .. } => {
+                format!("{e} (a 401 on terminate also means the server has no Plex Pass)")
+            }
+            PlexError::Status {
+                status: 400 | 403 | 404,
+                ..
+            } => {
+                format!("{e}: Plex does not know session {session_id:?}")
+            }
+            e => e.to_string(),
+        })
     }
 }
 

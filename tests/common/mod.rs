@@ -42,6 +42,8 @@ pub struct PlexState {
     pub metadata: HashMap<String, String>,
     /// Remove a session from the listing once it is terminated.
     pub remove_on_kill: bool,
+    /// Answer a terminate only after this long (it still takes effect at once).
+    pub terminate_delay: Option<std::time::Duration>,
 }
 
 pub struct FakePlex {
@@ -172,28 +174,44 @@ async fn terminate(
     if let Err(r) = authorised(&st, &headers, "/status/sessions/terminate", &q) {
         return *r;
     }
+    let outcome = record_terminate(&st, &q);
+    match outcome {
+        Ok(delay) => {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            StatusCode::OK.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+fn record_terminate(
+    st: &St,
+    q: &HashMap<String, String>,
+) -> Result<Option<std::time::Duration>, Response> {
     let mut s = st.lock().unwrap();
     if !s.plex_pass {
-        return (
+        return Err((
             StatusCode::UNAUTHORIZED,
             Html("<html><body>401</body></html>"),
         )
-            .into_response();
+            .into_response());
     }
     let id = q.get("sessionId").cloned().unwrap_or_default();
     let reason = q.get("reason").cloned().unwrap_or_default();
     if id.is_empty() {
-        return StatusCode::BAD_REQUEST.into_response();
+        return Err(StatusCode::BAD_REQUEST.into_response());
     }
     let needle = format!("id=\"{id}\"");
     if !s.sessions_body.contains(&needle) {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(StatusCode::NOT_FOUND.into_response());
     }
     s.terminates.push((id.clone(), reason));
     if s.remove_on_kill {
         s.sessions_body = remove_session(&s.sessions_body, &id);
     }
-    StatusCode::OK.into_response()
+    Ok(s.terminate_delay)
 }
 
 /// Removes the item holding `<Session id="ID">` from a sessions body.
