@@ -182,14 +182,19 @@ async fn terminate(
             }
             StatusCode::OK.into_response()
         }
-        Err(r) => r,
+        Err(StatusCode::UNAUTHORIZED) => (
+            StatusCode::UNAUTHORIZED,
+            Html("<html><body>401</body></html>"),
+        )
+            .into_response(),
+        Err(code) => code.into_response(),
     }
 }
 
 fn record_terminate(
     st: &St,
     q: &HashMap<String, String>,
-) -> Result<Option<std::time::Duration>, Response> {
+) -> Result<Option<std::time::Duration>, StatusCode> {
     let mut s = st.lock().unwrap();
     if !s.plex_pass {
         return Err((
@@ -201,11 +206,11 @@ fn record_terminate(
     let id = q.get("sessionId").cloned().unwrap_or_default();
     let reason = q.get("reason").cloned().unwrap_or_default();
     if id.is_empty() {
-        return Err(StatusCode::BAD_REQUEST.into_response());
+        return Err(StatusCode::BAD_REQUEST);
     }
     let needle = format!("id=\"{id}\"");
     if !s.sessions_body.contains(&needle) {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(StatusCode::NOT_FOUND);
     }
     s.terminates.push((id.clone(), reason));
     if s.remove_on_kill {
