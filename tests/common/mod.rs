@@ -197,11 +197,7 @@ fn record_terminate(
 ) -> Result<Option<std::time::Duration>, StatusCode> {
     let mut s = st.lock().unwrap();
     if !s.plex_pass {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            Html("<html><body>401</body></html>"),
-        )
-            .into_response());
+        return Err(StatusCode::UNAUTHORIZED);
     }
     let id = q.get("sessionId").cloned().unwrap_or_default();
     let reason = q.get("reason").cloned().unwrap_or_default();
