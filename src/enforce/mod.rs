@@ -7,8 +7,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::num::NonZeroU32;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::FakeRelativeClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use serde_json::{Map, Value as Json};
+use std::time::{Duration, Instant};
 
 use crate::config::EnforceConfig;
 use crate::plex::{PlexClient, PlexError, Session};
@@ -109,7 +113,17 @@ pub struct Enforcer<T: Terminator> {
     act_on_estimates: bool,
     exempt: HashSet<String>,
     max_per_minute: u32,
-    budget: DefaultDirectRateLimiter,
+    /// The budget runs on its own clock, advanced to the time of each decision: wall
+    /// time for live work, packet time for a replayed capture.
+    budget: RateLimiter<
+        NotKeyed,
+        InMemoryState,
+        FakeRelativeClock,
+        NoOpMiddleware<<FakeRelativeClock as governor::clock::Clock>::Instant>,
+    >,
+    clock: FakeRelativeClock,
+    clock_at: Duration,
+    started: Instant,
     killed: HashSet<String>,
     preflight: Option<Result<(), String>>,
     audit: AuditLog,
@@ -120,7 +134,8 @@ impl<T: Terminator> Enforcer<T> {
     /// share the budget and never kill one session twice.
     pub fn new(terminator: T, cfg: &EnforceConfig, audit: AuditLog) -> Self {
         let max = NonZeroU32::new(cfg.max_kills_per_minute).unwrap_or(NonZeroU32::MIN);
-        let budget = RateLimiter::direct(Quota::per_minute(max));
+        let clock = FakeRelativeClock::default();
+        let budget = RateLimiter::direct_with_clock(Quota::per_minute(max), clock.clone());
         let history = audit.history(time::OffsetDateTime::now_utc());
         if let Some(n) = NonZeroU32::new(history.kills_last_minute.min(max.get())) {
             let _ = budget.check_n(n);
@@ -136,6 +151,9 @@ impl<T: Terminator> Enforcer<T> {
                 .collect(),
             max_per_minute: max.get(),
             budget,
+            clock,
+            clock_at: Duration::ZERO,
+            started: Instant::now(),
             killed: history.killed_sessions,
             preflight: None,
             audit,
@@ -164,8 +182,18 @@ impl<T: Terminator> Enforcer<T> {
         self.killed.contains(session_id)
     }
 
-    /// Applies one decision and audits it.
+    /// Applies one decision now and audits it.
     pub async fn apply(&mut self, d: &Decision) -> Applied {
+        let at = self.started.elapsed();
+        self.apply_at(d, at).await
+    }
+
+    /// Applies one decision made `at` into the run (packet time for a replay).
+    pub async fn apply_at(&mut self, d: &Decision, at: Duration) -> Applied {
+        if at > self.clock_at {
+            self.clock.advance(at - self.clock_at);
+            self.clock_at = at;
+        }
         let applied = self.decide(d).await;
         let (action, reason) = match &applied {
             Applied::Killed => ("kill", None),

@@ -3,6 +3,9 @@
 //! `hook`, `replay`, `run` and `demo` all come through here: they differ only in where
 //! sessions and measurements come from and which enforcer receives the decisions.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use crate::enforce::Decision;
 use crate::plex::Session;
 use crate::rules::{Evaluation, Measured, Outcome, RuleSet, Vars, vars};
@@ -77,5 +80,79 @@ pub fn evaluate_one<'r>(
         session: s.clone(),
         vars,
         evaluations,
+    }
+}
+
+/// A stable name for a stream across polls.
+pub fn stream_identity(s: &Session) -> String {
+    match (&s.session_id, &s.session_key) {
+        (Some(id), _) => format!("id:{id}"),
+        (None, Some(key)) => format!("key:{key}"),
+        (None, None) => format!(
+            "addr:{}/{}",
+            s.address.as_deref().unwrap_or("-"),
+            s.display_title()
+        ),
+    }
+}
+
+/// Where a rule stands for one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleState {
+    /// The condition does not hold.
+    Ok,
+    /// The condition holds and has held this long, short of the rule's sustain.
+    Sustaining { held: Duration, sustain: Duration },
+    /// The condition has held for the rule's sustain: act.
+    Due { held: Duration },
+}
+
+/// How long each rule has held for each stream: a rule acts only once its condition held
+/// continuously for its `sustain`.
+#[derive(Debug, Default)]
+pub struct Sustain {
+    since: HashMap<(String, String), i64>,
+}
+
+impl Sustain {
+    /// Feeds one round of evaluations made at `now_micros`. Returns, per stream, each
+    /// rule's state and the decisions that are due.
+    pub fn update(
+        &mut self,
+        evals: &[StreamEval<'_>],
+        now_micros: i64,
+    ) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(evals.len());
+        for e in evals {
+            let id = stream_identity(&e.session);
+            let mut states = Vec::with_capacity(e.evaluations.len());
+            let mut due = Vec::new();
+            let decisions = e.decisions();
+            for ev in &e.evaluations {
+                let key = (id.clone(), ev.rule.name.clone());
+                if ev.outcome != Outcome::Match {
+                    states.push(RuleState::Ok);
+                    continue;
+                }
+                let since = *self.since.entry(key.clone()).or_insert(now_micros);
+                seen.insert(key);
+                let held = Duration::from_micros(now_micros.saturating_sub(since).max(0) as u64);
+                if held >= ev.rule.sustain {
+                    states.push(RuleState::Due { held });
+                    if let Some(d) = decisions.iter().find(|d| d.rule == ev.rule.name) {
+                        due.push(d.clone());
+                    }
+                } else {
+                    states.push(RuleState::Sustaining {
+                        held,
+                        sustain: ev.rule.sustain,
+                    });
+                }
+            }
+            out.push((states, due));
+        }
+        self.since.retain(|k, _| seen.contains(k));
+        out
     }
 }
