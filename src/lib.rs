@@ -5,10 +5,13 @@
 //! `enforce`, with `plex` (the client) and `config` beside it, and `engine` joining
 //! measurements and sessions to the rules for every subcommand.
 
+pub mod attribute;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod enforce;
 pub mod engine;
+pub mod meter;
 pub mod plex;
 pub mod rules;
 

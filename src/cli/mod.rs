@@ -2,6 +2,7 @@
 
 mod check;
 mod hook;
+mod replay;
 mod sessions;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum Command {
     },
     /// Tautulli's script-notifier entry; accepts kill_stream.py's arguments unchanged.
     Hook(Box<hook::HookArgs>),
+    /// Run the measurement engine over a capture file and print what it measured. Never kills.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs the program; returns the process exit code.
@@ -95,6 +98,10 @@ async fn dispatch(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Command::Hook(args) => hook::run(*args, cli.config.as_deref()).await,
+        Command::Replay(args) => match load(cli.config.as_deref()) {
+            Ok(c) => replay::run(args, &c).await,
+            Err(code) => code,
+        },
     }
 }
 

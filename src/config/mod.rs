@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::capture::CaptureConfig;
 use crate::plex::PlexSettings;
 
 /// A configuration problem, located in its file where possible.
@@ -100,6 +101,8 @@ struct RawConfig {
     enforce: RawEnforce,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    capture: CaptureConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +190,8 @@ pub struct Config {
     pub plex: PlexConfig,
     pub enforce: EnforceConfig,
     pub rules: Vec<RawRule>,
+    /// `[capture]`: interface, ports, snaplen, buffer size, immediate mode.
+    pub capture: CaptureConfig,
     pub source: SourceMap,
 }
 
@@ -287,6 +292,7 @@ impl Config {
             plex,
             enforce,
             rules: raw.rules,
+            capture: raw.capture,
             source,
         })
     }

@@ -125,6 +125,9 @@ pub struct Enforcer<T: Terminator> {
     clock_at: Duration,
     started: Instant,
     killed: HashSet<String>,
+    /// Skips and failures already audited, so a condition that keeps holding is not
+    /// audited again every second.
+    reported: HashSet<(String, String, String)>,
     preflight: Option<Result<(), String>>,
     audit: AuditLog,
 }
@@ -155,6 +158,7 @@ impl<T: Terminator> Enforcer<T> {
             clock_at: Duration::ZERO,
             started: Instant::now(),
             killed: history.killed_sessions,
+            reported: HashSet::new(),
             preflight: None,
             audit,
         }
@@ -203,6 +207,16 @@ impl<T: Terminator> Enforcer<T> {
             Applied::Skipped(r) => ("kill-skipped", Some(r.clone())),
             Applied::AlreadyKilled => return applied,
         };
+        if let Some(r) = &reason {
+            let key = (
+                crate::engine::stream_identity(&d.session),
+                d.rule.clone(),
+                r.clone(),
+            );
+            if !self.reported.insert(key) {
+                return applied;
+            }
+        }
         match &applied {
             Applied::Failed(r) => {
                 tracing::error!(rule = %d.rule, session = ?d.session.session_id, "kill failed: {r}")

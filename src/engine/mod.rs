@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::attribute::{self, Attributed};
+use crate::capture::{DecodeStats, Packet, decode};
 use crate::enforce::Decision;
+use crate::meter::Meter;
 use crate::plex::Session;
 use crate::rules::{Evaluation, Measured, Outcome, RuleSet, Vars, vars};
 
@@ -154,5 +157,88 @@ impl Sustain {
         }
         self.since.retain(|k, _| seen.contains(k));
         out
+    }
+}
+
+/// Packets in, flows metered: the same for a live capture and a file.
+#[derive(Debug)]
+pub struct Metering {
+    pub meter: Meter,
+    pub stats: DecodeStats,
+    linktype: i32,
+    /// Only connections with one of these ports on either side are metered; `None`
+    /// meters every TCP connection.
+    ports: Option<Vec<u16>>,
+}
+
+impl Metering {
+    pub fn new(linktype: i32, ports: Option<Vec<u16>>) -> Self {
+        Self {
+            meter: Meter::new(),
+            stats: DecodeStats::default(),
+            linktype,
+            ports,
+        }
+    }
+
+    /// Decodes one frame and meters it; undecodable frames are counted and skipped.
+    /// The port check happens here, after decoding, so VLAN-tagged and cooked frames are
+    /// filtered exactly like plain Ethernet ones.
+    #[inline]
+    pub fn ingest(&mut self, p: &Packet<'_>) {
+        if let Ok(seg) = self.stats.count(decode(self.linktype, p.data)) {
+            let wanted = match &self.ports {
+                None => true,
+                Some(ports) => ports.contains(&seg.sport) || ports.contains(&seg.dport),
+            };
+            if wanted {
+                self.meter.record(p.ts_micros, &seg);
+            }
+        }
+    }
+}
+
+/// One evaluation round: every stream with its measured figures, its rule states, and the
+/// decisions now due.
+#[derive(Debug)]
+pub struct Tick<'r> {
+    pub streams: Vec<StreamEval<'r>>,
+    pub attributed: Vec<Option<Attributed>>,
+    pub states: Vec<Vec<RuleState>>,
+    pub due: Vec<Decision>,
+}
+
+/// The join of measurement and rules, as of `now_micros`: attributes the meter's flows to
+/// the sessions, evaluates every rule, and advances sustain.
+pub fn tick<'r>(
+    rules: &'r RuleSet,
+    sessions: &[Session],
+    meter: &Meter,
+    ports: &[u16],
+    now_micros: i64,
+    sustain: &mut Sustain,
+) -> Tick<'r> {
+    let attributed = attribute::attribute(meter, sessions, ports, now_micros);
+    let streams: Vec<StreamEval<'r>> = (0..sessions.len())
+        .map(|i| {
+            evaluate_one(
+                rules,
+                sessions,
+                i,
+                attributed[i].as_ref().map(|a| &a.measured),
+            )
+        })
+        .collect();
+    let mut states = Vec::with_capacity(streams.len());
+    let mut due = Vec::new();
+    for (s, d) in sustain.update(&streams, now_micros) {
+        states.push(s);
+        due.extend(d);
+    }
+    Tick {
+        streams,
+        attributed,
+        states,
+        due,
     }
 }

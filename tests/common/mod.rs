@@ -2,6 +2,8 @@
 //! responses from ../shared/fixtures/plex and recording every terminate.
 #![allow(dead_code)]
 
+pub mod capture;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

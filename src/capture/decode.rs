@@ -1,0 +1,361 @@
+//! Link-layer, IP and TCP decoding of captured frames.
+//!
+//! [`decode`] turns one captured frame into a [`TcpSegment`] or a [`Skip`] reason. It never
+//! panics and never allocates. The link layer (a handful of fixed-size headers) is peeled off
+//! by hand; the IP layer is sliced with etherparse's lax slicer ([`etherparse::LaxIpSlice`]),
+//! which accepts packets cut short by the capture's snaplen; the TCP ports, flags and data
+//! offset are read straight from the IP payload so that a TCP header truncated after its
+//! ports still yields a segment.
+//!
+//! Sizes come from the IP header's length fields (IPv4 total length, IPv6 payload length
+//! plus 40), never from the captured length, so a small snaplen still gives true sizes.
+
+use std::net::IpAddr;
+
+use etherparse::{IpNumber, LaxIpSlice, err::ip::LaxHeaderSliceError, err::ipv6_exts};
+
+use super::CaptureError;
+
+/// `LINKTYPE_NULL`: BSD loopback, a 4-byte address family in the capturing host's byte order.
+pub const LINKTYPE_NULL: i32 = 0;
+/// `LINKTYPE_ETHERNET`: Ethernet II, optionally with 802.1Q / 802.1ad VLAN tags.
+pub const LINKTYPE_ETHERNET: i32 = 1;
+/// `DLT_RAW` as libpcap reports it on Linux and most BSDs: raw IPv4 or IPv6.
+pub const DLT_RAW: i32 = 12;
+/// `LINKTYPE_RAW`: raw IPv4 or IPv6 (the value stored in savefiles).
+pub const LINKTYPE_RAW: i32 = 101;
+/// `LINKTYPE_LOOP`: OpenBSD loopback, a 4-byte address family in network byte order.
+pub const LINKTYPE_LOOP: i32 = 108;
+/// `LINKTYPE_LINUX_SLL`: Linux cooked capture v1 (16-byte header).
+pub const LINKTYPE_LINUX_SLL: i32 = 113;
+/// `LINKTYPE_IPV4`: raw IPv4.
+pub const LINKTYPE_IPV4: i32 = 228;
+/// `LINKTYPE_IPV6`: raw IPv6.
+pub const LINKTYPE_IPV6: i32 = 229;
+/// `LINKTYPE_LINUX_SLL2`: Linux cooked capture v2 (20-byte header).
+pub const LINKTYPE_LINUX_SLL2: i32 = 276;
+
+/// Every link type [`decode`] understands.
+pub const SUPPORTED_LINKTYPES: [i32; 9] = [
+    LINKTYPE_NULL,
+    LINKTYPE_ETHERNET,
+    DLT_RAW,
+    LINKTYPE_RAW,
+    LINKTYPE_LOOP,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL2,
+];
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+/// The most VLAN tags peeled off one frame before giving up.
+const MAX_VLAN_TAGS: usize = 4;
+
+/// One decoded TCP segment, borrowing its payload from the captured frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    /// IP source address.
+    pub src: IpAddr,
+    /// IP destination address.
+    pub dst: IpAddr,
+    /// TCP source port.
+    pub sport: u16,
+    /// TCP destination port.
+    pub dport: u16,
+    /// The IP packet's true length from the IP header (IPv4 total length; IPv6 payload length
+    /// plus 40), whatever the snaplen. Falls back to the captured IP bytes when the header
+    /// gives no usable length (IPv4 total length 0 from segmentation offload, IPv6 jumbograms).
+    pub ip_len: u32,
+    /// The TCP payload's true length: `ip_len` minus the IP, extension and TCP headers
+    /// (saturating at 0).
+    pub payload_len: u32,
+    /// The TCP payload bytes that were captured: possibly truncated by the snaplen, or empty.
+    pub payload: &'a [u8],
+    /// SYN flag (false when the flags byte was not captured).
+    pub syn: bool,
+    /// FIN flag (false when the flags byte was not captured).
+    pub fin: bool,
+    /// RST flag (false when the flags byte was not captured).
+    pub rst: bool,
+}
+
+/// Why a frame yielded no TCP segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Skip {
+    /// Not an IP packet (ARP, LLDP, other EtherTypes or address families).
+    NotIp,
+    /// IP, but not carrying TCP (UDP, ICMP, ...).
+    NotTcp,
+    /// IP fragment: only reassembly could attribute it to a connection, and TCP stacks avoid
+    /// fragmentation, so fragments are not metered.
+    Fragment,
+    /// The capture ends before the TCP ports (snaplen, or a short frame).
+    Truncated,
+    /// Headers that contradict themselves (bad IP version or header length, bad extension).
+    Malformed,
+}
+
+impl Skip {
+    /// A short lowercase label, for logs and counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::NotIp => "not_ip",
+            Skip::NotTcp => "not_tcp",
+            Skip::Fragment => "fragment",
+            Skip::Truncated => "truncated",
+            Skip::Malformed => "malformed",
+        }
+    }
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether [`decode`] understands `linktype`.
+pub fn is_supported_linktype(linktype: i32) -> bool {
+    SUPPORTED_LINKTYPES.contains(&linktype)
+}
+
+/// Checks that [`decode`] understands `linktype`; the error names the link type otherwise.
+pub fn check_linktype(linktype: i32) -> Result<(), CaptureError> {
+    if is_supported_linktype(linktype) {
+        Ok(())
+    } else {
+        Err(CaptureError::UnsupportedLinkType {
+            linktype,
+            name: linktype_name(linktype),
+        })
+    }
+}
+
+/// libpcap's name for a link type (`EN10MB`, `IEEE802_11_RADIO`, ...), or `UNKNOWN`.
+pub fn linktype_name(linktype: i32) -> String {
+    pcap::Linktype(linktype)
+        .get_name()
+        .unwrap_or_else(|_| "UNKNOWN".to_owned())
+}
+
+/// Decodes one captured frame of the given link type into a TCP segment.
+///
+/// Never panics, whatever the bytes. Link types outside [`SUPPORTED_LINKTYPES`] give
+/// [`Skip::NotIp`] (callers check the link type once with [`check_linktype`]).
+#[inline]
+pub fn decode(linktype: i32, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    let ip = match linktype {
+        LINKTYPE_ETHERNET => {
+            let ether_type = be16(frame, 12).ok_or(Skip::Truncated)?;
+            ether_payload(ether_type, frame.get(14..).ok_or(Skip::Truncated)?)?
+        }
+        LINKTYPE_LINUX_SLL => {
+            // packet type(2) ARPHRD(2) address length(2) address(8) protocol(2)
+            let protocol = be16(frame, 14).ok_or(Skip::Truncated)?;
+            ether_payload(protocol, frame.get(16..).ok_or(Skip::Truncated)?)?
+        }
+        LINKTYPE_LINUX_SLL2 => {
+            // protocol(2) reserved(2) ifindex(4) ARPHRD(2) packet type(1) addr len(1) addr(8)
+            let protocol = be16(frame, 0).ok_or(Skip::Truncated)?;
+            ether_payload(protocol, frame.get(20..).ok_or(Skip::Truncated)?)?
+        }
+        LINKTYPE_NULL | LINKTYPE_LOOP => {
+            let family: [u8; 4] = frame
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Skip::Truncated)?;
+            // The family is in the capturing host's byte order for NULL and in network byte
+            // order for LOOP; accept either, as writers get this wrong.
+            let family = match u32::from_ne_bytes(family) {
+                f if f < 0x1_0000 => f,
+                _ => u32::from_ne_bytes(family).swap_bytes(),
+            };
+            match family {
+                2 | 24 | 28 | 30 => frame.get(4..).ok_or(Skip::Truncated)?,
+                _ => return Err(Skip::NotIp),
+            }
+        }
+        DLT_RAW | LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => frame,
+        _ => return Err(Skip::NotIp),
+    };
+    decode_ip(ip)
+}
+
+/// Decodes a frame starting at the IP header (raw IP link types, or after the link header).
+#[inline]
+pub fn decode_ip(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    let (slice, ext_err) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
+        LaxHeaderSliceError::Len(_) => Skip::Truncated,
+        LaxHeaderSliceError::Content(_) => Skip::Malformed,
+    })?;
+    if let Some((err, _layer)) = ext_err {
+        return Err(match err {
+            ipv6_exts::HeaderSliceError::Len(_) => Skip::Truncated,
+            ipv6_exts::HeaderSliceError::Content(_) => Skip::Malformed,
+        });
+    }
+    let (src, dst, ip_len) = match &slice {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let header_len = h.slice().len();
+            let total = usize::from(h.total_len());
+            let ip_len = if total >= header_len {
+                total
+            } else {
+                // total length 0 (segmentation offload) or nonsense: use what was captured
+                ip.len()
+            };
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                ip_len,
+            )
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            let h = v6.header();
+            let payload_len = usize::from(h.payload_length());
+            let ip_len = if payload_len == 0 {
+                // jumbogram or offload: use what was captured
+                ip.len()
+            } else {
+                payload_len + 40
+            };
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                ip_len,
+            )
+        }
+    };
+    let payload = slice.payload();
+    if payload.fragmented {
+        return Err(Skip::Fragment);
+    }
+    if payload.ip_number != IpNumber::TCP {
+        return Err(Skip::NotTcp);
+    }
+    let tcp = payload.payload;
+    let sport = be16(tcp, 0).ok_or(Skip::Truncated)?;
+    let dport = be16(tcp, 2).ok_or(Skip::Truncated)?;
+    let flags = tcp.get(13).copied().unwrap_or(0);
+    // Offset of the TCP header within the IP packet (IP header plus extensions).
+    let tcp_offset = (tcp.as_ptr() as usize).wrapping_sub(ip.as_ptr() as usize);
+    let (tcp_header_len, captured_payload) = match tcp.get(12) {
+        Some(&b) => {
+            let data_offset = usize::from(b >> 4) * 4;
+            if data_offset >= 20 {
+                (data_offset, tcp.get(data_offset..).unwrap_or(&[]))
+            } else {
+                // bogus data offset: the ports and the IP length are still good, keep counting
+                (20, &[][..])
+            }
+        }
+        None => (20, &[][..]),
+    };
+    let payload_len = ip_len.saturating_sub(tcp_offset + tcp_header_len);
+    Ok(TcpSegment {
+        src,
+        dst,
+        sport,
+        dport,
+        ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
+        payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+        payload: captured_payload,
+        syn: flags & 0x02 != 0,
+        fin: flags & 0x01 != 0,
+        rst: flags & 0x04 != 0,
+    })
+}
+
+/// Follows an EtherType (peeling off VLAN tags) to the start of the IP header.
+#[inline]
+fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
+    for _ in 0..=MAX_VLAN_TAGS {
+        match ether_type {
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {
+                let version = rest.first().ok_or(Skip::Truncated)? >> 4;
+                return match (ether_type, version) {
+                    (ETHERTYPE_IPV4, 4) | (ETHERTYPE_IPV6, 6) => Ok(rest),
+                    _ => Err(Skip::Malformed),
+                };
+            }
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
+                // tag control information(2) then the inner EtherType(2)
+                ether_type = be16(rest, 2).ok_or(Skip::Truncated)?;
+                rest = rest.get(4..).ok_or(Skip::Truncated)?;
+            }
+            _ => return Err(Skip::NotIp),
+        }
+    }
+    Err(Skip::Malformed)
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let bytes = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([bytes[0], bytes[1]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4_tcp(total_len: u16) -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p[2..4].copy_from_slice(&total_len.to_be_bytes());
+        // ports 32400 -> 50000, seq, ack, data offset 5, flags SYN|ACK
+        p.extend_from_slice(&32400u16.to_be_bytes());
+        p.extend_from_slice(&50000u16.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&[0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn raw_ipv4_truncated_keeps_true_length() {
+        let p = ipv4_tcp(1500);
+        let seg = decode(LINKTYPE_RAW, &p).unwrap();
+        assert_eq!(seg.ip_len, 1500);
+        assert_eq!(seg.payload_len, 1460);
+        assert!(seg.payload.is_empty());
+        assert_eq!((seg.sport, seg.dport), (32400, 50000));
+        assert!(seg.syn && !seg.fin && !seg.rst);
+        assert_eq!(decode(LINKTYPE_RAW, &p[..23]), Err(Skip::Truncated));
+        assert_eq!(decode(LINKTYPE_RAW, &p[..24]).unwrap().dport, 50000);
+    }
+
+    #[test]
+    fn null_family_either_byte_order() {
+        let mut f = 2u32.to_be_bytes().to_vec();
+        f.extend(ipv4_tcp(40));
+        assert!(decode(LINKTYPE_NULL, &f).is_ok());
+        f[..4].copy_from_slice(&2u32.to_le_bytes());
+        assert!(decode(LINKTYPE_LOOP, &f).is_ok());
+        f[..4].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(decode(LINKTYPE_NULL, &f), Err(Skip::NotIp));
+    }
+
+    #[test]
+    fn vlan_tag_loop_is_bounded() {
+        let mut f = vec![0u8; 12];
+        for _ in 0..10 {
+            f.extend_from_slice(&[0x81, 0x00, 0, 1]);
+        }
+        f.extend_from_slice(&[0x81, 0x00]);
+        assert_eq!(decode(LINKTYPE_ETHERNET, &f), Err(Skip::Malformed));
+    }
+
+    #[test]
+    fn unsupported_linktype_is_named() {
+        let e = check_linktype(127).unwrap_err().to_string();
+        assert!(e.contains("IEEE802_11_RADIO (127)"), "{e}");
+        assert!(check_linktype(LINKTYPE_LINUX_SLL2).is_ok());
+    }
+}

@@ -1,0 +1,246 @@
+//! Packet capture: live interfaces and savefiles behind one [`PacketSource`], and decoding of
+//! captured frames into [`TcpSegment`]s.
+//!
+//! ```no_run
+//! use streamwarden::capture::{decode, DecodeStats, Next, PacketSource};
+//!
+//! let mut source = PacketSource::open_file("capture.pcap", Some("tcp port 32400"))?;
+//! let linktype = source.linktype();
+//! let mut stats = DecodeStats::default();
+//! while let Next::Packet(packet) = source.next_packet()? {
+//!     if let Ok(segment) = stats.count(decode(linktype, packet.data)) {
+//!         println!("{}:{} -> {}:{} {} bytes", segment.src, segment.sport,
+//!                  segment.dst, segment.dport, segment.ip_len);
+//!     }
+//! }
+//! # Ok::<(), streamwarden::capture::CaptureError>(())
+//! ```
+
+pub mod decode;
+pub mod source;
+
+use std::path::PathBuf;
+
+pub use decode::{Skip, TcpSegment, check_linktype, decode, decode_ip, linktype_name};
+pub use source::{CaptureStats, Next, Packet, PacketSource, default_interface};
+
+/// The default Plex Media Server port.
+pub const PLEX_PORT: u16 = 32400;
+/// Default snaplen: link, IP and TCP headers plus the start of a plaintext HTTP request.
+pub const DEFAULT_SNAPLEN: i32 = 256;
+/// Default kernel capture buffer: 16 MiB.
+pub const DEFAULT_BUFFER_SIZE: i32 = 16 << 20;
+
+/// The `[capture]` table of the configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Interface to capture on; `None` picks the interface of the default route. `"any"`
+    /// captures on every interface (Linux cooked capture).
+    pub interface: Option<String>,
+    /// TCP ports to capture (either direction). Default `[32400]`.
+    pub ports: Vec<u16>,
+    /// Bytes captured per packet. Default 256: headers plus the start of HTTP requests; sizes
+    /// are taken from the IP headers, so this does not limit the byte counts.
+    pub snaplen: i32,
+    /// Kernel capture buffer in bytes. Default 16 MiB.
+    pub buffer_size: i32,
+    /// Deliver packets as soon as they arrive rather than in batches. Default true.
+    pub immediate: bool,
+    /// Capture all TCP rather than only `ports`. Default false.
+    pub all_tcp: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            interface: None,
+            ports: vec![PLEX_PORT],
+            snaplen: DEFAULT_SNAPLEN,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            immediate: true,
+            all_tcp: false,
+        }
+    }
+}
+
+/// The BPF filter for a port list: `tcp` when `all_tcp` (or no ports are given), otherwise
+/// `tcp and (port 32400 or port 443)`.
+pub fn bpf_filter(ports: &[u16], all_tcp: bool) -> String {
+    if all_tcp || ports.is_empty() {
+        return "tcp".to_owned();
+    }
+    let alternatives: Vec<String> = ports.iter().map(|p| format!("port {p}")).collect();
+    format!("tcp and ({})", alternatives.join(" or "))
+}
+
+/// Errors opening or reading a packet source. All of them are fatal for the process and map
+/// to exit code 2 ([`CaptureError::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Capturing needs CAP_NET_RAW.
+    #[error(
+        "capture on {interface} is not permitted: run as root, or grant the capability with: \
+         sudo setcap cap_net_raw=eip {}",
+        exe.display()
+    )]
+    PermissionDenied {
+        /// The interface that was refused.
+        interface: String,
+        /// This executable, for the setcap command.
+        exe: PathBuf,
+    },
+    /// The interface does not exist.
+    #[error("no such capture interface: {interface} ({reason})")]
+    NoSuchDevice {
+        /// The interface asked for.
+        interface: String,
+        /// libpcap's message.
+        reason: String,
+    },
+    /// No interface was given and none could be found.
+    #[error(
+        "no capture interface given and no default-route interface found ({reason}): set capture.interface"
+    )]
+    NoDefaultInterface {
+        /// Why the lookup failed.
+        reason: String,
+    },
+    /// Opening or activating a live capture failed for another reason.
+    #[error("cannot capture on {interface}: {reason}")]
+    Open {
+        /// The interface.
+        interface: String,
+        /// libpcap's message.
+        reason: String,
+    },
+    /// A savefile could not be opened or read.
+    #[error("cannot read capture file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The capture's link type cannot be decoded.
+    #[error(
+        "link type {name} ({linktype}) is not supported: streamwarden decodes Ethernet, \
+         Linux cooked capture v1/v2, BSD loopback and raw IP"
+    )]
+    UnsupportedLinkType {
+        /// The numeric link type.
+        linktype: i32,
+        /// libpcap's name for it.
+        name: String,
+    },
+    /// The BPF filter did not compile or could not be installed.
+    #[error("invalid capture filter {filter:?}: {reason}")]
+    Filter {
+        /// The filter expression.
+        filter: String,
+        /// libpcap's message.
+        reason: String,
+    },
+    /// Reading a packet from a live capture failed.
+    #[error("reading packets from {source_name} failed: {reason}")]
+    Read {
+        /// The interface.
+        source_name: String,
+        /// libpcap's message.
+        reason: String,
+    },
+}
+
+impl CaptureError {
+    /// The process exit code for this error: 2 (cannot capture).
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+/// Counters of frames read and what became of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecodeStats {
+    /// Frames read from the source.
+    pub read: u64,
+    /// Frames decoded into TCP segments.
+    pub decoded: u64,
+    /// Frames skipped (sum of the reasons below).
+    pub skipped: u64,
+    /// Skipped: not IP.
+    pub not_ip: u64,
+    /// Skipped: IP but not TCP.
+    pub not_tcp: u64,
+    /// Skipped: IP fragments.
+    pub fragment: u64,
+    /// Skipped: truncated before the TCP ports.
+    pub truncated: u64,
+    /// Skipped: malformed headers.
+    pub malformed: u64,
+}
+
+impl DecodeStats {
+    /// Counts one decode result and hands it back.
+    #[inline]
+    pub fn count<'a>(
+        &mut self,
+        result: Result<TcpSegment<'a>, Skip>,
+    ) -> Result<TcpSegment<'a>, Skip> {
+        self.read += 1;
+        match &result {
+            Ok(_) => self.decoded += 1,
+            Err(skip) => {
+                self.skipped += 1;
+                match skip {
+                    Skip::NotIp => self.not_ip += 1,
+                    Skip::NotTcp => self.not_tcp += 1,
+                    Skip::Fragment => self.fragment += 1,
+                    Skip::Truncated => self.truncated += 1,
+                    Skip::Malformed => self.malformed += 1,
+                }
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_strings() {
+        assert_eq!(bpf_filter(&[32400], false), "tcp and (port 32400)");
+        assert_eq!(
+            bpf_filter(&[32400, 443], false),
+            "tcp and (port 32400 or port 443)"
+        );
+        assert_eq!(bpf_filter(&[32400], true), "tcp");
+        assert_eq!(bpf_filter(&[], false), "tcp");
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: CaptureConfig = serde_json::from_str(r#"{"interface":"eth0"}"#).unwrap();
+        assert_eq!(c.interface.as_deref(), Some("eth0"));
+        assert_eq!(c.ports, vec![32400]);
+        assert_eq!(c.snaplen, 256);
+        assert_eq!(c.buffer_size, 16 * 1024 * 1024);
+        assert!(c.immediate && !c.all_tcp);
+        assert!(serde_json::from_str::<CaptureConfig>(r#"{"port":1}"#).is_err());
+    }
+
+    #[test]
+    fn permission_message_names_the_fix() {
+        let e = CaptureError::PermissionDenied {
+            interface: "eth0".into(),
+            exe: "/usr/bin/streamwarden".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "capture on eth0 is not permitted: run as root, or grant the capability with: \
+             sudo setcap cap_net_raw=eip /usr/bin/streamwarden"
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+}

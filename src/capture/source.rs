@@ -1,0 +1,339 @@
+//! One packet source for live captures and savefiles.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pcap::{Active, Capture, Offline, Precision};
+
+use super::{CaptureConfig, CaptureError, bpf_filter, check_linktype};
+
+/// libpcap's packet buffer timeout for live captures, in milliseconds (batches packets when
+/// immediate mode is off).
+pub const LIVE_BUFFER_TIMEOUT_MS: i32 = 100;
+/// The longest a live read sleeps when no packet is waiting before it reports [`Next::Idle`].
+///
+/// Live captures are read in non-blocking mode: on Linux, libpcap's read timeout does not fire
+/// while no packet arrives, so a blocking read could wait forever. An empty read sleeps
+/// 1 ms, doubling on each consecutive empty read up to this cap, then reports `Idle`; a busy
+/// capture never sleeps. The kernel buffer absorbs what arrives meanwhile.
+pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(10);
+
+/// Where packets come from: a live interface or a savefile, read through the same API so
+/// replaying a capture gives the same figures as watching it live.
+pub enum PacketSource {
+    /// A live capture on an interface.
+    Live {
+        /// The libpcap handle (in non-blocking mode).
+        capture: Capture<Active>,
+        /// The interface name.
+        interface: String,
+        /// Consecutive empty reads, for the idle back-off.
+        idle_streak: u32,
+    },
+    /// A pcap or pcapng savefile.
+    File {
+        /// The libpcap handle.
+        capture: Capture<Offline>,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// One captured packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet<'a> {
+    /// Capture timestamp in microseconds since the Unix epoch, from the packet header (so
+    /// replay and live agree). Nanosecond savefiles are read at nanosecond precision and
+    /// truncated to microseconds.
+    pub ts_micros: i64,
+    /// The packet's length on the wire (may exceed `data.len()` when the snaplen cut it).
+    pub orig_len: u32,
+    /// The captured bytes, starting at the link-layer header.
+    pub data: &'a [u8],
+}
+
+/// The result of one read from a [`PacketSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next<'a> {
+    /// A packet.
+    Packet(Packet<'a>),
+    /// Live capture only: no packet is waiting (the read slept briefly, see
+    /// [`MAX_IDLE_SLEEP`]); call again.
+    Idle,
+    /// Savefile only: the end of the file.
+    Eof,
+}
+
+/// Packet counters of a live capture, as libpcap reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStats {
+    /// Packets received by the filter.
+    pub received: u32,
+    /// Packets dropped because the capture buffer was full.
+    pub dropped: u32,
+    /// Packets dropped by the interface or its driver.
+    pub if_dropped: u32,
+}
+
+impl PacketSource {
+    /// Opens a live capture as configured: the interface (default: that of the default route),
+    /// snaplen, kernel buffer size, immediate mode, and a kernel BPF filter from
+    /// [`bpf_filter`]. Needs CAP_NET_RAW; without it the error names the `setcap` fix.
+    pub fn open_live(config: &CaptureConfig) -> Result<Self, CaptureError> {
+        let interface = match &config.interface {
+            Some(name) => name.clone(),
+            None => default_interface()?,
+        };
+        let open_err = |e: pcap::Error| classify_open_error(&interface, e);
+        let capture = Capture::from_device(interface.as_str())
+            .map_err(open_err)?
+            .snaplen(config.snaplen)
+            .buffer_size(config.buffer_size)
+            .immediate_mode(config.immediate)
+            .timeout(LIVE_BUFFER_TIMEOUT_MS)
+            .open()
+            .map_err(open_err)?
+            .setnonblock()
+            .map_err(open_err)?;
+        check_linktype(capture.get_datalink().0)?;
+        let mut source = PacketSource::Live {
+            capture,
+            interface: interface.clone(),
+            idle_streak: 0,
+        };
+        source.set_filter(&bpf_filter(&config.ports, config.all_tcp))?;
+        tracing::info!(
+            interface = %interface,
+            filter = %bpf_filter(&config.ports, config.all_tcp),
+            linktype = source.linktype(),
+            "live capture opened"
+        );
+        Ok(source)
+    }
+
+    /// Opens a pcap or pcapng savefile, optionally with a BPF filter. Timestamps are read at
+    /// nanosecond precision whatever the file's own precision.
+    pub fn open_file(path: impl AsRef<Path>, filter: Option<&str>) -> Result<Self, CaptureError> {
+        let path = path.as_ref();
+        let file_err = |reason: String| CaptureError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(file_err(e.to_string()));
+        }
+        let capture = Capture::from_file_with_precision(path, Precision::Nano)
+            .map_err(|e| file_err(pcap_reason(e)))?;
+        check_linktype(capture.get_datalink().0)?;
+        let mut source = PacketSource::File {
+            capture,
+            path: path.to_path_buf(),
+        };
+        if let Some(filter) = filter {
+            source.set_filter(filter)?;
+        }
+        Ok(source)
+    }
+
+    /// Installs a BPF filter (compiled with optimisation; in the kernel for live captures).
+    pub fn set_filter(&mut self, filter: &str) -> Result<(), CaptureError> {
+        let result = match self {
+            PacketSource::Live { capture, .. } => capture.filter(filter, true),
+            PacketSource::File { capture, .. } => capture.filter(filter, true),
+        };
+        result.map_err(|e| CaptureError::Filter {
+            filter: filter.to_owned(),
+            reason: pcap_reason(e),
+        })
+    }
+
+    /// The source's link type (the value to pass to [`super::decode`]).
+    pub fn linktype(&self) -> i32 {
+        match self {
+            PacketSource::Live { capture, .. } => capture.get_datalink().0,
+            PacketSource::File { capture, .. } => capture.get_datalink().0,
+        }
+    }
+
+    /// Whether this is a live capture.
+    pub fn is_live(&self) -> bool {
+        matches!(self, PacketSource::Live { .. })
+    }
+
+    /// Reads the next packet. Live captures give [`Next::Idle`] when no packet is waiting
+    /// (after a short sleep, see [`MAX_IDLE_SLEEP`]); savefiles give [`Next::Eof`] at their end. A savefile cut off
+    /// in the middle of a record gives a [`CaptureError::File`] after its last whole packet.
+    pub fn next_packet(&mut self) -> Result<Next<'_>, CaptureError> {
+        let (result, file, live, idle_streak) = match self {
+            PacketSource::Live {
+                capture,
+                interface,
+                idle_streak,
+            } => (
+                capture.next_packet(),
+                None,
+                interface.as_str(),
+                Some(idle_streak),
+            ),
+            PacketSource::File { capture, path } => {
+                (capture.next_packet(), Some(path.as_path()), "", None)
+            }
+        };
+        let nanos = file.is_some();
+        match result {
+            Ok(p) => {
+                if let Some(streak) = idle_streak {
+                    *streak = 0;
+                }
+                Ok(Next::Packet(Packet {
+                    ts_micros: ts_micros(p.header, nanos),
+                    orig_len: p.header.len,
+                    data: p.data,
+                }))
+            }
+            Err(pcap::Error::TimeoutExpired) => {
+                if let Some(streak) = idle_streak {
+                    let sleep = Duration::from_millis(1 << (*streak).min(8)).min(MAX_IDLE_SLEEP);
+                    *streak = streak.saturating_add(1);
+                    std::thread::sleep(sleep);
+                }
+                Ok(Next::Idle)
+            }
+            Err(pcap::Error::NoMorePackets) => Ok(Next::Eof),
+            Err(e) => Err(match file {
+                Some(path) => CaptureError::File {
+                    path: path.to_path_buf(),
+                    reason: pcap_reason(e),
+                },
+                None => CaptureError::Read {
+                    source_name: live.to_owned(),
+                    reason: pcap_reason(e),
+                },
+            }),
+        }
+    }
+
+    /// Live captures: packets received and dropped so far, as libpcap counts them.
+    /// `None` for savefiles or when libpcap cannot tell.
+    pub fn stats(&mut self) -> Option<CaptureStats> {
+        match self {
+            PacketSource::Live { capture, .. } => capture.stats().ok().map(|s| CaptureStats {
+                received: s.received,
+                dropped: s.dropped,
+                if_dropped: s.if_dropped,
+            }),
+            PacketSource::File { .. } => None,
+        }
+    }
+}
+
+/// A packet header's timestamp in microseconds. `tv_usec` holds nanoseconds when the handle
+/// was opened with nanosecond precision.
+// time_t and suseconds_t are 32 bits on some platforms: keep the widening conversions.
+#[allow(clippy::useless_conversion)]
+fn ts_micros(header: &pcap::PacketHeader, nanos: bool) -> i64 {
+    let sec = i64::from(header.ts.tv_sec);
+    let frac = i64::from(header.ts.tv_usec);
+    let frac_micros = if nanos { frac / 1000 } else { frac };
+    sec.saturating_mul(1_000_000).saturating_add(frac_micros)
+}
+
+/// The interface of the default route (lowest metric in `/proc/net/route`), falling back to
+/// libpcap's default device.
+pub fn default_interface() -> Result<String, CaptureError> {
+    if let Ok(table) = std::fs::read_to_string("/proc/net/route")
+        && let Some(name) = default_route_interface(&table)
+    {
+        return Ok(name);
+    }
+    match pcap::Device::lookup() {
+        Ok(Some(device)) => Ok(device.name),
+        Ok(None) => Err(CaptureError::NoDefaultInterface {
+            reason: "no default route and libpcap found no device".to_owned(),
+        }),
+        Err(e) => Err(CaptureError::NoDefaultInterface {
+            reason: pcap_reason(e),
+        }),
+    }
+}
+
+/// Picks the default route's interface from the text of `/proc/net/route`.
+pub fn default_route_interface(table: &str) -> Option<String> {
+    const RTF_UP: u32 = 0x1;
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            let (iface, dest, flags, metric, mask) =
+                (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?, f.get(7)?);
+            let flags = u32::from_str_radix(flags, 16).ok()?;
+            let metric: u32 = metric.parse().ok()?;
+            (*dest == "00000000" && *mask == "00000000" && flags & RTF_UP != 0)
+                .then(|| (metric, (*iface).to_owned()))
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, iface)| iface)
+}
+
+fn pcap_reason(e: pcap::Error) -> String {
+    match e {
+        pcap::Error::PcapError(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn classify_open_error(interface: &str, e: pcap::Error) -> CaptureError {
+    let reason = pcap_reason(e);
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("permission") || lower.contains("not permitted") {
+        CaptureError::PermissionDenied {
+            interface: interface.to_owned(),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("streamwarden")),
+        }
+    } else if lower.contains("no such device") {
+        CaptureError::NoSuchDevice {
+            interface: interface.to_owned(),
+            reason,
+        }
+    } else {
+        CaptureError::Open {
+            interface: interface.to_owned(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table_default_interface() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
+            eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_route_interface(table).as_deref(), Some("eth0"));
+        assert_eq!(default_route_interface("Iface\n"), None);
+    }
+
+    #[test]
+    fn open_error_classification() {
+        let e = classify_open_error(
+            "eth0",
+            pcap::Error::PcapError(
+                "eth0: You don't have permission to perform this capture on that device \
+                 (socket: Operation not permitted)"
+                    .into(),
+            ),
+        );
+        assert!(matches!(e, CaptureError::PermissionDenied { .. }));
+        let e = classify_open_error(
+            "nope0",
+            pcap::Error::PcapError("nope0: No such device exists".into()),
+        );
+        assert!(matches!(e, CaptureError::NoSuchDevice { .. }));
+    }
+}

@@ -1,0 +1,374 @@
+//! `streamwarden replay FILE`: the measurement engine over a capture file. Never kills.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+
+use crate::capture::{Next, PacketSource};
+use crate::config::Config;
+use crate::enforce::{Applied, AuditLog, Decision, Enforcer, Terminator};
+use crate::engine::{self, Metering, Sustain};
+use crate::exit;
+use crate::plex::{Session, session::parse_sessions};
+use crate::rules::RuleSet;
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A capture file (pcap or pcapng).
+    pub file: PathBuf,
+    /// The sessions to attribute traffic to: a saved /status/sessions response.
+    #[arg(long, value_name = "FILE.xml")]
+    pub sessions: Option<PathBuf>,
+    /// Ignore the port filter and meter every TCP connection.
+    #[arg(long)]
+    pub all_tcp: bool,
+    /// Include per-connection totals.
+    #[arg(long)]
+    pub flows: bool,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Replay never kills: its enforcer runs dry with this terminator.
+struct NeverKill;
+
+impl Terminator for NeverKill {
+    async fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn terminate(&self, _: &str, _: &str) -> Result<(), String> {
+        Err("replay never kills".into())
+    }
+}
+
+/// A decision made while replaying, with its packet time.
+struct Made {
+    ts_micros: i64,
+    decision: Decision,
+    applied: Applied,
+}
+
+pub async fn run(args: ReplayArgs, config: &Config) -> i32 {
+    let rules = match RuleSet::compile(config) {
+        Ok(r) => r,
+        Err(errors) => {
+            super::report_config(&errors);
+            return exit::USAGE;
+        }
+    };
+    let sessions = match &args.sessions {
+        None => Vec::new(),
+        Some(p) => match read_sessions(p) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
+    };
+    let ports = config.capture.ports.clone();
+    // No BPF filter on a file: the meter checks ports after decoding, which also sees
+    // inside VLAN tags that a plain "tcp and port N" filter would miss.
+    let mut source = match PacketSource::open_file(&args.file, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let mut metering = Metering::new(source.linktype(), (!args.all_tcp).then(|| ports.clone()));
+    let mut cfg = config.enforce.clone();
+    cfg.dry_run = true;
+    let mut enforcer = Enforcer::new(NeverKill, &cfg, AuditLog::none());
+    let mut sustain = Sustain::default();
+    let evaluate = !rules.is_empty() && !sessions.is_empty();
+    let mut made: Vec<Made> = Vec::new();
+    let mut first_ts: Option<i64> = None;
+    let mut last_tick_sec: Option<i64> = None;
+    loop {
+        let packet = match source.next_packet() {
+            Ok(Next::Packet(p)) => p,
+            Ok(Next::Eof) => break,
+            Ok(Next::Idle) => continue,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return e.exit_code();
+            }
+        };
+        let ts = packet.ts_micros;
+        let first = *first_ts.get_or_insert(ts);
+        // Rules are evaluated once a second of packet time, as the daemon does.
+        let sec = ts.div_euclid(1_000_000);
+        if evaluate && last_tick_sec.is_some_and(|l| sec > l) {
+            let at = sec * 1_000_000;
+            step(
+                &rules,
+                &sessions,
+                &metering,
+                &ports,
+                at,
+                first,
+                &mut sustain,
+                &mut enforcer,
+                &mut made,
+            )
+            .await;
+        }
+        if last_tick_sec.is_none_or(|l| sec > l) {
+            last_tick_sec = Some(sec);
+        }
+        metering.ingest(&packet);
+    }
+    let now = metering.meter.latest_micros().unwrap_or(0);
+    if evaluate {
+        step(
+            &rules,
+            &sessions,
+            &metering,
+            &ports,
+            now,
+            first_ts.unwrap_or(now),
+            &mut sustain,
+            &mut enforcer,
+            &mut made,
+        )
+        .await;
+    }
+    let attributed = crate::attribute::attribute(&metering.meter, &sessions, &ports, now);
+    if args.json {
+        print_json(&args, &metering, &sessions, &attributed, &made, &ports, now);
+    } else {
+        print_text(&args, &metering, &sessions, &attributed, &made, &ports, now);
+    }
+    exit::OK
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step(
+    rules: &RuleSet,
+    sessions: &[Session],
+    metering: &Metering,
+    ports: &[u16],
+    at: i64,
+    first: i64,
+    sustain: &mut Sustain,
+    enforcer: &mut Enforcer<NeverKill>,
+    made: &mut Vec<Made>,
+) {
+    let tick = engine::tick(rules, sessions, &metering.meter, ports, at, sustain);
+    for d in tick.due {
+        let offset = std::time::Duration::from_micros(at.saturating_sub(first).max(0) as u64);
+        let applied = enforcer.apply_at(&d, offset).await;
+        let repeat = made.iter().any(|m| {
+            m.decision.rule == d.rule
+                && m.decision.session.session_id == d.session.session_id
+                && m.applied == applied
+        });
+        if applied != Applied::AlreadyKilled && !repeat {
+            made.push(Made {
+                ts_micros: at,
+                decision: d,
+                applied,
+            });
+        }
+    }
+}
+
+fn read_sessions(path: &Path) -> Result<Vec<Session>, String> {
+    let body = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read sessions file {}: {e}", path.display()))?;
+    parse_sessions(&body).map_err(|e| {
+        format!(
+            "{} is not a saved /status/sessions response: {e}",
+            path.display()
+        )
+    })
+}
+
+fn time_of(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| micros.to_string())
+}
+
+fn verdict(applied: &Applied) -> (&'static str, Option<String>) {
+    match applied {
+        Applied::WouldKill => ("would-kill", None),
+        Applied::Logged => ("log", None),
+        Applied::Skipped(r) => ("kill-skipped", Some(r.clone())),
+        Applied::Failed(r) => ("kill-failed", Some(r.clone())),
+        Applied::Killed => ("kill", None),
+        Applied::AlreadyKilled => ("already-killed", None),
+    }
+}
+
+/// Per client address of the Plex-port flows, for a replay without sessions.
+fn addresses(
+    metering: &Metering,
+    ports: &[u16],
+    now: i64,
+) -> Vec<(String, crate::rules::Measured)> {
+    let mut by: std::collections::BTreeMap<String, crate::attribute::Bytes> = Default::default();
+    for (k, f) in metering.meter.flows() {
+        if ports.contains(&k.sport) {
+            by.entry(crate::attribute::unmap(k.dst).to_string())
+                .or_default()
+                .add(f, now, 1.0);
+        }
+    }
+    by.into_iter().map(|(a, b)| (a, b.measured(now))).collect()
+}
+
+fn print_text(
+    args: &ReplayArgs,
+    metering: &Metering,
+    sessions: &[Session],
+    attributed: &[Option<crate::attribute::Attributed>],
+    made: &[Made],
+    ports: &[u16],
+    now: i64,
+) {
+    let mbps = |k: f64| format!("{:.2}", k / 1000.0);
+    if metering.meter.latest_micros().is_some() {
+        println!("as of {} (the capture's last packet)", time_of(now));
+    } else {
+        println!("no TCP packets to meter in this capture");
+    }
+    if sessions.is_empty() {
+        for (addr, m) in addresses(metering, ports, now) {
+            println!(
+                "[{addr}] [-] [-] [{}, {}, {} Mbps] [-]",
+                mbps(m.kbps_1m),
+                mbps(m.kbps_5m),
+                mbps(m.kbps_10m)
+            );
+        }
+    }
+    for (s, a) in sessions.iter().zip(attributed) {
+        let m = a.map(|a| a.measured).unwrap_or_default();
+        let est = if m.estimated { " (estimated)" } else { "" };
+        println!(
+            "[{}] [{}] [{}] [{}, {}, {} Mbps{est}] [{}]",
+            s.address.as_deref().unwrap_or("-"),
+            s.transcode_decision.as_deref().unwrap_or("-"),
+            s.user.as_deref().unwrap_or("-"),
+            mbps(m.kbps_1m),
+            mbps(m.kbps_5m),
+            mbps(m.kbps_10m),
+            s.display_title()
+        );
+    }
+    for m in made {
+        let (action, reason) = verdict(&m.applied);
+        let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        println!(
+            "{} {action} [{}] session {} ({}): {}{reason}",
+            time_of(m.ts_micros),
+            m.decision.rule,
+            m.decision.session.session_id.as_deref().unwrap_or("-"),
+            m.decision.session.user.as_deref().unwrap_or("-"),
+            m.decision.message
+        );
+    }
+    if args.flows {
+        let mut flows: Vec<_> = metering.meter.flows().collect();
+        flows.sort_by_key(|(k, _)| **k);
+        for (k, f) in flows {
+            println!(
+                "flow {}:{} -> {}:{} packets {} bytes {}",
+                k.src, k.sport, k.dst, k.dport, f.packets, f.bytes
+            );
+        }
+    }
+    let s = &metering.stats;
+    println!(
+        "packets: {} read, {} decoded, {} skipped",
+        s.read, s.decoded, s.skipped
+    );
+}
+
+fn print_json(
+    args: &ReplayArgs,
+    metering: &Metering,
+    sessions: &[Session],
+    attributed: &[Option<crate::attribute::Attributed>],
+    made: &[Made],
+    ports: &[u16],
+    now: i64,
+) {
+    let round = |k: f64| (k * 1000.0).round() / 1000.0;
+    let mut list: Vec<serde_json::Value> = sessions
+        .iter()
+        .zip(attributed)
+        .map(|(s, a)| {
+            let m = a.map(|a| a.measured);
+            json!({
+                "session_id": s.session_id,
+                "session_key": s.session_key,
+                "user": s.user,
+                "address": s.address,
+                "title": s.display_title(),
+                "transcode_decision": s.transcode_decision,
+                "measured_kbps_10s": m.map(|m| round(m.kbps_10s)),
+                "measured_kbps_1m": m.map(|m| round(m.kbps_1m)),
+                "measured_kbps_5m": m.map(|m| round(m.kbps_5m)),
+                "measured_kbps_10m": m.map(|m| round(m.kbps_10m)),
+                "estimated": m.is_some_and(|m| m.estimated),
+                "connections": a.map_or(0, |a| a.flows),
+            })
+        })
+        .collect();
+    if sessions.is_empty() {
+        list = addresses(metering, ports, now)
+            .into_iter()
+            .map(|(addr, m)| {
+                json!({
+                    "session_id": null, "session_key": null, "user": null, "address": addr,
+                    "measured_kbps_10s": round(m.kbps_10s), "measured_kbps_1m": round(m.kbps_1m),
+                    "measured_kbps_5m": round(m.kbps_5m), "measured_kbps_10m": round(m.kbps_10m),
+                    "estimated": false,
+                })
+            })
+            .collect();
+    }
+    let decisions: Vec<_> = made
+        .iter()
+        .map(|m| {
+            let (action, reason) = verdict(&m.applied);
+            json!({
+                "ts": time_of(m.ts_micros),
+                "rule": m.decision.rule,
+                "action": action,
+                "reason": reason,
+                "session_id": m.decision.session.session_id,
+                "user": m.decision.session.user,
+                "message": m.decision.message,
+                "estimated": m.decision.estimated,
+            })
+        })
+        .collect();
+    let s = &metering.stats;
+    let mut out = json!({
+        "as_of": time_of(now),
+        "sessions": list,
+        "decisions": decisions,
+        "packets": {"read": s.read, "decoded": s.decoded, "skipped": s.skipped},
+    });
+    if args.flows {
+        let mut flows: Vec<_> = metering.meter.flows().collect();
+        flows.sort_by_key(|(k, _)| **k);
+        out["flows"] = flows
+            .into_iter()
+            .map(|(k, f)| {
+                json!({"src": k.src.to_string(), "sport": k.sport, "dst": k.dst.to_string(), "dport": k.dport, "packets": f.packets, "bytes": f.bytes})
+            })
+            .collect();
+    }
+    println!("{out}");
+}

@@ -1,0 +1,262 @@
+//! Reads every real capture in `../shared/fixtures/pcap` (tcpdump's test suite) through
+//! `PacketSource::open_file` + `decode` + `Meter`, and compares the per-connection packet counts
+//! with what tshark dissects.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use streamwarden::capture::{CaptureError, DecodeStats, Next, PacketSource, decode};
+use streamwarden::meter::Meter;
+
+type Counts = BTreeMap<(IpAddr, u16, IpAddr, u16), u64>;
+
+/// Files on which tshark and the decoder legitimately differ, and why.
+///
+/// - `geneve.pcap`: SSH carried inside Geneve (outer IPv4/UDP, inner Ethernet/IPv4/TCP).
+///   tshark dissects the inner TCP; streamwarden meters the outer packet, which is UDP, and does
+///   not decode tunnels (Plex traffic is not tunnelled on the capture interface, and an inner
+///   flow's bytes would be those of the outer packets anyway).
+///
+/// Every other file is compared, including the deliberately malformed ones (beep-oobr,
+/// heapoverflow-tcp_print, scps_invalid, tcp_rst_data-trunc, timestamp_invalid_micro): their
+/// IP and TCP port fields are intact, so tshark and the lax decoder agree on them.
+const DISAGREE: &[&str] = &["geneve.pcap"];
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pcap")
+}
+
+fn fixture_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "expected the tcpdump fixtures, found {files:?}"
+    );
+    files
+}
+
+struct Read {
+    counts: Counts,
+    stats: DecodeStats,
+    meter: Meter,
+    /// An error after the last whole packet (a savefile cut off mid-record).
+    tail_error: Option<CaptureError>,
+}
+
+fn read_ours(path: &Path) -> Result<Read, CaptureError> {
+    let mut source = PacketSource::open_file(path, None)?;
+    let linktype = source.linktype();
+    let mut counts = Counts::new();
+    let mut stats = DecodeStats::default();
+    let mut meter = Meter::new();
+    let tail_error = loop {
+        match source.next_packet() {
+            Ok(Next::Packet(p)) => {
+                if let Ok(seg) = stats.count(decode(linktype, p.data)) {
+                    *counts
+                        .entry((seg.src, seg.sport, seg.dst, seg.dport))
+                        .or_default() += 1;
+                    meter.record(p.ts_micros, &seg);
+                }
+            }
+            Ok(Next::Eof) => break None,
+            Ok(Next::Idle) => panic!("a savefile never idles"),
+            Err(e) => break Some(e),
+        }
+    };
+    Ok(Read {
+        counts,
+        stats,
+        meter,
+        tail_error,
+    })
+}
+
+/// Per-connection packet counts from tshark, or `None` when tshark is not installed.
+fn read_tshark(path: &Path) -> Option<Result<Counts, String>> {
+    let output = Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-E", "occurrence=f"])
+        .args(["-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport"])
+        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport"])
+        .args(["-Y", "tcp"])
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut counts = Counts::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != 6 {
+            return Some(Err(format!("unexpected tshark line {line:?}")));
+        }
+        let addr = |v4: &str, v6: &str| -> Result<IpAddr, String> {
+            let s = if v4.is_empty() { v6 } else { v4 };
+            s.parse().map_err(|_| format!("address {s:?} in {line:?}"))
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            p.parse().map_err(|_| format!("port {p:?} in {line:?}"))
+        };
+        let key = (|| {
+            Ok::<_, String>((
+                addr(f[0], f[1])?,
+                port(f[2])?,
+                addr(f[3], f[4])?,
+                port(f[5])?,
+            ))
+        })();
+        match key {
+            Ok(k) => *counts.entry(k).or_default() += 1,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(counts))
+}
+
+#[test]
+fn every_fixture_reads_without_panic() {
+    for path in fixture_files() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        match read_ours(&path) {
+            Ok(r) => {
+                assert_eq!(r.stats.read, r.stats.decoded + r.stats.skipped, "{name}");
+                let metered: u64 = r.meter.flows().map(|(_, f)| f.packets).sum();
+                assert_eq!(metered, r.stats.decoded, "{name}");
+                let now = r.meter.latest_micros().unwrap_or(0);
+                for (_, flow) in r.meter.flows() {
+                    let rates = flow.rates(now);
+                    assert!(
+                        rates.kbps_10s.is_finite() && rates.kbps_10s >= 0.0,
+                        "{name}"
+                    );
+                }
+                println!(
+                    "{name}: {:?} flows={} tail_error={:?}",
+                    r.stats,
+                    r.meter.len(),
+                    r.tail_error.map(|e| e.to_string())
+                );
+            }
+            Err(CaptureError::UnsupportedLinkType { .. }) if name.starts_with("radiotap") => {}
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn radiotap_is_a_clear_unsupported_link_type_error() {
+    let path = fixtures_dir().join("radiotap-heapoverflow.pcap");
+    let err = PacketSource::open_file(&path, None)
+        .err()
+        .expect("radiotap must be refused");
+    assert!(
+        matches!(err, CaptureError::UnsupportedLinkType { linktype: 127, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("IEEE802_11_RADIO (127)"), "{msg}");
+    assert!(msg.contains("Ethernet"), "{msg}");
+    assert_eq!(err.exit_code(), 2);
+}
+
+#[test]
+fn not_a_capture_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, b"this is not a capture file at all").unwrap();
+    let err = PacketSource::open_file(&path, None)
+        .err()
+        .expect("a text file is not a capture");
+    assert!(matches!(err, CaptureError::File { .. }), "{err:?}");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    let missing = dir.path().join("missing.pcap");
+    let err = PacketSource::open_file(&missing, None).err().unwrap();
+    assert!(err.to_string().contains("missing.pcap"), "{err}");
+}
+
+#[test]
+fn per_connection_counts_match_tshark() {
+    let mut compared = 0;
+    let mut mismatches = Vec::new();
+    let mut tcp_packets = 0;
+    for path in fixture_files() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let ours = match read_ours(&path) {
+            Ok(r) => r.counts,
+            Err(CaptureError::UnsupportedLinkType { .. }) => continue,
+            Err(e) => panic!("{name}: {e}"),
+        };
+        let theirs = match read_tshark(&path) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => panic!("{name}: tshark: {e}"),
+            None => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("tshark is not installed and CI is set");
+                }
+                println!("skipping: tshark is not installed");
+                return;
+            }
+        };
+        if DISAGREE.contains(&name.as_str()) {
+            println!(
+                "{name}: not compared (documented disagreement): ours {ours:?} tshark {theirs:?}"
+            );
+            continue;
+        }
+        if ours != theirs {
+            mismatches.push(format!("{name}: ours {ours:?}\n  tshark {theirs:?}"));
+        }
+        compared += 1;
+        tcp_packets += theirs.values().sum::<u64>();
+    }
+    assert!(
+        mismatches.is_empty(),
+        "per-connection packet counts differ from tshark:\n{}",
+        mismatches.join("\n")
+    );
+    assert!(compared >= 15, "compared only {compared} files");
+    assert!(tcp_packets > 500, "only {tcp_packets} TCP packets compared");
+}
+
+#[test]
+fn nanosecond_file_keeps_microsecond_timestamps() {
+    // tcp-handshake-nano.pcap is a nanosecond savefile: its timestamps must come out in
+    // microseconds, the same as tshark's epoch times truncated.
+    let path = fixtures_dir().join("tcp-handshake-nano.pcap");
+    let mut source = PacketSource::open_file(&path, None).unwrap();
+    let mut ours = Vec::new();
+    while let Next::Packet(p) = source.next_packet().unwrap() {
+        ours.push(p.ts_micros);
+    }
+    let Ok(out) = Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-T", "fields", "-e", "frame.time_epoch"])
+        .output()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "tshark missing under CI");
+        println!("skipping: tshark is not installed");
+        return;
+    };
+    let theirs: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (s, frac) = l.trim().split_once('.').unwrap();
+            let frac = format!("{frac:0<9}");
+            s.parse::<i64>().unwrap() * 1_000_000 + frac[..6].parse::<i64>().unwrap()
+        })
+        .collect();
+    assert_eq!(ours, theirs);
+    assert!(ours.len() == 3);
+}
