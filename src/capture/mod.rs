@@ -49,6 +49,8 @@ pub struct CaptureConfig {
     pub immediate: bool,
     /// Capture all TCP rather than only `ports`. Default false.
     pub all_tcp: bool,
+    /// When started as root: the user to switch to once the capture is open.
+    pub user: Option<String>,
 }
 
 impl Default for CaptureConfig {
@@ -60,6 +62,7 @@ impl Default for CaptureConfig {
             buffer_size: DEFAULT_BUFFER_SIZE,
             immediate: true,
             all_tcp: false,
+            user: None,
         }
     }
 }
@@ -71,7 +74,9 @@ pub fn bpf_filter(ports: &[u16], all_tcp: bool) -> String {
         return "tcp".to_owned();
     }
     let alternatives: Vec<String> = ports.iter().map(|p| format!("port {p}")).collect();
-    format!("tcp and ({})", alternatives.join(" or "))
+    let plain = format!("tcp and ({})", alternatives.join(" or "));
+    // "vlan" shifts the offsets of what follows it: the same test inside one and two tags.
+    format!("({plain}) or (vlan and {plain}) or (vlan and vlan and {plain})")
 }
 
 /// Errors opening or reading a packet source. All of them are fatal for the process and map
@@ -210,11 +215,17 @@ mod tests {
 
     #[test]
     fn filter_strings() {
-        assert_eq!(bpf_filter(&[32400], false), "tcp and (port 32400)");
+        let one = "tcp and (port 32400)";
         assert_eq!(
-            bpf_filter(&[32400, 443], false),
-            "tcp and (port 32400 or port 443)"
+            bpf_filter(&[32400], false),
+            format!("({one}) or (vlan and {one}) or (vlan and vlan and {one})")
         );
+        let two = "tcp and (port 32400 or port 443)";
+        assert!(bpf_filter(&[32400, 443], false).starts_with(&format!("({two}) or")));
+        // It compiles.
+        let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+        let mut dead = dead;
+        assert!(dead.compile(&bpf_filter(&[32400, 443], false), true).is_ok());
         assert_eq!(bpf_filter(&[32400], true), "tcp");
         assert_eq!(bpf_filter(&[], false), "tcp");
     }

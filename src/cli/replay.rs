@@ -159,6 +159,7 @@ async fn step(
 ) {
     let tick = engine::tick(rules, sessions, &metering.meter, ports, at, sustain);
     for d in tick.due {
+        sustain.acted(&d);
         let offset = std::time::Duration::from_micros(at.saturating_sub(first).max(0) as u64);
         let applied = enforcer.apply_at(&d, offset).await;
         let repeat = made.iter().any(|m| {

@@ -103,6 +103,16 @@ struct RawConfig {
     rules: Vec<RawRule>,
     #[serde(default)]
     capture: CaptureConfig,
+    #[serde(default)]
+    http: HttpConfig,
+}
+
+/// `[http]`: the local endpoint for /metrics and /api/streams. Off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// e.g. "127.0.0.1:9090".
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +202,7 @@ pub struct Config {
     pub rules: Vec<RawRule>,
     /// `[capture]`: interface, ports, snaplen, buffer size, immediate mode.
     pub capture: CaptureConfig,
+    pub http: HttpConfig,
     pub source: SourceMap,
 }
 
@@ -293,6 +304,7 @@ impl Config {
             enforce,
             rules: raw.rules,
             capture: raw.capture,
+            http: raw.http,
             source,
         })
     }

@@ -106,6 +106,15 @@ impl Terminator for PlexClient {
     }
 }
 
+impl<T: Terminator> Terminator for std::sync::Arc<T> {
+    fn preflight(&self) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).preflight()
+    }
+    fn terminate(&self, session_id: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).terminate(session_id, reason)
+    }
+}
+
 /// Applies decisions.
 pub struct Enforcer<T: Terminator> {
     terminator: T,
@@ -226,6 +235,13 @@ impl<T: Terminator> Enforcer<T> {
             }
             _ => {}
         }
+        self.note(d, action, reason);
+        applied
+    }
+
+    /// Audits something that happened to a stream after a decision (a zombie, a stopped
+    /// transcode).
+    pub fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
         let record = Record {
             ts: audit::now_rfc3339(),
             mode: if self.dry_run { "dry-run" } else { "enforce" },
@@ -245,7 +261,6 @@ impl<T: Terminator> Enforcer<T> {
         if let Err(e) = self.audit.write(&record) {
             tracing::error!(error = %e, path = ?self.audit.path(), "cannot write the audit log");
         }
-        applied
     }
 
     async fn decide(&mut self, d: &Decision) -> Applied {

@@ -108,23 +108,27 @@ pub enum RuleState {
     Sustaining { held: Duration, sustain: Duration },
     /// The condition has held for the rule's sustain: act.
     Due { held: Duration },
+    /// Acted on (killed, logged or skipped) during this hold.
+    Acted,
 }
 
 /// How long each rule has held for each stream: a rule acts only once its condition held
-/// continuously for its `sustain`.
+/// continuously for its `sustain`, and once per continuous hold.
 #[derive(Debug, Default)]
 pub struct Sustain {
-    since: HashMap<(String, String), i64>,
+    held: HashMap<(String, String), Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    since: i64,
+    acted: bool,
 }
 
 impl Sustain {
     /// Feeds one round of evaluations made at `now_micros`. Returns, per stream, each
-    /// rule's state and the decisions that are due.
-    pub fn update(
-        &mut self,
-        evals: &[StreamEval<'_>],
-        now_micros: i64,
-    ) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
+    /// rule's state and the decisions that are due (and not yet acted on).
+    pub fn update(&mut self, evals: &[StreamEval<'_>], now_micros: i64) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(evals.len());
         for e in evals {
@@ -138,10 +142,15 @@ impl Sustain {
                     states.push(RuleState::Ok);
                     continue;
                 }
-                let since = *self.since.entry(key.clone()).or_insert(now_micros);
+                let h = *self.held.entry(key.clone()).or_insert(Held {
+                    since: now_micros,
+                    acted: false,
+                });
                 seen.insert(key);
-                let held = Duration::from_micros(now_micros.saturating_sub(since).max(0) as u64);
-                if held >= ev.rule.sustain {
+                let held = Duration::from_micros(now_micros.saturating_sub(h.since).max(0) as u64);
+                if h.acted {
+                    states.push(RuleState::Acted);
+                } else if held >= ev.rule.sustain {
                     states.push(RuleState::Due { held });
                     if let Some(d) = decisions.iter().find(|d| d.rule == ev.rule.name) {
                         due.push(d.clone());
@@ -155,8 +164,15 @@ impl Sustain {
             }
             out.push((states, due));
         }
-        self.since.retain(|k, _| seen.contains(k));
+        self.held.retain(|k, _| seen.contains(k));
         out
+    }
+
+    /// Marks a due decision as acted on: it is not due again while its condition holds.
+    pub fn acted(&mut self, d: &Decision) {
+        if let Some(h) = self.held.get_mut(&(stream_identity(&d.session), d.rule.clone())) {
+            h.acted = true;
+        }
     }
 }
 

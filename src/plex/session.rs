@@ -70,6 +70,9 @@ pub struct Session {
     /// `Media@id` of the delivered media, used to pick the right source media.
     #[serde(skip)]
     pub media_id: Option<String>,
+    /// Seconds the stream has been seen paused (filled in by the daemon, which watches).
+    #[serde(skip)]
+    pub paused_for_secs: Option<f64>,
 }
 
 impl Session {
@@ -329,6 +332,7 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         source_bitrate_kbps: None,
         source_resolution: None,
         media_id: media.and_then(|x| non_empty(x.id.as_deref())),
+        paused_for_secs: None,
     }
 }
 

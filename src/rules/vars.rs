@@ -41,6 +41,8 @@ pub const VARIABLES: &[(&str, Kind)] = &[
     ("source_resolution", Kind::Text),
     ("user_streams", Kind::Number),
     ("server_streams", Kind::Number),
+    ("user_addresses", Kind::Number),
+    ("paused_for", Kind::Number),
     ("measured_kbps_10s", Kind::Number),
     ("measured_kbps_1m", Kind::Number),
     ("measured_kbps_5m", Kind::Number),
@@ -163,6 +165,17 @@ impl Vars {
             );
         }
         num("server_streams", Some(all.len().max(1) as f64));
+        if session.user_id.is_some() || session.user.is_some() {
+            let mut addresses: Vec<&str> = all
+                .iter()
+                .filter(|s| same_user(s))
+                .filter_map(|s| s.address.as_deref())
+                .collect();
+            addresses.sort_unstable();
+            addresses.dedup();
+            num("user_addresses", Some(addresses.len().max(1) as f64));
+        }
+        num("paused_for", session.paused_for_secs);
         if let Some(m) = measured {
             num("measured_kbps_10s", Some(m.kbps_10s));
             num("measured_kbps_1m", Some(m.kbps_1m));
