@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod enforce;
 pub mod engine;
+pub mod http;
 pub mod meter;
 pub mod plex;
 pub mod rules;

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod decode;
+pub mod privileges;
 pub mod source;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 mod check;
 mod hook;
 mod replay;
+mod run;
 mod sessions;
 
 use std::path::PathBuf;
@@ -53,6 +54,12 @@ pub enum Command {
     },
     /// Tautulli's script-notifier entry; accepts kill_stream.py's arguments unchanged.
     Hook(Box<hook::HookArgs>),
+    /// The daemon: capture, measure, evaluate and kill continuously.
+    Run {
+        /// Decide and audit, but kill nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the measurement engine over a capture file and print what it measured. Never kills.
     Replay(replay::ReplayArgs),
 }
@@ -98,6 +105,13 @@ async fn dispatch(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Command::Hook(args) => hook::run(*args, cli.config.as_deref()).await,
+        Command::Run { dry_run } => {
+            let view = match cli.log_format {
+                LogFormat::Json => crate::engine::daemon::View::Logs,
+                LogFormat::Text => crate::engine::daemon::View::detect(),
+            };
+            run::run(cli.config.as_deref(), dry_run, view).await
+        }
         Command::Replay(args) => match load(cli.config.as_deref()) {
             Ok(c) => replay::run(args, &c).await,
             Err(code) => code,

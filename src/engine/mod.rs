@@ -3,6 +3,8 @@
 //! `hook`, `replay`, `run` and `demo` all come through here: they differ only in where
 //! sessions and measurements come from and which enforcer receives the decisions.
 
+pub mod daemon;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
