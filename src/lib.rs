@@ -9,6 +9,7 @@ pub mod attribute;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod enforce;
 pub mod engine;
 pub mod http;

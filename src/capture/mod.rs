@@ -225,8 +225,10 @@ mod tests {
         assert!(bpf_filter(&[32400, 443], false).starts_with(&format!("({two}) or")));
         // It compiles.
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
-        let mut dead = dead;
-        assert!(dead.compile(&bpf_filter(&[32400, 443], false), true).is_ok());
+        assert!(
+            dead.compile(&bpf_filter(&[32400, 443], false), true)
+                .is_ok()
+        );
         assert_eq!(bpf_filter(&[32400], true), "tcp");
         assert_eq!(bpf_filter(&[], false), "tcp");
     }

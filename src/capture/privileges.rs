@@ -17,14 +17,22 @@ pub fn drop_privileges(user: Option<&str>) -> Result<String, String> {
                 setgroups(&[u.gid]).map_err(|e| format!("setgroups: {e}"))?;
                 setgid(u.gid).map_err(|e| format!("setgid({}): {e}", u.gid))?;
                 setuid(u.uid).map_err(|e| format!("setuid({}): {e}", u.uid))?;
-                done.push(format!("switched to user {name} (uid {}, gid {})", u.uid, u.gid));
+                done.push(format!(
+                    "switched to user {name} (uid {}, gid {})",
+                    u.uid, u.gid
+                ));
             }
             None => tracing::warn!(
                 "running as root: set [capture] user to run as an unprivileged user once the capture is open"
             ),
         }
     }
-    for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
         // Ambient may be unsupported on old kernels: not fatal.
         if let Err(e) = caps::clear(None, set) {
             if matches!(set, CapSet::Ambient) {

@@ -1,6 +1,7 @@
 //! The command line: thin subcommands over the library.
 
 mod check;
+mod demo;
 mod hook;
 mod replay;
 mod run;
@@ -54,6 +55,13 @@ pub enum Command {
     },
     /// Tautulli's script-notifier entry; accepts kill_stream.py's arguments unchanged.
     Hook(Box<hook::HookArgs>),
+    /// The whole pipeline against a simulated Plex server and simulated traffic: no
+    /// server, no privileges needed.
+    Demo {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        duration: u64,
+    },
     /// The daemon: capture, measure, evaluate and kill continuously.
     Run {
         /// Decide and audit, but kill nothing.
@@ -105,6 +113,13 @@ async fn dispatch(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Command::Hook(args) => hook::run(*args, cli.config.as_deref()).await,
+        Command::Demo { duration } => {
+            let view = match cli.log_format {
+                LogFormat::Json => crate::engine::daemon::View::Logs,
+                LogFormat::Text => crate::engine::daemon::View::detect(),
+            };
+            demo::run(std::time::Duration::from_secs(duration.max(1)), view).await
+        }
         Command::Run { dry_run } => {
             let view = match cli.log_format {
                 LogFormat::Json => crate::engine::daemon::View::Logs,
@@ -145,6 +160,7 @@ fn init_tracing(format: LogFormat, verbose: u8) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -66,26 +66,28 @@ pub async fn run(config_path: Option<&Path>, dry_run: bool, view: View) -> i32 {
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = {
         let (metering, feed_stats, stop) = (metering.clone(), feed_stats.clone(), stop.clone());
-        std::thread::Builder::new().name("capture".into()).spawn(move || {
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                match source.next_packet() {
-                    Ok(Next::Packet(p)) => lock(&metering).ingest(&p),
-                    Ok(Next::Idle) => {}
-                    Ok(Next::Eof) => break,
-                    Err(e) => {
-                        tracing::error!("capture stopped: {e}");
-                        break;
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match source.next_packet() {
+                        Ok(Next::Packet(p)) => lock(&metering).ingest(&p),
+                        Ok(Next::Idle) => {}
+                        Ok(Next::Eof) => break,
+                        Err(e) => {
+                            tracing::error!("capture stopped: {e}");
+                            break;
+                        }
+                    }
+                    if last.elapsed() >= Duration::from_millis(500) {
+                        last = Instant::now();
+                        let decode = lock(&metering).stats;
+                        let capture = source.stats();
+                        *lock(&feed_stats) = FeedStats { capture, decode };
                     }
                 }
-                if last.elapsed() >= Duration::from_millis(500) {
-                    last = Instant::now();
-                    let decode = lock(&metering).stats;
-                    let capture = source.stats();
-                    *lock(&feed_stats) = FeedStats { capture, decode };
-                }
-            }
-        })
+            })
     };
     let feeder = match feeder {
         Ok(f) => f,

@@ -110,7 +110,11 @@ impl<T: Terminator> Terminator for std::sync::Arc<T> {
     fn preflight(&self) -> impl Future<Output = Result<(), String>> + Send {
         (**self).preflight()
     }
-    fn terminate(&self, session_id: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send {
+    fn terminate(
+        &self,
+        session_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send {
         (**self).terminate(session_id, reason)
     }
 }

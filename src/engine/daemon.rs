@@ -30,7 +30,11 @@ pub enum View {
 impl View {
     /// The terminal view when stdout is a terminal, logs otherwise.
     pub fn detect() -> Self {
-        if std::io::stdout().is_terminal() { View::Terminal } else { View::Logs }
+        if std::io::stdout().is_terminal() {
+            View::Terminal
+        } else {
+            View::Logs
+        }
     }
 }
 
@@ -118,7 +122,13 @@ pub async fn run(setup: Setup) -> Summary {
         }
     }
     let poll = Arc::new(Mutex::new(Poll::default()));
-    let poller = tokio::spawn(poll_loop(plex.clone(), poll.clone(), poll_interval, metrics.clone(), stop_rx.clone()));
+    let poller = tokio::spawn(poll_loop(
+        plex.clone(),
+        poll.clone(),
+        poll_interval,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
 
     let mut enforcer = Enforcer::new(plex.clone(), &enforce, audit);
     let mut sustain = Sustain::default();
@@ -170,17 +180,36 @@ pub async fn run(setup: Setup) -> Summary {
             let m = lock(&metering);
             engine::tick(&rules, &sessions, &m.meter, &ports, now, &mut sustain)
         };
-        metrics.rule_evaluations.inc_by((tick.streams.len() * rules.rules.len()) as u64);
+        metrics
+            .rule_evaluations
+            .inc_by((tick.streams.len() * rules.rules.len()) as u64);
         if fresh {
             stale_warned = false;
             for d in &tick.due {
                 sustain.acted(d);
-                act(d, &rules, &plex, &metering, &ports, &mut enforcer, &mut pending, generation, &metrics, &mut summary).await;
+                act(
+                    d,
+                    &rules,
+                    &plex,
+                    &metering,
+                    &ports,
+                    &mut enforcer,
+                    &mut pending,
+                    generation,
+                    &metrics,
+                    &mut summary,
+                )
+                .await;
             }
         } else if !tick.due.is_empty() && !stale_warned {
             stale_warned = true;
-            let age = fetched.map_or_else(|| "never read".to_string(), |f| format!("{} s old", f.elapsed().as_secs()));
-            tracing::warn!("not acting: Plex's session data is {age} (more than two poll intervals)");
+            let age = fetched.map_or_else(
+                || "never read".to_string(),
+                |f| format!("{} s old", f.elapsed().as_secs()),
+            );
+            tracing::warn!(
+                "not acting: Plex's session data is {age} (more than two poll intervals)"
+            );
         }
 
         // Publish.
@@ -191,11 +220,23 @@ pub async fn run(setup: Setup) -> Summary {
             *w = json!(rows);
         }
         if view == View::Terminal {
-            render(&rows, plex_error.as_deref(), fresh, &feed, &rules, started.elapsed());
+            render(
+                &rows,
+                plex_error.as_deref(),
+                fresh,
+                &feed,
+                &rules,
+                started.elapsed(),
+            );
         } else if ticks % 60 == 1 {
-            tracing::info!(streams = rows.len(), plex_ok = plex_error.is_none(), packets = feed.decode.read, "running");
+            tracing::info!(
+                streams = rows.len(),
+                plex_ok = plex_error.is_none(),
+                packets = feed.decode.read,
+                "running"
+            );
         }
-        if ticks % 60 == 0 {
+        if ticks.is_multiple_of(60) {
             let idle = crate::meter::DEFAULT_IDLE;
             lock(&metering).meter.expire(now, idle);
         }
@@ -291,7 +332,9 @@ async fn act(
     metrics: &Metrics,
     summary: &mut Summary,
 ) {
-    let labels = RuleLabels { rule: d.rule.clone() };
+    let labels = RuleLabels {
+        rule: d.rule.clone(),
+    };
     let d = if d.action == Action::Kill && !enforcer.dry_run() {
         match recheck(d, rules, plex, metering, ports).await {
             Some(fresh) => fresh,
@@ -305,7 +348,14 @@ async fn act(
         Applied::Killed => {
             metrics.kills.get_or_create(&labels).inc();
             if let Some(id) = &d.session.session_id {
-                pending.insert(id.clone(), Pending { decision: d.clone(), generation, transcode_stopped: false });
+                pending.insert(
+                    id.clone(),
+                    Pending {
+                        decision: d.clone(),
+                        generation,
+                        transcode_stopped: false,
+                    },
+                );
             }
             summary.kills.push(d);
         }
@@ -347,7 +397,12 @@ async fn recheck(
         let m = lock(metering);
         crate::attribute::attribute(&m.meter, &sessions, ports, now_micros())
     };
-    let eval = engine::evaluate_one(rules, &sessions, i, attributed[i].as_ref().map(|a| &a.measured));
+    let eval = engine::evaluate_one(
+        rules,
+        &sessions,
+        i,
+        attributed[i].as_ref().map(|a| &a.measured),
+    );
     let still = eval
         .evaluations
         .iter()
@@ -370,11 +425,15 @@ async fn confirm(
 ) {
     let ids: Vec<String> = pending.keys().cloned().collect();
     for id in ids {
-        let Some(p) = pending.get_mut(&id) else { continue };
+        let Some(p) = pending.get_mut(&id) else {
+            continue;
+        };
         if generation <= p.generation {
             continue;
         }
-        let alive = sessions.iter().find(|s| s.session_id.as_deref() == Some(id.as_str()));
+        let alive = sessions
+            .iter()
+            .find(|s| s.session_id.as_deref() == Some(id.as_str()));
         match alive {
             None => {
                 tracing::info!(session = %id, "kill confirmed: the stream is gone");
@@ -385,7 +444,9 @@ async fn confirm(
                 let result = plex.stop_transcode(&key).await;
                 let reason = match &result {
                     Ok(()) => format!("still listed after the kill; stopped its transcode {key}"),
-                    Err(e) => format!("still listed after the kill; stopping its transcode {key} failed: {e}"),
+                    Err(e) => format!(
+                        "still listed after the kill; stopping its transcode {key} failed: {e}"
+                    ),
                 };
                 enforcer.note(&p.decision, "transcode-stopped", Some(reason));
                 p.transcode_stopped = true;
@@ -393,7 +454,13 @@ async fn confirm(
             }
             Some(_) => {
                 let d = p.decision.clone();
-                enforcer.note(&d, "zombie", Some("the stream is still listed after the kill (the player ignored it)".into()));
+                enforcer.note(
+                    &d,
+                    "zombie",
+                    Some(
+                        "the stream is still listed after the kill (the player ignored it)".into(),
+                    ),
+                );
                 tracing::warn!(session = %id, "zombie: the stream survived the kill");
                 pending.remove(&id);
             }
@@ -448,13 +515,24 @@ fn rows(tick: &engine::Tick<'_>, pending: &HashMap<String, Pending>) -> Vec<serd
         .collect()
 }
 
-fn update_metrics(metrics: &Metrics, tick: &engine::Tick<'_>, feed: &FeedStats, last: &mut FeedStats, _pending: &HashMap<String, Pending>) {
+fn update_metrics(
+    metrics: &Metrics,
+    tick: &engine::Tick<'_>,
+    feed: &FeedStats,
+    last: &mut FeedStats,
+    _pending: &HashMap<String, Pending>,
+) {
     metrics.measured_kbps.clear();
     for (e, a) in tick.streams.iter().zip(&tick.attributed) {
         let Some(a) = a else { continue };
         let s = &e.session;
         let m = a.measured;
-        for (window, v) in [("10s", m.kbps_10s), ("1m", m.kbps_1m), ("5m", m.kbps_5m), ("10m", m.kbps_10m)] {
+        for (window, v) in [
+            ("10s", m.kbps_10s),
+            ("1m", m.kbps_1m),
+            ("5m", m.kbps_5m),
+            ("10m", m.kbps_10m),
+        ] {
             metrics
                 .measured_kbps
                 .get_or_create(&StreamLabels {
@@ -470,24 +548,41 @@ fn update_metrics(metrics: &Metrics, tick: &engine::Tick<'_>, feed: &FeedStats, 
     metrics.streams.set(tick.streams.len() as i64);
     if let Some(c) = feed.capture {
         let before = last.capture.unwrap_or_default();
-        metrics.capture_packets.inc_by(u64::from(c.received.saturating_sub(before.received)));
-        metrics.capture_drops.inc_by(u64::from(c.dropped.saturating_sub(before.dropped)));
+        metrics
+            .capture_packets
+            .inc_by(u64::from(c.received.saturating_sub(before.received)));
+        metrics
+            .capture_drops
+            .inc_by(u64::from(c.dropped.saturating_sub(before.dropped)));
     } else {
-        metrics.capture_packets.inc_by(feed.decode.read.saturating_sub(last.decode.read));
+        metrics
+            .capture_packets
+            .inc_by(feed.decode.read.saturating_sub(last.decode.read));
     }
-    metrics.decode_skipped.inc_by(feed.decode.skipped.saturating_sub(last.decode.skipped));
+    metrics
+        .decode_skipped
+        .inc_by(feed.decode.skipped.saturating_sub(last.decode.skipped));
     *last = *feed;
 }
 
 /// The terminal view: one line per stream with its rule state.
-fn render(rows: &[serde_json::Value], plex_error: Option<&str>, fresh: bool, feed: &FeedStats, rules: &RuleSet, up: Duration) {
+fn render(
+    rows: &[serde_json::Value],
+    plex_error: Option<&str>,
+    fresh: bool,
+    feed: &FeedStats,
+    rules: &RuleSet,
+    up: Duration,
+) {
     let mut out = String::from("\x1b[H\x1b[2J");
     let plex = match plex_error {
         Some(e) => format!("Plex: {e}"),
         None if fresh => "Plex: ok".to_string(),
         None => "Plex: waiting for the first read".to_string(),
     };
-    let drops = feed.capture.map_or_else(String::new, |c| format!(", {} dropped by the kernel", c.dropped));
+    let drops = feed.capture.map_or_else(String::new, |c| {
+        format!(", {} dropped by the kernel", c.dropped)
+    });
     out.push_str(&format!(
         "streamwarden  up {}s  {} rules  {plex}  packets {}{drops}\n\n",
         up.as_secs(),
@@ -497,7 +592,10 @@ fn render(rows: &[serde_json::Value], plex_error: Option<&str>, fresh: bool, fee
     if rows.is_empty() {
         out.push_str("no streams\n");
     }
-    let mbps = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |k| format!("{:.2}", k / 1000.0));
+    let mbps = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or_else(|| "-".to_string(), |k| format!("{:.2}", k / 1000.0))
+    };
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
     for r in rows {
         let state = if r["killed"] == true {
@@ -512,11 +610,17 @@ fn render(rows: &[serde_json::Value], plex_error: Option<&str>, fresh: bool, fee
                         rule["held_s"].as_u64().unwrap_or(0),
                         rule["sustain_s"].as_u64().unwrap_or(0)
                     )),
-                    Some("due") | Some("acted") => parts.push(format!("{} matched", text(&rule["rule"]))),
+                    Some("due") | Some("acted") => {
+                        parts.push(format!("{} matched", text(&rule["rule"])))
+                    }
                     _ => {}
                 }
             }
-            if parts.is_empty() { "ok".to_string() } else { parts.join(", ") }
+            if parts.is_empty() {
+                "ok".to_string()
+            } else {
+                parts.join(", ")
+            }
         };
         let est = if r["estimated"] == true { " est." } else { "" };
         out.push_str(&format!(

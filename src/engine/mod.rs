@@ -130,7 +130,11 @@ struct Held {
 impl Sustain {
     /// Feeds one round of evaluations made at `now_micros`. Returns, per stream, each
     /// rule's state and the decisions that are due (and not yet acted on).
-    pub fn update(&mut self, evals: &[StreamEval<'_>], now_micros: i64) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
+    pub fn update(
+        &mut self,
+        evals: &[StreamEval<'_>],
+        now_micros: i64,
+    ) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(evals.len());
         for e in evals {
@@ -172,7 +176,10 @@ impl Sustain {
 
     /// Marks a due decision as acted on: it is not due again while its condition holds.
     pub fn acted(&mut self, d: &Decision) {
-        if let Some(h) = self.held.get_mut(&(stream_identity(&d.session), d.rule.clone())) {
+        if let Some(h) = self
+            .held
+            .get_mut(&(stream_identity(&d.session), d.rule.clone()))
+        {
             h.acted = true;
         }
     }

@@ -70,13 +70,41 @@ impl Default for Metrics {
         );
         registry.register("streams", "Streams Plex lists", m.streams.clone());
         registry.register("kills", "Streams killed", m.kills.clone());
-        registry.register("would_kills", "Kills a dry run decided but did not send", m.would_kills.clone());
-        registry.register("kill_failures", "Kills that failed", m.kill_failures.clone());
-        registry.register("rule_evaluations", "Rule evaluations", m.rule_evaluations.clone());
-        registry.register("capture_packets", "Packets the capture received (pcap statistics)", m.capture_packets.clone());
-        registry.register("capture_drops", "Packets the kernel dropped (pcap statistics)", m.capture_drops.clone());
-        registry.register("decode_skipped", "Packets skipped as not TCP/IP, truncated or malformed", m.decode_skipped.clone());
-        registry.register("plex_poll_errors", "Failed reads of /status/sessions", m.poll_errors.clone());
+        registry.register(
+            "would_kills",
+            "Kills a dry run decided but did not send",
+            m.would_kills.clone(),
+        );
+        registry.register(
+            "kill_failures",
+            "Kills that failed",
+            m.kill_failures.clone(),
+        );
+        registry.register(
+            "rule_evaluations",
+            "Rule evaluations",
+            m.rule_evaluations.clone(),
+        );
+        registry.register(
+            "capture_packets",
+            "Packets the capture received (pcap statistics)",
+            m.capture_packets.clone(),
+        );
+        registry.register(
+            "capture_drops",
+            "Packets the kernel dropped (pcap statistics)",
+            m.capture_drops.clone(),
+        );
+        registry.register(
+            "decode_skipped",
+            "Packets skipped as not TCP/IP, truncated or malformed",
+            m.decode_skipped.clone(),
+        );
+        registry.register(
+            "plex_poll_errors",
+            "Failed reads of /status/sessions",
+            m.poll_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -115,7 +143,10 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "the HTTP endpoint stopped");
         }
     });
@@ -124,12 +155,19 @@ pub async fn serve(
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }
 
 async fn streams_handler(State(s): State<AppState>) -> impl IntoResponse {
-    let v = s.streams.read().map(|v| v.clone()).unwrap_or_else(|p| p.into_inner().clone());
+    let v = s
+        .streams
+        .read()
+        .map(|v| v.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
     axum::Json(v)
 }
