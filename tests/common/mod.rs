@@ -46,6 +46,10 @@ pub struct PlexState {
     pub remove_on_kill: bool,
     /// Answer a terminate only after this long (it still takes effect at once).
     pub terminate_delay: Option<std::time::Duration>,
+    /// Answer /status/sessions only after this long.
+    pub sessions_delay: Option<std::time::Duration>,
+    /// When each terminate arrived.
+    pub terminate_times: Vec<std::time::Instant>,
 }
 
 pub struct FakePlex {
@@ -161,11 +165,21 @@ async fn sessions(st: St, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&st, &headers, "/status/sessions", &HashMap::new()) {
         return *r;
     }
-    let s = st.lock().unwrap();
-    if let Some((code, body)) = &s.sessions_failure {
-        return (StatusCode::from_u16(*code).unwrap(), body.clone()).into_response();
+    let (failure, body, delay) = {
+        let s = st.lock().unwrap();
+        (
+            s.sessions_failure.clone(),
+            s.sessions_body.clone(),
+            s.sessions_delay,
+        )
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
-    s.sessions_body.clone().into_response()
+    if let Some((code, body)) = failure {
+        return (StatusCode::from_u16(code).unwrap(), body).into_response();
+    }
+    body.into_response()
 }
 
 async fn terminate(
@@ -211,6 +225,7 @@ fn record_terminate(
         return Err(StatusCode::NOT_FOUND);
     }
     s.terminates.push((id.clone(), reason));
+    s.terminate_times.push(std::time::Instant::now());
     if s.remove_on_kill {
         s.sessions_body = remove_session(&s.sessions_body, &id);
     }
