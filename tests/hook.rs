@@ -684,3 +684,60 @@ fn a_terminate_whose_answer_is_lost_is_never_resent_and_is_confirmed_by_a_re_rea
     let lines = audit_lines(&dir.path().join("a.jsonl"));
     assert_eq!(lines[0]["action"], "kill");
 }
+
+#[test]
+fn rules_mode_reads_measured_figures_from_a_running_daemon() {
+    let plex = FakePlex::start(&mixed_sessions());
+    // A stand-in for the daemon's /api/streams.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut buf = [0u8; 2048];
+            let _ = conn.read(&mut buf);
+            let body = format!(
+                r#"[{{"session_id":"{HA}","measured_kbps_10s":9100.5,"measured_kbps_1m":9000.0,"measured_kbps_5m":8000.0,"measured_kbps_10m":7000.0,"estimated":false}}]"#
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"{addr}\"\n\n[[rules]]\nname = \"real-bandwidth\"\nwhen = 'measured_kbps_1m > 8500'\nmessage = \"{{measured_kbps_1m_mbps}} Mbps\"\n"
+        ),
+    );
+    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--session-id", HA]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        plex.terminates(),
+        vec![(HA.to_string(), "9.0 Mbps".to_string())]
+    );
+    // Without a daemon the figure is unknown and the rule does not match.
+    let plex2 = FakePlex::start(&mixed_sessions());
+    let dir2 = tempfile::tempdir().unwrap();
+    write_config(
+        dir2.path(),
+        "[[rules]]\nname = \"real-bandwidth\"\nwhen = 'measured_kbps_1m > 8500'\n",
+    );
+    let o = run(
+        dir2.path(),
+        &plex2.url,
+        TOKEN,
+        &["hook", "--session-id", HA],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert!(plex2.terminates().is_empty());
+    assert!(
+        stdout(&o).contains("unknown measured_kbps_1m"),
+        "{}",
+        stdout(&o)
+    );
+}

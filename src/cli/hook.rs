@@ -15,7 +15,7 @@ use crate::enforce::{Applied, AuditLog, Decision, Enforcer};
 use crate::engine;
 use crate::exit;
 use crate::plex::{PlexClient, Session};
-use crate::rules::{Action, DEFAULT_MESSAGE, Outcome, RuleSet, Vars};
+use crate::rules::{Action, DEFAULT_MESSAGE, Measured, Outcome, RuleSet, Vars};
 
 /// kill_stream.py's modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,7 +179,7 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
     };
     let delay = args.delay.map(Duration::from_secs);
     match mode {
-        Mode::Rules(id) => rules_mode(&mut enforcer, &rules, &id, delay).await,
+        Mode::Rules(id) => rules_mode(&mut enforcer, &rules, &id, delay, config.http.listen).await,
         Mode::Stream(id) => stream_mode(&mut enforcer, &id, &message, delay).await,
         Mode::AllStreams { user_id, username } => {
             all_streams(
@@ -396,11 +396,46 @@ async fn paused_mode(
     }
 }
 
+/// A running daemon's measured figures for a session, from its `/api/streams`.
+async fn measured_from_daemon(listen: Option<std::net::SocketAddr>, id: &str) -> Option<Measured> {
+    let addr = listen?;
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let rows: serde_json::Value = match client
+        .get(format!("http://{host}/api/streams"))
+        .send()
+        .await
+    {
+        Ok(r) => serde_json::from_str(&r.text().await.ok()?).ok()?,
+        Err(e) => {
+            tracing::debug!("no daemon at {host}: {}", e.without_url());
+            return None;
+        }
+    };
+    let row = rows.as_array()?.iter().find(|r| r["session_id"] == id)?;
+    let f = |k: &str| row[k].as_f64();
+    Some(Measured {
+        kbps_10s: f("measured_kbps_10s")?,
+        kbps_1m: f("measured_kbps_1m")?,
+        kbps_5m: f("measured_kbps_5m")?,
+        kbps_10m: f("measured_kbps_10m")?,
+        estimated: row["estimated"] == true,
+    })
+}
+
 async fn rules_mode(
     enforcer: &mut Enforcer<PlexClient>,
     rules: &RuleSet,
     id: &str,
     delay: Option<Duration>,
+    daemon: Option<std::net::SocketAddr>,
 ) -> i32 {
     wait(delay).await;
     let plex = enforcer.terminator();
@@ -419,7 +454,20 @@ async fn rules_mode(
         return exit::OK;
     };
     plex.fill_source(&mut sessions[pos]).await;
-    let evals = [engine::evaluate_one(rules, &sessions, pos, None)];
+    // With a daemon running, rules see its real measured bandwidth too.
+    let measured = measured_from_daemon(daemon, id).await;
+    if measured.is_some() {
+        println!(
+            "measured figures from the daemon at {}",
+            daemon.map(|a| a.to_string()).unwrap_or_default()
+        );
+    }
+    let evals = [engine::evaluate_one(
+        rules,
+        &sessions,
+        pos,
+        measured.as_ref(),
+    )];
     let mut decisions = Vec::new();
     for e in &evals {
         for ev in &e.evaluations {
