@@ -131,3 +131,38 @@ fn tls_to_a_server_without_a_valid_certificate_fails_unless_disabled() {
     assert!(stderr(&o).contains("cannot reach Plex"), "{}", stderr(&o));
     assert_no_token(&o);
 }
+
+#[test]
+fn the_tautulli_wrapper_passes_every_argument_on() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = format!(
+        "{}/contrib/tautulli/streamwarden.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = std::process::Command::new(&wrapper)
+        .args([
+            "--jbop",
+            "stream",
+            "--sessionId",
+            "session_id_1",
+            "--killMessage",
+            "Transcoding streams",
+            "are not allowed.",
+        ])
+        .current_dir(dir.path())
+        .env("STREAMWARDEN_BIN", bin())
+        .env("PLEX_URL", &plex.url)
+        .env("PLEX_TOKEN", TOKEN)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        plex.terminates(),
+        vec![(
+            "session_id_1".to_string(),
+            "Transcoding streams are not allowed.".to_string()
+        )]
+    );
+}
