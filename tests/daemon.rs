@@ -362,3 +362,92 @@ fn plex_down_from_the_start() {
         "said once per state change: {err}"
     );
 }
+
+#[test]
+fn privileges_are_dropped_once_the_capture_is_open() {
+    if !privileged() {
+        return;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: switching user needs root");
+        return;
+    }
+    let plex = FakePlex::start(&sessions_body());
+    let dir = tempfile::tempdir().unwrap();
+    // The audit log must stay writable for the user it switches to.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let cfg = config(dir.path(), 1, "");
+    let cfg_text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[capture]\n", "[capture]\nuser = \"nobody\"\n");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let child = start(dir.path(), &plex.url, &["run", "--config", &cfg]);
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .to_string();
+    assert!(field("Uid:").iter().all(|u| *u == nobody), "{status}");
+    assert_eq!(field("CapEff:"), vec!["0000000000000000"], "{status}");
+    assert_eq!(field("CapPrm:"), vec!["0000000000000000"], "{status}");
+    let out = sigterm(child);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("switched to user nobody"));
+}
+
+#[test]
+fn capture_refused_names_the_fix_and_exits_2() {
+    // As an unprivileged user (nobody), opening the capture must fail with the setcap hint.
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: needs root to start a process as nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let cfg = config(dir.path(), 1, "");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    use std::os::unix::process::CommandExt;
+    // A copy nobody can reach, wherever the checkout lives.
+    let exe = dir.path().join("streamwarden");
+    std::fs::copy(bin(), &exe).unwrap();
+    let out = Command::new(&exe)
+        .args(["run", "--config", &cfg])
+        .current_dir(dir.path())
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .env("PLEX_URL", "http://127.0.0.1:1")
+        .env("PLEX_TOKEN", TOKEN)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("setcap cap_net_raw=eip"), "{err}");
+}
