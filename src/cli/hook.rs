@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 
 use crate::config::Config;
-use crate::enforce::{Applied, AuditLog, Decision, Enforcer};
+use crate::enforce::{Applied, Decision, Enforcer};
 use crate::engine;
 use crate::exit;
 use crate::plex::{PlexClient, Session};
@@ -161,15 +161,9 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let audit = match &config.enforce.audit_log {
-        Some(p) => match AuditLog::open(p) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: cannot open the audit log {}: {e}", p.display());
-                return exit::USAGE;
-            }
-        },
-        None => AuditLog::none(),
+    let audit = match super::open_audit(&config) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let mut enforcer = Enforcer::new(client, &config.enforce, audit);
     let message = if args.kill_message.is_empty() {

@@ -142,6 +142,17 @@ pub(crate) fn load(path: Option<&std::path::Path>) -> Result<Config, i32> {
     })
 }
 
+/// Opens the configured audit log (or none); an unopenable log is a configuration error.
+pub(crate) fn open_audit(config: &Config) -> Result<crate::enforce::AuditLog, i32> {
+    match &config.enforce.audit_log {
+        Some(p) => crate::enforce::AuditLog::open(p).map_err(|e| {
+            eprintln!("error: cannot open the audit log {}: {e}", p.display());
+            exit::USAGE
+        }),
+        None => Ok(crate::enforce::AuditLog::none()),
+    }
+}
+
 pub(crate) fn report_config(errors: &[ConfigError]) {
     for e in errors {
         eprintln!("error: {e}");

@@ -137,10 +137,19 @@ pub async fn run(args: ReplayArgs, config: &Config) -> i32 {
         .await;
     }
     let attributed = crate::attribute::attribute(&metering.meter, &sessions, &ports, now);
+    let report = Report {
+        args: &args,
+        metering: &metering,
+        sessions: &sessions,
+        attributed: &attributed,
+        made: &made,
+        ports: &ports,
+        now,
+    };
     if args.json {
-        print_json(&args, &metering, &sessions, &attributed, &made, &ports, now);
+        print_json(&report);
     } else {
-        print_text(&args, &metering, &sessions, &attributed, &made, &ports, now);
+        print_text(&report);
     }
     exit::OK
 }
@@ -226,15 +235,27 @@ fn addresses(
     by.into_iter().map(|(a, b)| (a, b.measured(now))).collect()
 }
 
-fn print_text(
-    args: &ReplayArgs,
-    metering: &Metering,
-    sessions: &[Session],
-    attributed: &[Option<crate::attribute::Attributed>],
-    made: &[Made],
-    ports: &[u16],
+/// What a replay found, as of the capture's last packet.
+struct Report<'a> {
+    args: &'a ReplayArgs,
+    metering: &'a Metering,
+    sessions: &'a [Session],
+    attributed: &'a [Option<crate::attribute::Attributed>],
+    made: &'a [Made],
+    ports: &'a [u16],
     now: i64,
-) {
+}
+
+fn print_text(r: &Report<'_>) {
+    let Report {
+        args,
+        metering,
+        sessions,
+        attributed,
+        made,
+        ports,
+        now,
+    } = *r;
     let mbps = |k: f64| format!("{:.2}", k / 1000.0);
     if metering.meter.latest_micros().is_some() {
         println!("as of {} (the capture's last packet)", time_of(now));
@@ -294,15 +315,16 @@ fn print_text(
     );
 }
 
-fn print_json(
-    args: &ReplayArgs,
-    metering: &Metering,
-    sessions: &[Session],
-    attributed: &[Option<crate::attribute::Attributed>],
-    made: &[Made],
-    ports: &[u16],
-    now: i64,
-) {
+fn print_json(r: &Report<'_>) {
+    let Report {
+        args,
+        metering,
+        sessions,
+        attributed,
+        made,
+        ports,
+        now,
+    } = *r;
     let round = |k: f64| (k * 1000.0).round() / 1000.0;
     let mut list: Vec<serde_json::Value> = sessions
         .iter()

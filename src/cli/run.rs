@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::capture::{Next, PacketSource, privileges};
-use crate::enforce::AuditLog;
 use crate::engine::Metering;
 use crate::engine::daemon::{self, FeedStats, Setup, View};
 use crate::exit;
@@ -31,15 +30,9 @@ pub async fn run(config_path: Option<&Path>, dry_run: bool, view: View) -> i32 {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
-    let audit = match &config.enforce.audit_log {
-        Some(p) => match AuditLog::open(p) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: cannot open the audit log {}: {e}", p.display());
-                return exit::USAGE;
-            }
-        },
-        None => AuditLog::none(),
+    let audit = match super::open_audit(&config) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let mut source = match PacketSource::open_live(&config.capture) {
         Ok(s) => s,
