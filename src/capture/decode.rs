@@ -10,9 +10,12 @@
 //! Sizes come from the IP header's length fields (IPv4 total length, IPv6 payload length
 //! plus 40), never from the captured length, so a small snaplen still gives true sizes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use etherparse::{IpNumber, LaxIpSlice, err::ip::LaxHeaderSliceError, err::ipv6_exts};
+use etherparse::{
+    EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice, LaxIpSlice, TcpHeaderSlice,
+    err::ip::LaxHeaderSliceError, err::ipv6_exts,
+};
 
 use super::CaptureError;
 
@@ -147,8 +150,118 @@ pub fn linktype_name(linktype: i32) -> String {
 ///
 /// Never panics, whatever the bytes. Link types outside [`SUPPORTED_LINKTYPES`] give
 /// [`Skip::NotIp`] (callers check the link type once with [`check_linktype`]).
-#[inline]
+#[inline(always)]
 pub fn decode(linktype: i32, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    let fast = if linktype == LINKTYPE_ETHERNET {
+        ethernet_ipv4_tcp(frame)
+    } else {
+        None
+    };
+    // Both paths meet as plain integers, not as a `TcpSegment` in memory: an `IpAddr::V4`
+    // written as a tag byte and 4 address bytes, then copied as a whole, stalls the store
+    // forwarding of every packet.
+    let parts = match fast {
+        Some(parts) => parts,
+        None => Parts::of(&decode_link(linktype, frame)?),
+    };
+    Ok(parts.segment())
+}
+
+/// A [`TcpSegment`] as plain integers.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    src: Addr,
+    dst: Addr,
+    sport: u16,
+    dport: u16,
+    ip_len: u32,
+    payload_len: u32,
+    payload: &'a [u8],
+    syn: bool,
+    fin: bool,
+    rst: bool,
+}
+
+/// An [`IpAddr`] as plain integers.
+#[derive(Clone, Copy)]
+struct Addr {
+    v6: bool,
+    bits: u128,
+}
+
+impl Addr {
+    #[inline(always)]
+    fn of(a: IpAddr) -> Self {
+        match a {
+            IpAddr::V4(a) => Addr {
+                v6: false,
+                bits: u128::from(a.to_bits()),
+            },
+            IpAddr::V6(a) => Addr {
+                v6: true,
+                bits: a.to_bits(),
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn ip(self) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from_bits(self.bits))
+        } else {
+            IpAddr::V4(Ipv4Addr::from_bits(self.bits as u32))
+        }
+    }
+}
+
+impl<'a> Parts<'a> {
+    #[inline(always)]
+    fn of(s: &TcpSegment<'a>) -> Self {
+        Parts {
+            src: Addr::of(s.src),
+            dst: Addr::of(s.dst),
+            sport: s.sport,
+            dport: s.dport,
+            ip_len: s.ip_len,
+            payload_len: s.payload_len,
+            payload: s.payload,
+            syn: s.syn,
+            fin: s.fin,
+            rst: s.rst,
+        }
+    }
+
+    #[inline(always)]
+    fn segment(self) -> TcpSegment<'a> {
+        TcpSegment {
+            src: self.src.ip(),
+            dst: self.dst.ip(),
+            sport: self.sport,
+            dport: self.dport,
+            ip_len: self.ip_len,
+            payload_len: self.payload_len,
+            payload: self.payload,
+            syn: self.syn,
+            fin: self.fin,
+            rst: self.rst,
+        }
+    }
+}
+
+/// The common case of [`decode`]: an untagged Ethernet frame carrying an unfragmented IPv4
+/// packet whose whole TCP header was captured. `None` sends the frame down the general path.
+#[inline(always)]
+fn ethernet_ipv4_tcp(frame: &[u8]) -> Option<Parts<'_>> {
+    let ether = Ethernet2HeaderSlice::from_slice(frame).ok()?;
+    if ether.ether_type() != EtherType::IPV4 {
+        return None;
+    }
+    ipv4_tcp(&frame[ether.slice().len()..])
+}
+
+/// The general path of [`decode`]: every link type, VLAN tags, and [`decode_ip`].
+#[inline(never)]
+fn decode_link(linktype: i32, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let ip = match linktype {
         LINKTYPE_ETHERNET => {
             let ether_type = be16(frame, 12).ok_or(Skip::Truncated)?;
@@ -189,6 +302,58 @@ pub fn decode(linktype: i32, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
 /// Decodes a frame starting at the IP header (raw IP link types, or after the link header).
 #[inline]
 pub fn decode_ip(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    match ipv4_tcp(ip) {
+        Some(parts) => Ok(parts.segment()),
+        None => decode_ip_lax(ip),
+    }
+}
+
+/// The common case of [`decode_ip`], with etherparse's strict header slices: an unfragmented
+/// IPv4 packet carrying TCP whose whole TCP header (options included) was captured. Gives the
+/// same segment as [`decode_ip_lax`] would; `None` for anything else (IPv6, options cut by
+/// the snaplen, bad lengths, other protocols), which the lax path then decodes or classifies.
+#[inline(always)]
+fn ipv4_tcp(ip: &[u8]) -> Option<Parts<'_>> {
+    let h = Ipv4HeaderSlice::from_slice(ip).ok()?;
+    if h.protocol() != IpNumber::TCP || h.is_fragmenting_payload() {
+        return None;
+    }
+    let header_len = h.slice().len();
+    let total = usize::from(h.total_len());
+    // As the lax slicer: the IP payload ends at the total length, or at the end of the capture
+    // when it is shorter or the total length is smaller than the header.
+    let (ip_len, end) = if total >= header_len {
+        (total, total.min(ip.len()))
+    } else {
+        (ip.len(), ip.len())
+    };
+    let ip_payload = ip.get(header_len..end)?;
+    let tcp = TcpHeaderSlice::from_slice(ip_payload).ok()?;
+    let tcp_header_len = tcp.slice().len();
+    let payload_len = ip_len.saturating_sub(header_len + tcp_header_len);
+    Some(Parts {
+        src: Addr {
+            v6: false,
+            bits: u128::from(h.source_addr().to_bits()),
+        },
+        dst: Addr {
+            v6: false,
+            bits: u128::from(h.destination_addr().to_bits()),
+        },
+        sport: tcp.source_port(),
+        dport: tcp.destination_port(),
+        ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
+        payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+        payload: &ip_payload[tcp_header_len..],
+        syn: tcp.syn(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+    })
+}
+
+/// [`decode_ip`] with etherparse's lax slicer: every IP packet, truncated or not.
+#[inline(never)]
+fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let (slice, ext_err) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
         LaxHeaderSliceError::Len(_) => Skip::Truncated,
         LaxHeaderSliceError::Content(_) => Skip::Malformed,

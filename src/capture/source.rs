@@ -18,6 +18,10 @@ pub const LIVE_BUFFER_TIMEOUT_MS: i32 = 100;
 /// capture never sleeps. The kernel buffer absorbs what arrives meanwhile.
 pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(10);
 
+/// The longest a live read waits in poll(2) for packets before reporting [`Next::Idle`], so a
+/// caller checks its stop flag several times a second.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
 /// Where packets come from: a live interface or a savefile, read through the same API so
 /// replaying a capture gives the same figures as watching it live.
 pub enum PacketSource {
@@ -163,53 +167,22 @@ impl PacketSource {
     /// Reads the next packet. Live captures give [`Next::Idle`] when no packet is waiting
     /// (after a short sleep, see [`MAX_IDLE_SLEEP`]); savefiles give [`Next::Eof`] at their end. A savefile cut off
     /// in the middle of a record gives a [`CaptureError::File`] after its last whole packet.
+    #[inline]
     pub fn next_packet(&mut self) -> Result<Next<'_>, CaptureError> {
-        let (result, file, live, idle_streak) = match self {
+        match self {
+            PacketSource::File { capture, path } => match capture.next_packet() {
+                Ok(p) => Ok(Next::Packet(Packet {
+                    ts_micros: ts_micros(p.header, true),
+                    orig_len: p.header.len,
+                    data: p.data,
+                })),
+                Err(e) => file_read_end(path, e),
+            },
             PacketSource::Live {
                 capture,
                 interface,
                 idle_streak,
-            } => (
-                capture.next_packet(),
-                None,
-                interface.as_str(),
-                Some(idle_streak),
-            ),
-            PacketSource::File { capture, path } => {
-                (capture.next_packet(), Some(path.as_path()), "", None)
-            }
-        };
-        let nanos = file.is_some();
-        match result {
-            Ok(p) => {
-                if let Some(streak) = idle_streak {
-                    *streak = 0;
-                }
-                Ok(Next::Packet(Packet {
-                    ts_micros: ts_micros(p.header, nanos),
-                    orig_len: p.header.len,
-                    data: p.data,
-                }))
-            }
-            Err(pcap::Error::TimeoutExpired) => {
-                if let Some(streak) = idle_streak {
-                    let sleep = Duration::from_millis(1 << (*streak).min(8)).min(MAX_IDLE_SLEEP);
-                    *streak = streak.saturating_add(1);
-                    std::thread::sleep(sleep);
-                }
-                Ok(Next::Idle)
-            }
-            Err(pcap::Error::NoMorePackets) => Ok(Next::Eof),
-            Err(e) => Err(match file {
-                Some(path) => CaptureError::File {
-                    path: path.to_path_buf(),
-                    reason: pcap_reason(e),
-                },
-                None => CaptureError::Read {
-                    source_name: live.to_owned(),
-                    reason: pcap_reason(e),
-                },
-            }),
+            } => next_live(capture, interface, idle_streak),
         }
     }
 
@@ -227,10 +200,70 @@ impl PacketSource {
     }
 }
 
+/// A live read: a packet, or [`Next::Idle`] after the back-off sleep.
+#[inline(never)]
+fn next_live<'a>(
+    capture: &'a mut Capture<Active>,
+    interface: &str,
+    idle_streak: &mut u32,
+) -> Result<Next<'a>, CaptureError> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(capture);
+    match capture.next_packet() {
+        Ok(p) => {
+            *idle_streak = 0;
+            Ok(Next::Packet(Packet {
+                ts_micros: ts_micros(p.header, false),
+                orig_len: p.header.len,
+                data: p.data,
+            }))
+        }
+        Err(pcap::Error::TimeoutExpired) => {
+            // Nothing buffered: wait in poll(2) until the kernel hands over a block of
+            // packets (at most the buffer timeout with immediate mode off), rather than
+            // spinning. Fall back to a short sleep where the descriptor cannot be polled.
+            use std::os::fd::{AsFd, BorrowedFd};
+            // SAFETY: the descriptor belongs to `capture`, which outlives this call.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let wait =
+                nix::poll::PollTimeout::try_from(POLL_WAIT).unwrap_or(nix::poll::PollTimeout::NONE);
+            if nix::poll::poll(&mut fds, wait).is_err() {
+                let sleep = Duration::from_millis(1 << (*idle_streak).min(8)).min(MAX_IDLE_SLEEP);
+                *idle_streak = idle_streak.saturating_add(1);
+                std::thread::sleep(sleep);
+            }
+            Ok(Next::Idle)
+        }
+        Err(pcap::Error::NoMorePackets) => Ok(Next::Eof),
+        Err(e) => Err(CaptureError::Read {
+            source_name: interface.to_owned(),
+            reason: pcap_reason(e),
+        }),
+    }
+}
+
+/// A savefile read that gave no packet: the end of the file, or an error.
+#[cold]
+#[inline(never)]
+fn file_read_end(path: &Path, e: pcap::Error) -> Result<Next<'static>, CaptureError> {
+    match e {
+        pcap::Error::TimeoutExpired => Ok(Next::Idle),
+        pcap::Error::NoMorePackets => Ok(Next::Eof),
+        e => Err(CaptureError::File {
+            path: path.to_path_buf(),
+            reason: pcap_reason(e),
+        }),
+    }
+}
+
 /// A packet header's timestamp in microseconds. `tv_usec` holds nanoseconds when the handle
 /// was opened with nanosecond precision.
 // time_t and suseconds_t are 32 bits on some platforms: keep the widening conversions.
 #[allow(clippy::useless_conversion)]
+#[inline(always)]
 fn ts_micros(header: &pcap::PacketHeader, nanos: bool) -> i64 {
     let sec = i64::from(header.ts.tv_sec);
     let frac = i64::from(header.ts.tv_usec);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use crate::capture::{Next, PacketSource};
+use crate::capture::{Next, Packet, PacketSource};
 use crate::config::Config;
 use crate::enforce::{Applied, AuditLog, Decision, Enforcer, Terminator};
 use crate::engine::{self, Metering, Sustain};
@@ -86,40 +86,45 @@ pub async fn run(args: ReplayArgs, config: &Config) -> i32 {
     let evaluate = !rules.is_empty() && !sessions.is_empty();
     let mut made: Vec<Made> = Vec::new();
     let mut first_ts: Option<i64> = None;
-    let mut last_tick_sec: Option<i64> = None;
+    // Rules are evaluated once a second of packet time, as the daemon does: packets are
+    // pumped in a tight loop until the first one of a new second, the engine ticks, then
+    // that packet is metered and pumping goes on.
+    let mut last_sec: Option<i64> = None;
     loop {
-        let packet = match source.next_packet() {
-            Ok(Next::Packet(p)) => p,
-            Ok(Next::Eof) => break,
-            Ok(Next::Idle) => continue,
+        match pump(
+            &mut source,
+            &mut metering,
+            evaluate,
+            &mut last_sec,
+            &mut first_ts,
+        ) {
+            Ok(Some(held)) => {
+                let at = held.ts_micros.div_euclid(1_000_000) * 1_000_000;
+                let first = first_ts.unwrap_or(at);
+                step(
+                    &rules,
+                    &sessions,
+                    &metering,
+                    &ports,
+                    at,
+                    first,
+                    &mut sustain,
+                    &mut enforcer,
+                    &mut made,
+                )
+                .await;
+                metering.ingest(&Packet {
+                    ts_micros: held.ts_micros,
+                    orig_len: held.orig_len,
+                    data: &held.data,
+                });
+            }
+            Ok(None) => break,
             Err(e) => {
                 eprintln!("error: {e}");
                 return e.exit_code();
             }
-        };
-        let ts = packet.ts_micros;
-        let first = *first_ts.get_or_insert(ts);
-        // Rules are evaluated once a second of packet time, as the daemon does.
-        let sec = ts.div_euclid(1_000_000);
-        if evaluate && last_tick_sec.is_some_and(|l| sec > l) {
-            let at = sec * 1_000_000;
-            step(
-                &rules,
-                &sessions,
-                &metering,
-                &ports,
-                at,
-                first,
-                &mut sustain,
-                &mut enforcer,
-                &mut made,
-            )
-            .await;
         }
-        if last_tick_sec.is_none_or(|l| sec > l) {
-            last_tick_sec = Some(sec);
-        }
-        metering.ingest(&packet);
     }
     let now = metering.meter.latest_micros().unwrap_or(0);
     if evaluate {
@@ -152,6 +157,49 @@ pub async fn run(args: ReplayArgs, config: &Config) -> i32 {
         print_text(&report);
     }
     exit::OK
+}
+
+/// A packet kept aside while the engine ticks.
+struct Held {
+    ts_micros: i64,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+/// Meters packets until the capture ends (`None`) or, when `evaluate`, until the first
+/// packet of a second after `last_sec`, which is handed back unmetered so the engine can
+/// tick first.
+fn pump(
+    source: &mut PacketSource,
+    metering: &mut Metering,
+    evaluate: bool,
+    last_sec: &mut Option<i64>,
+    first_ts: &mut Option<i64>,
+) -> Result<Option<Held>, crate::capture::CaptureError> {
+    loop {
+        let p = match source.next_packet()? {
+            Next::Packet(p) => p,
+            Next::Eof => return Ok(None),
+            Next::Idle => continue,
+        };
+        first_ts.get_or_insert(p.ts_micros);
+        if evaluate {
+            let sec = p.ts_micros.div_euclid(1_000_000);
+            match *last_sec {
+                Some(l) if sec > l => {
+                    *last_sec = Some(sec);
+                    return Ok(Some(Held {
+                        ts_micros: p.ts_micros,
+                        orig_len: p.orig_len,
+                        data: p.data.to_vec(),
+                    }));
+                }
+                None => *last_sec = Some(sec),
+                _ => {}
+            }
+        }
+        metering.ingest(&p);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

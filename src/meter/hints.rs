@@ -48,7 +48,13 @@ const MAX_ID_LEN: usize = 128;
 /// Whether `payload` starts like an HTTP request this module parses (`GET `, `HEAD `, `POST `).
 #[inline]
 pub fn looks_like_request(payload: &[u8]) -> bool {
-    payload.starts_with(b"GET ") || payload.starts_with(b"HEAD ") || payload.starts_with(b"POST ")
+    // One byte decides for almost every packet (most payloads are empty or data).
+    match payload.first() {
+        Some(b'G') => payload.starts_with(b"GET "),
+        Some(b'H') => payload.starts_with(b"HEAD "),
+        Some(b'P') => payload.starts_with(b"POST "),
+        _ => false,
+    }
 }
 
 /// Parses the start of a TCP payload as an HTTP request and returns the hints found, or `None`

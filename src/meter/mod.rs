@@ -30,7 +30,7 @@ pub mod window;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::capture::TcpSegment;
@@ -95,6 +95,7 @@ pub struct Rates {
 
 /// Totals, windows and hints of one flow.
 #[derive(Clone, Debug)]
+#[repr(C)] // what every packet updates first, in one cache line (see `Entry`)
 pub struct FlowStats {
     /// Packets seen.
     pub packets: u64,
@@ -102,8 +103,6 @@ pub struct FlowStats {
     pub bytes: u64,
     /// TCP payload bytes seen (from the IP lengths, whatever was captured).
     pub payload_bytes: u64,
-    /// Timestamp of the first packet, microseconds since the Unix epoch.
-    pub first_seen_micros: i64,
     /// Timestamp of the latest packet, microseconds since the Unix epoch.
     pub last_seen_micros: i64,
     /// A SYN was seen.
@@ -112,11 +111,22 @@ pub struct FlowStats {
     pub fin: bool,
     /// A RST was seen.
     pub rst: bool,
+    windows: SecondWindows,
+    /// Timestamp of the first packet, microseconds since the Unix epoch.
+    pub first_seen_micros: i64,
     /// HTTP requests seen that carried at least one hint.
     pub hinted_requests: u32,
     /// The latest value of each request hint seen on this flow (client to server direction).
     pub hints: RequestHints,
-    windows: SecondWindows,
+}
+
+/// One flow in the meter's vector, aligned so that the fields a packet updates (the head of
+/// [`FlowStats`]) share one cache line.
+#[derive(Clone, Debug)]
+#[repr(C, align(64))]
+struct Entry {
+    stats: FlowStats,
+    key: FlowKey,
 }
 
 impl FlowStats {
@@ -225,6 +235,32 @@ impl Hasher for FlowHasher {
 
 type FlowIndex = HashMap<FlowKey, u32, BuildHasherDefault<FlowHasher>>;
 
+/// A flow key whose addresses are both IPv4, packed into one integer: source address,
+/// destination address, source port, destination port from the high bits down. Packing is
+/// one-to-one, so it compares and hashes as cheaply as an integer.
+type V4Key = u128;
+
+type V4Index = HashMap<V4Key, u32, BuildHasherDefault<FlowHasher>>;
+
+#[inline]
+fn pack_v4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> V4Key {
+    (u128::from(src.to_bits()) << 64)
+        | (u128::from(dst.to_bits()) << 32)
+        | (u128::from(sport) << 16)
+        | u128::from(dport)
+}
+
+impl FlowKey {
+    /// The packed key of a flow between two IPv4 addresses.
+    #[inline]
+    fn v4(&self) -> Option<V4Key> {
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => Some(pack_v4(src, self.sport, dst, self.dport)),
+            _ => None,
+        }
+    }
+}
+
 /// Meters every directional TCP flow seen.
 ///
 /// Flows live in a dense vector indexed by a hash map, with the last flow used cached (a
@@ -236,8 +272,14 @@ type FlowIndex = HashMap<FlowKey, u32, BuildHasherDefault<FlowHasher>>;
 /// longest-idle sixteenth of the flows is evicted in one batch.
 #[derive(Clone, Debug)]
 pub struct Meter {
+    /// Flows whose addresses are both IPv4, by their packed key ([`V4Key`]).
+    index_v4: V4Index,
+    /// Every other flow.
     index: FlowIndex,
-    flows: Vec<(FlowKey, FlowStats)>,
+    flows: Vec<Entry>,
+    /// The last IPv4 flow used.
+    cached_v4: Option<(V4Key, u32)>,
+    /// The last other flow used.
     cached: Option<(FlowKey, u32)>,
     latest_micros: Option<i64>,
     max_flows: usize,
@@ -260,8 +302,10 @@ impl Meter {
     pub fn with_max_flows(max_flows: usize) -> Self {
         let max_flows = max_flows.clamp(1, u32::MAX as usize);
         Meter {
+            index_v4: V4Index::default(),
             index: FlowIndex::default(),
             flows: Vec::new(),
+            cached_v4: None,
             cached: None,
             latest_micros: None,
             max_flows,
@@ -279,12 +323,23 @@ impl Meter {
                 ts_micros
             }
         };
-        let key = FlowKey::of(seg);
-        let idx = match self.cached {
-            Some((k, i)) if k == key => i as usize,
-            _ => self.lookup_or_insert(key, ts),
+        let idx = match (&seg.src, &seg.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let key = pack_v4(*src, seg.sport, *dst, seg.dport);
+                match self.cached_v4 {
+                    Some((k, i)) if k == key => i as usize,
+                    _ => self.lookup_or_insert_v4(key, seg, ts),
+                }
+            }
+            _ => {
+                let key = FlowKey::of(seg);
+                match self.cached {
+                    Some((k, i)) if k == key => i as usize,
+                    _ => self.lookup_or_insert(key, ts),
+                }
+            }
         };
-        let flow = &mut self.flows[idx].1;
+        let flow = &mut self.flows[idx].stats;
         flow.packets += 1;
         flow.bytes += u64::from(seg.ip_len);
         flow.payload_bytes += u64::from(seg.payload_len);
@@ -301,33 +356,61 @@ impl Meter {
         }
     }
 
+    #[inline(never)]
+    fn lookup_or_insert_v4(&mut self, key: V4Key, seg: &TcpSegment<'_>, ts: i64) -> usize {
+        let idx = match self.index_v4.get(&key) {
+            Some(&i) => i as usize,
+            None => self.insert(FlowKey::of(seg), ts),
+        };
+        self.cached_v4 = Some((key, idx as u32));
+        idx
+    }
+
+    #[inline(never)]
     fn lookup_or_insert(&mut self, key: FlowKey, ts: i64) -> usize {
         let idx = match self.index.get(&key) {
             Some(&i) => i as usize,
-            None => {
-                if self.flows.len() >= self.max_flows {
-                    self.evict_idle_batch();
-                }
-                let i = self.flows.len();
-                self.flows.push((key, FlowStats::new(ts)));
-                // i < max_flows <= u32::MAX
-                self.index.insert(key, i as u32);
-                i
-            }
+            None => self.insert(key, ts),
         };
         self.cached = Some((key, idx as u32));
         idx
     }
 
+    /// Adds a new flow (evicting first when full) and returns its index.
+    fn insert(&mut self, key: FlowKey, ts: i64) -> usize {
+        if self.flows.len() >= self.max_flows {
+            self.evict_idle_batch();
+        }
+        let i = self.flows.len();
+        self.flows.push(Entry {
+            stats: FlowStats::new(ts),
+            key,
+        });
+        // i < max_flows <= u32::MAX
+        self.index_insert(key, i as u32);
+        i
+    }
+
+    fn index_insert(&mut self, key: FlowKey, i: u32) {
+        match key.v4() {
+            Some(packed) => self.index_v4.insert(packed, i),
+            None => self.index.insert(key, i),
+        };
+    }
+
     /// Evicts the longest-idle sixteenth of the flows (at least one).
     fn evict_idle_batch(&mut self) {
         let count = (self.flows.len() / 16).max(1);
-        let mut last_seen: Vec<i64> = self.flows.iter().map(|(_, f)| f.last_seen_micros).collect();
+        let mut last_seen: Vec<i64> = self
+            .flows
+            .iter()
+            .map(|e| e.stats.last_seen_micros)
+            .collect();
         let (_, cutoff, _) = last_seen.select_nth_unstable(count - 1);
         let cutoff = *cutoff;
         let mut removed = 0;
-        self.flows.retain(|(_, f)| {
-            if removed < count && f.last_seen_micros <= cutoff {
+        self.flows.retain(|e| {
+            if removed < count && e.stats.last_seen_micros <= cutoff {
                 removed += 1;
                 false
             } else {
@@ -339,10 +422,13 @@ impl Meter {
     }
 
     fn reindex(&mut self) {
+        self.index_v4.clear();
         self.index.clear();
-        for (i, (key, _)) in self.flows.iter().enumerate() {
-            self.index.insert(*key, i as u32);
+        for i in 0..self.flows.len() {
+            let key = self.flows[i].key;
+            self.index_insert(key, i as u32);
         }
+        self.cached_v4 = None;
         self.cached = None;
     }
 
@@ -353,7 +439,7 @@ impl Meter {
         let idle = i64::try_from(idle.as_micros()).unwrap_or(i64::MAX);
         let before = self.flows.len();
         self.flows
-            .retain(|(_, f)| now.saturating_sub(f.last_seen_micros) <= idle);
+            .retain(|e| now.saturating_sub(e.stats.last_seen_micros) <= idle);
         let dropped = before - self.flows.len();
         if dropped > 0 {
             self.reindex();
@@ -363,13 +449,16 @@ impl Meter {
 
     /// Every flow and its stats, in no particular order.
     pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowStats)> {
-        self.flows.iter().map(|(k, f)| (k, f))
+        self.flows.iter().map(|e| (&e.key, &e.stats))
     }
 
     /// One flow's stats.
     pub fn get(&self, key: &FlowKey) -> Option<&FlowStats> {
-        let i = *self.index.get(key)?;
-        self.flows.get(i as usize).map(|(_, f)| f)
+        let i = match key.v4() {
+            Some(packed) => *self.index_v4.get(&packed)?,
+            None => *self.index.get(key)?,
+        };
+        self.flows.get(i as usize).map(|e| &e.stats)
     }
 
     /// One flow's rates at `now_micros`; `None` for an unknown flow.

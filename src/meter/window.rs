@@ -45,15 +45,21 @@ pub fn second_of(ts_micros: i64) -> i64 {
 ///
 /// Queries are meant for times at or after the latest second recorded (the meter's "now");
 /// a query further in the past only sees the seconds still in the ring.
+///
+/// The head second's bytes are kept beside the ring rather than in it, so that a packet of the
+/// head second (almost every packet) touches only this struct, not the ring's heap buffer.
 #[derive(Clone, Debug)]
+#[repr(C)] // the fields a packet of the head second touches first
 pub struct SecondWindows {
-    /// Bucket for second `s` is `buckets[s mod len]`, valid for `s` in
-    /// `(head_sec - len, head_sec]`.
-    buckets: Vec<u32>,
     /// The latest second recorded.
     head_sec: i64,
-    /// `slot(head_sec)`, cached: most packets land in the head second.
-    head_slot: usize,
+    /// The bytes of `head_sec` (its ring bucket stays 0 until the head moves on).
+    head_bytes: u32,
+    /// `slot(head_sec)`, cached.
+    head_slot: u32,
+    /// Bucket for second `s` is `buckets[s mod len]`, valid for `s` in
+    /// `(head_sec - len, head_sec)`; `buckets[head_slot]` is 0.
+    buckets: Vec<u32>,
     /// The flow's first second.
     first_sec: i64,
 }
@@ -62,9 +68,10 @@ impl SecondWindows {
     /// An empty ring for a flow first seen at `first_sec`.
     pub fn new(first_sec: i64) -> Self {
         SecondWindows {
-            buckets: vec![0; INITIAL_BUCKETS],
             head_sec: first_sec,
-            head_slot: first_sec.rem_euclid(INITIAL_BUCKETS as i64) as usize,
+            head_bytes: 0,
+            head_slot: first_sec.rem_euclid(INITIAL_BUCKETS as i64) as u32,
+            buckets: vec![0; INITIAL_BUCKETS],
             first_sec,
         }
     }
@@ -84,24 +91,36 @@ impl SecondWindows {
     /// older than the ring (time going backwards by more than its span) are dropped.
     #[inline]
     pub fn add(&mut self, sec: i64, bytes: u32) {
-        if sec == self.head_sec {
-            let slot = self.head_slot;
-            self.buckets[slot] = self.buckets[slot].saturating_add(bytes);
+        if sec != self.head_sec {
+            self.add_other(sec, bytes);
             return;
         }
+        self.head_bytes = self.head_bytes.saturating_add(bytes);
+    }
+
+    /// [`Self::add`] for a second other than the head's.
+    #[inline(never)]
+    fn add_other(&mut self, sec: i64, bytes: u32) {
         let sec = sec.max(self.first_sec);
         if sec > self.head_sec {
             self.advance(sec);
         } else if self.head_sec - sec >= self.buckets.len() as i64 {
             return;
         }
-        let slot = self.slot(sec);
-        self.buckets[slot] = self.buckets[slot].saturating_add(bytes);
+        if sec == self.head_sec {
+            self.head_bytes = self.head_bytes.saturating_add(bytes);
+        } else {
+            let slot = self.slot(sec);
+            self.buckets[slot] = self.buckets[slot].saturating_add(bytes);
+        }
     }
 
     /// Moves the head to `sec`, growing the ring if the flow's age needs it and clearing the
     /// buckets of the seconds skipped over.
     fn advance(&mut self, sec: i64) {
+        // the head second is complete: its bytes go into the ring
+        let head = self.head_slot as usize;
+        self.buckets[head] = std::mem::take(&mut self.head_bytes);
         let len = self.buckets.len();
         let age = sec.saturating_sub(self.first_sec).saturating_add(1);
         let needed = usize::try_from(age).unwrap_or(MAX_BUCKETS).min(MAX_BUCKETS);
@@ -119,7 +138,7 @@ impl SecondWindows {
             }
         }
         self.head_sec = sec;
-        self.head_slot = self.slot(sec);
+        self.head_slot = self.slot(sec) as u32;
     }
 
     fn grow(&mut self, new_len: usize) {
@@ -129,7 +148,7 @@ impl SecondWindows {
             grown[s.rem_euclid(new_len as i64) as usize] = self.buckets[self.slot(s)];
         }
         self.buckets = grown;
-        self.head_slot = self.slot(self.head_sec);
+        self.head_slot = self.slot(self.head_sec) as u32;
     }
 
     /// Bytes in the windows of [`WINDOWS_SECS`] at `now_sec`: element `i` is the sum over
@@ -150,13 +169,23 @@ impl SecondWindows {
                 sums[w] = running;
                 w += 1;
             }
-            running += u64::from(self.buckets[self.slot(s)]);
+            running += u64::from(self.bytes_at(s));
             s -= 1;
         }
         for sum in sums.iter_mut().skip(w) {
             *sum = running;
         }
         sums
+    }
+
+    /// The bytes of second `s`, which the ring holds.
+    #[inline]
+    fn bytes_at(&self, s: i64) -> u32 {
+        if s == self.head_sec {
+            self.head_bytes
+        } else {
+            self.buckets[self.slot(s)]
+        }
     }
 
     /// The divisor of each window at `now_sec`: `min(W, now_sec - first_sec)` seconds.
