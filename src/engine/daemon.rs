@@ -66,6 +66,8 @@ pub struct Setup {
 /// What the daemon did, for the caller's summary.
 #[derive(Debug, Default)]
 pub struct Summary {
+    /// What happened, one line each, newest last (shown under the terminal view).
+    pub events: Vec<String>,
     pub kills: Vec<Decision>,
     pub would_kills: Vec<Decision>,
     pub failures: Vec<(Decision, String)>,
@@ -227,6 +229,7 @@ pub async fn run(setup: Setup) -> Summary {
                 &feed,
                 &rules,
                 started.elapsed(),
+                &summary.events,
             );
         } else if ticks % 60 == 1 {
             tracing::info!(
@@ -344,6 +347,31 @@ async fn act(
         d.clone()
     };
     let applied = enforcer.apply(&d).await;
+    let who = format!(
+        "{} ({})",
+        d.session.user.as_deref().unwrap_or("?"),
+        d.session.display_title()
+    );
+    let event = match &applied {
+        Applied::Killed => Some(format!("killed {who} [{}]: {}", d.rule, d.message)),
+        Applied::WouldKill => Some(format!(
+            "would kill {who} [{}] (dry run): {}",
+            d.rule, d.message
+        )),
+        Applied::Logged => Some(format!("{who} [{}]: {}", d.rule, d.message)),
+        Applied::Failed(r) => Some(format!("could not kill {who} [{}]: {r}", d.rule)),
+        Applied::Skipped(r) => Some(format!("not killing {who} [{}]: {r}", d.rule)),
+        Applied::AlreadyKilled => None,
+    };
+    if let Some(e) = event {
+        let ts = time::OffsetDateTime::now_utc();
+        summary.events.push(format!(
+            "{:02}:{:02}:{:02} {e}",
+            ts.hour(),
+            ts.minute(),
+            ts.second()
+        ));
+    }
     match &applied {
         Applied::Killed => {
             metrics.kills.get_or_create(&labels).inc();
@@ -573,6 +601,7 @@ fn render(
     feed: &FeedStats,
     rules: &RuleSet,
     up: Duration,
+    events: &[String],
 ) {
     let mut out = String::from("\x1b[H\x1b[2J");
     let plex = match plex_error {
@@ -633,6 +662,14 @@ fn render(
             mbps(&r["measured_kbps_10m"]),
             text(&r["title"]),
         ));
+    }
+    if !events.is_empty() {
+        out.push_str("\nrecent:\n");
+        for e in events.iter().rev().take(6).rev() {
+            out.push_str("  ");
+            out.push_str(e);
+            out.push('\n');
+        }
     }
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
