@@ -451,3 +451,43 @@ fn capture_refused_names_the_fix_and_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("setcap cap_net_raw=eip"), "{err}");
 }
+
+#[test]
+fn a_kill_the_player_ignores_gets_its_transcode_stopped_then_is_audited_as_a_zombie() {
+    if !privileged() {
+        return;
+    }
+    // homarr's session (user 1) is a transcode with key example-session; the fake keeps
+    // listing it after the terminate, like a player that ignores the kill.
+    let plex = FakePlex::start(&sessions_body());
+    plex.set(|s| s.remove_on_kill = false);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        1,
+        "[[rules]]\nname = \"audio-transcode\"\nwhen = 'audio_decision == \"transcode\" && user == \"example_usr\"'\nsustain = \"1s\"\n",
+    );
+    let child = start(dir.path(), &plex.url, &["run", "--config", &cfg]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !audit(dir.path()).iter().any(|l| l["action"] == "zombie") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = sigterm(child);
+    assert_eq!(out.status.code(), Some(0));
+    let actions: Vec<String> = audit(dir.path())
+        .iter()
+        .filter(|l| l["session_id"] == "2894294r2jf2038fj3098jgf3gt")
+        .map(|l| l["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["kill", "transcode-stopped", "zombie"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(plex.terminates().len(), 1, "a terminate is never repeated");
+    assert_eq!(
+        plex.state.lock().unwrap().deleted_transcodes,
+        vec!["example-session".to_string()]
+    );
+}
