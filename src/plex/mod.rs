@@ -246,7 +246,7 @@ impl PlexClient {
                 s.source_resolution = f.resolution;
             }
             Err(e) => {
-                tracing::warn!(rating_key = %key, error = %e, "cannot read the source file's facts")
+                tracing::debug!(rating_key = %key, error = %e, "cannot read the source file's facts; source_bitrate and source_resolution stay unknown")
             }
         }
     }
@@ -262,7 +262,16 @@ impl PlexClient {
             return Ok(f.clone());
         }
         let endpoint = format!("/library/metadata/{}", path_key(rating_key)?);
-        let body = self.read(&endpoint).await?;
+        let body = match self.read(&endpoint).await {
+            Ok(b) => b,
+            // Not in the library (a pre-roll, a deleted item): unknown facts, remembered so
+            // the library is not asked again at every poll.
+            Err(PlexError::Status { status: 404, .. }) => {
+                self.cache().insert(cache_key, SourceFacts::default());
+                return Ok(SourceFacts::default());
+            }
+            Err(e) => return Err(e),
+        };
         let facts =
             session::parse_source_facts(&body, media_id).map_err(|e| PlexError::BadXml {
                 endpoint: endpoint.clone(),
