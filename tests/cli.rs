@@ -166,3 +166,60 @@ fn the_tautulli_wrapper_passes_every_argument_on() {
         )]
     );
 }
+
+#[test]
+fn a_named_config_that_does_not_exist_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(bin())
+        .arg("check")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("STREAMWARDEN_CONFIG", dir.path().join("nope.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_validates_the_plex_url_the_token_and_the_audit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let check = |text: &str, url: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        run(dir.path(), url, "", &["check", "-c", cfg.to_str().unwrap()])
+    };
+    let o = check("[plex]\nurl = \"127.0.0.1:32400\"\n", "");
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("http://"), "{}", stderr(&o));
+    let o = check("", "http://127.0.0.1:32400/?X-Plex-Token=SECRET123");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("without a query or credentials"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("SECRET123"), "{}", stderr(&o));
+    let o = check(
+        &format!(
+            "[enforce]\naudit_log = {:?}\n",
+            dir.path().display().to_string()
+        ),
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    let o = check("[plex]\ntoken = \"abc\\n\"\n", "");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("control characters"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_json_answer_is_named_as_such() {
+    let plex = FakePlex::start("{\"MediaContainer\":{\"size\":0}}");
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the body is JSON"), "{}", stderr(&o));
+}

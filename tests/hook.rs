@@ -741,3 +741,53 @@ fn rules_mode_reads_measured_figures_from_a_running_daemon() {
         stdout(&o)
     );
 }
+
+#[test]
+fn the_kill_message_stops_at_the_next_option_as_with_argparse() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--killMessage",
+            "Transcoding streams are not allowed.",
+            "--dry-run",
+            "--sessionId",
+            HA,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        plex.terminates().is_empty(),
+        "--dry-run after --killMessage must be a dry run"
+    );
+    assert!(
+        stdout(&o).contains("would kill")
+            && stdout(&o).contains(": Transcoding streams are not allowed.\n"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn rules_mode_without_rules_is_a_configuration_error() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--session-id", HA]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no config file was found"),
+        "{}",
+        stderr(&o)
+    );
+    write_config(dir.path(), "[enforce]\ndry_run = true\n");
+    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--session-id", HA]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("has no [[rules]]"), "{}", stderr(&o));
+    assert!(plex.terminates().is_empty());
+}

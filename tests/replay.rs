@@ -394,3 +394,55 @@ fn every_real_capture_replays_without_panic() {
         );
     }
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cap = Cap::default();
+    // Many flows, so the --flows listing is longer than a pipe buffer.
+    for port in 0..2000u16 {
+        cap.packet(
+            i64::from(port),
+            eth_tcp(SERVER, 32400, CLIENT, 10000 + port, &[1]),
+        );
+    }
+    let file = dir.path().join("many.pcap");
+    cap.write(&file);
+    let mut child = std::process::Command::new(bin())
+        .args(["replay", file.to_str().unwrap(), "--flows"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Read;
+        let mut first = [0u8; 16];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+    }
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_ne!(o.status.code(), Some(101));
+}
+
+#[test]
+fn a_capture_without_plex_traffic_says_how_to_see_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = format!(
+        "{}/../shared/fixtures/pcap/ssh.pcap",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = replay(dir.path(), &[&ssh]);
+    assert!(
+        stdout(&o).contains("no TCP packets on port 32400 in this capture (--all-tcp"),
+        "{}",
+        stdout(&o)
+    );
+    let v = json_of(&replay(dir.path(), &[&ssh, "--json"]));
+    assert_eq!(v["as_of"], Value::Null);
+}

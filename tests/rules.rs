@@ -233,3 +233,15 @@ fn estimated_measurements_mark_the_decision() {
         "a rule that reads no measured figure is not estimated"
     );
 }
+
+#[test]
+fn positions_point_at_the_character_even_after_escapes() {
+    let e = compile("[[rules]]\nname = \"a\"\nwhen = \"user == )\"\n").unwrap_err();
+    assert!(e[0].starts_with("rules.toml:3:17:"), "{}", e[0]);
+    assert!(e[0].contains("(at 1:9 of the expression)"), "{}", e[0]);
+    assert!(!e[0].contains("syntax error: Syntax error"), "{}", e[0]);
+    let e =
+        compile("[[rules]]\nname = \"b\"\nwhen = \"user == \\\"x\\\" && vide_decision == 1\"\n")
+            .unwrap_err();
+    assert!(e[0].starts_with("rules.toml:3:26:"), "{}", e[0]);
+}

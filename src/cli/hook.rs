@@ -46,15 +46,17 @@ pub struct HookArgs {
     #[arg(long = "username", value_name = "NAME")]
     pub username: Option<String>,
     /// The message the viewer sees; several words are joined with single spaces.
-    #[arg(long = "killMessage", value_name = "WORDS", num_args = 1.., allow_hyphen_values = true)]
+    /// Like kill_stream.py's argparse, the words stop at the next option, so
+    /// `--killMessage Bye now. --dry-run` is a dry run.
+    #[arg(long = "killMessage", value_name = "WORDS", num_args = 1..)]
     pub kill_message: Vec<String>,
     /// Seconds to wait before acting; the session is re-checked after the wait.
     #[arg(long, value_name = "SECONDS")]
     pub delay: Option<u64>,
-    /// paused: seconds a stream may stay paused (default 1200).
+    /// paused: seconds a stream may stay paused.
     #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
     pub limit: u64,
-    /// paused: seconds between checks (default 30).
+    /// paused: seconds between checks.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub interval: u64,
     /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
@@ -153,9 +155,20 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> i32 {
             }
         },
     };
-    if matches!(mode, Mode::Rules(_)) && rules.is_empty() {
-        println!("no rules configured: nothing to do");
-        return exit::OK;
+    if matches!(mode, Mode::Rules(_)) {
+        if rules.is_empty() {
+            let whence = config.source.file.as_ref().map_or_else(
+                || "no config file was found (see the search order in --help)".to_string(),
+                |f| format!("{} has no [[rules]]", f.display()),
+            );
+            eprintln!("error: --session-id applies the configured rules, but {whence}");
+            return exit::USAGE;
+        }
+        if !args.kill_message.is_empty() {
+            eprintln!(
+                "warning: --killMessage is ignored with --session-id: each rule's message is used"
+            );
+        }
     }
     let client = match client(&config) {
         Ok(c) => c,

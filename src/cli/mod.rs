@@ -91,6 +91,20 @@ pub fn main() -> i32 {
         _ => false,
     };
     init_tracing(cli.log_format, cli.verbose.max(u8::from(debug)));
+    // Commands whose output is read by other programs end quietly when the reader goes
+    // away (`replay ... | head`), as command-line tools do; the daemon keeps ignoring it.
+    if matches!(
+        cli.command,
+        Command::Check | Command::Sessions { .. } | Command::Replay(_)
+    ) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -308,7 +308,15 @@ fn print_text(r: &Report<'_>) {
     if metering.meter.latest_micros().is_some() {
         println!("as of {} (the capture's last packet)", time_of(now));
     } else {
-        println!("no TCP packets to meter in this capture");
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        if args.all_tcp {
+            println!("no TCP packets in this capture");
+        } else {
+            println!(
+                "no TCP packets on port {} in this capture (--all-tcp meters every TCP connection)",
+                ports.join(", ")
+            );
+        }
     }
     if sessions.is_empty() {
         for (addr, m) in addresses(metering, ports, now) {
@@ -321,16 +329,25 @@ fn print_text(r: &Report<'_>) {
         }
     }
     for (s, a) in sessions.iter().zip(attributed) {
-        let m = a.map(|a| a.measured).unwrap_or_default();
-        let est = if m.estimated { " (estimated)" } else { "" };
+        // No traffic seen for a session: unknown, not zero.
+        let rates = a.map_or_else(
+            || "no traffic seen".to_string(),
+            |a| {
+                let m = a.measured;
+                let est = if m.estimated { " (estimated)" } else { "" };
+                format!(
+                    "{}, {}, {} Mbps{est}",
+                    mbps(m.kbps_1m),
+                    mbps(m.kbps_5m),
+                    mbps(m.kbps_10m)
+                )
+            },
+        );
         println!(
-            "[{}] [{}] [{}] [{}, {}, {} Mbps{est}] [{}]",
+            "[{}] [{}] [{}] [{rates}] [{}]",
             s.address.as_deref().unwrap_or("-"),
             s.transcode_decision.as_deref().unwrap_or("-"),
             s.user.as_deref().unwrap_or("-"),
-            mbps(m.kbps_1m),
-            mbps(m.kbps_5m),
-            mbps(m.kbps_10m),
             s.display_title()
         );
     }
@@ -426,7 +443,7 @@ fn print_json(r: &Report<'_>) {
         .collect();
     let s = &metering.stats;
     let mut out = json!({
-        "as_of": time_of(now),
+        "as_of": metering.meter.latest_micros().map(time_of),
         "sessions": list,
         "decisions": decisions,
         "packets": {"read": s.read, "decoded": s.decoded, "skipped": s.skipped},

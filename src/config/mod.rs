@@ -71,6 +71,41 @@ impl SourceMap {
         }
     }
 
+    /// The file offset of byte `offset` of a string value's decoded content, accounting for
+    /// the escapes of a basic ("...") string; literal ('...') strings map one to one.
+    pub fn string_offset(
+        &self,
+        span: &std::ops::Range<usize>,
+        decoded: &str,
+        offset: usize,
+    ) -> usize {
+        let start = self.string_content_start(span);
+        let raw = self.text.get(span.clone()).unwrap_or("");
+        if !raw.starts_with('"') {
+            return start + offset;
+        }
+        let body = self.text.get(start..span.end).unwrap_or("");
+        let (mut r, mut d) = (0usize, 0usize);
+        let rb = body.as_bytes();
+        for ch in decoded.chars() {
+            if d >= offset {
+                break;
+            }
+            let step = if rb.get(r) == Some(&b'\\') {
+                match rb.get(r + 1) {
+                    Some(b'u') => 6,
+                    Some(b'U') => 10,
+                    _ => 2,
+                }
+            } else {
+                body[r..].chars().next().map_or(1, char::len_utf8)
+            };
+            r += step;
+            d += ch.len_utf8();
+        }
+        start + r
+    }
+
     /// Position of the first character of a string value's content (past the quotes).
     pub fn string_content_start(&self, span: &std::ops::Range<usize>) -> usize {
         let raw = self.text.get(span.clone()).unwrap_or("");
@@ -226,8 +261,15 @@ impl Config {
     /// Loads `explicit` (which must exist), or the first file found on the search path,
     /// or the defaults; then applies PLEX_URL and PLEX_TOKEN.
     pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
-        let path = match explicit {
-            Some(p) => Some(p.to_path_buf()),
+        // A file named by --config or $STREAMWARDEN_CONFIG must exist; the default
+        // places are only looked in.
+        let named = explicit.map(Path::to_path_buf).or_else(|| {
+            std::env::var_os("STREAMWARDEN_CONFIG")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        let path = match named {
+            Some(p) => Some(p),
             None => search_path().into_iter().find(|p| p.is_file()),
         };
         let mut config = match path {
@@ -242,7 +284,55 @@ impl Config {
             None => Self::default(),
         };
         config.apply_env(|k| std::env::var(k).ok());
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks what can only be checked once the environment is applied: the Plex URL and
+    /// token, and the audit log's path. Errors never echo a secret.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError {
+            file: self.source.file.clone(),
+            position: None,
+            message,
+        };
+        if let Some(url) = &self.plex.url {
+            let parsed = reqwest::Url::parse(url).map_err(|_| {
+                err("the Plex url is not a URL: write it as http://HOST:32400 (or https://...plex.direct:32400)".into())
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(err(
+                    "the Plex url must start with http:// or https:// and name a host, e.g. http://127.0.0.1:32400".into(),
+                ));
+            }
+            if parsed.query().is_some()
+                || !parsed.username().is_empty()
+                || parsed.password().is_some()
+            {
+                return Err(err(format!(
+                    "the Plex url must be the server's base address ({}://{}), without a query or credentials: give the token as PLEX_TOKEN or [plex] token",
+                    parsed.scheme(),
+                    parsed.host_str().unwrap_or("HOST"),
+                )));
+            }
+        }
+        if let Some(token) = &self.plex.token
+            && token.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(err(
+                "the Plex token contains spaces or control characters (a stray newline?)".into(),
+            ));
+        }
+        if let Some(audit) = &self.enforce.audit_log
+            && audit.is_dir()
+        {
+            return Err(err(format!(
+                "audit_log {} is a directory: name a file, e.g. {}/audit.jsonl",
+                audit.display(),
+                audit.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Parses config text. `file` is only used to name the file in errors.

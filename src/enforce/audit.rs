@@ -71,16 +71,19 @@ impl AuditLog {
 
     /// Writes one record as a line and flushes it.
     pub fn write(&mut self, record: &Record) -> std::io::Result<()> {
-        tracing::info!(
-            target: "streamwarden::audit",
-            action = record.action,
-            rule = %record.rule,
-            user = record.user.as_deref().unwrap_or("-"),
-            session_id = record.session_id.as_deref().unwrap_or("-"),
-            reason = record.reason.as_deref().unwrap_or(""),
-            "{}",
-            record.message
-        );
+        // Failed and skipped kills are logged as errors and warnings by the enforcer;
+        // the rest is logged here, once.
+        if !matches!(record.action, "kill-failed" | "kill-skipped") {
+            tracing::info!(
+                target: "streamwarden::audit",
+                action = record.action,
+                rule = %record.rule,
+                user = record.user.as_deref().unwrap_or("-"),
+                session_id = record.session_id.as_deref().unwrap_or("-"),
+                "{}",
+                record.message
+            );
+        }
         if let Some((_, f)) = &mut self.file {
             let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
             line.push(b'\n');

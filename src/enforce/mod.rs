@@ -232,10 +232,10 @@ impl<T: Terminator> Enforcer<T> {
         }
         match &applied {
             Applied::Failed(r) => {
-                tracing::error!(rule = %d.rule, session = ?d.session.session_id, "kill failed: {r}")
+                tracing::error!(rule = %d.rule, session = d.session.session_id.as_deref().unwrap_or("-"), "kill failed: {r}")
             }
             Applied::Skipped(r) => {
-                tracing::warn!(rule = %d.rule, session = ?d.session.session_id, "kill skipped: {r}")
+                tracing::warn!(rule = %d.rule, session = d.session.session_id.as_deref().unwrap_or("-"), "kill skipped: {r}")
             }
             _ => {}
         }

@@ -234,7 +234,7 @@ pub async fn run(setup: Setup) -> Summary {
         } else if ticks % 60 == 1 {
             tracing::info!(
                 streams = rows.len(),
-                plex_ok = plex_error.is_none(),
+                plex_ok = plex_error.is_none() && fetched.is_some(),
                 packets = feed.decode.read,
                 "running"
             );
@@ -417,7 +417,7 @@ async fn recheck(
     };
     let id = stream_identity(&d.session);
     let Some(i) = sessions.iter().position(|s| stream_identity(s) == id) else {
-        tracing::info!(rule = %d.rule, session = ?d.session.session_id, "the stream ended before the kill");
+        tracing::info!(rule = %d.rule, session = d.session.session_id.as_deref().unwrap_or("-"), "the stream ended before the kill");
         return None;
     };
     sessions[i].paused_for_secs = d.session.paused_for_secs;
@@ -436,7 +436,7 @@ async fn recheck(
         .iter()
         .any(|e| e.rule.name == d.rule && e.outcome == Outcome::Match);
     if !still {
-        tracing::info!(rule = %d.rule, session = ?d.session.session_id, "no longer holds on fresh data: not killing");
+        tracing::info!(rule = %d.rule, session = d.session.session_id.as_deref().unwrap_or("-"), "no longer holds on fresh data: not killing");
         return None;
     }
     eval.decisions().into_iter().find(|x| x.rule == d.rule)

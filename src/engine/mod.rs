@@ -69,13 +69,13 @@ pub fn evaluate_one<'r>(
         match &e.outcome {
             Outcome::Unknown { missing } => tracing::debug!(
                 rule = %e.rule.name,
-                session = ?s.session_id,
+                session = s.session_id.as_deref().unwrap_or("-"),
                 "rule not matched: unknown value of {}",
                 missing.join(", ")
             ),
             Outcome::Error(msg) => tracing::warn!(
                 rule = %e.rule.name,
-                session = ?s.session_id,
+                session = s.session_id.as_deref().unwrap_or("-"),
                 "rule could not be evaluated: {msg}"
             ),
             _ => {}

@@ -172,6 +172,11 @@ impl PlexClient {
                 reason.push_str(&s.to_string());
                 source = s.source();
             }
+            if self.base.starts_with("https://")
+                && (reason.contains("InvalidContentType") || reason.contains("corrupt message"))
+            {
+                reason.push_str(" (the server answered in plain HTTP: use an http:// URL)");
+            }
             PlexError::Unreachable {
                 url: self.base.clone(),
                 reason: redact(&reason, &self.settings.token),

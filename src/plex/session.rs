@@ -117,9 +117,17 @@ pub fn parse_container(body: &str) -> Result<MediaContainer, quick_xml::DeError>
                 break;
             }
             Ok(quick_xml::events::Event::Eof) => {
-                return Err(quick_xml::DeError::Custom(
-                    "the body is empty, not <MediaContainer>".into(),
-                ));
+                let t = body.trim_start();
+                let what = if t.is_empty() {
+                    "the body is empty"
+                } else if t.starts_with('{') || t.starts_with('[') {
+                    "the body is JSON, not Plex's XML"
+                } else {
+                    "the body holds no XML element"
+                };
+                return Err(quick_xml::DeError::Custom(format!(
+                    "{what}, not <MediaContainer>"
+                )));
             }
             Ok(_) => {}
             Err(e) => return Err(quick_xml::DeError::Custom(e.to_string())),

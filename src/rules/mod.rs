@@ -175,7 +175,6 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         src.error(Some(span), format!("rule {name:?}: {msg}"))
     };
     let when = raw.when.get_ref();
-    let when_start = src.string_content_start(&raw.when.span());
     // Points at a (line, column) inside the expression, as a file position.
     let inside = |line: usize, col: usize, msg: String| {
         let offset = when
@@ -184,7 +183,7 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             .map(str::len)
             .sum::<usize>()
             + col.saturating_sub(1);
-        let (l, c) = src.position(when_start + offset);
+        let (l, c) = src.position(src.string_offset(&raw.when.span(), when, offset));
         ConfigError {
             file: src.file.clone(),
             position: Some((l, c)),
@@ -201,9 +200,13 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
     let original = env.compile(when).map_err(|errs| {
         let first = errs.errors.first();
         let (line, col) = first.map_or((1, 1), |e| {
-            (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1)
+            (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize)
         });
         let msg = first.map_or_else(|| errs.to_string(), |e| e.msg.clone());
+        let msg = msg
+            .strip_prefix("Syntax error: ")
+            .map(str::to_string)
+            .unwrap_or(msg);
         inside(line, col, format!("syntax error: {msg}"))
     })?;
     let mut reads = Vec::new();
@@ -259,7 +262,7 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
     let message = match &raw.message {
         None => Template::literal(DEFAULT_MESSAGE),
         Some(m) => Template::parse(m.get_ref()).map_err(|e| {
-            let (l, c) = src.position(src.string_content_start(&m.span()) + e.offset);
+            let (l, c) = src.position(src.string_offset(&m.span(), m.get_ref(), e.offset));
             ConfigError {
                 file: src.file.clone(),
                 position: Some((l, c)),
