@@ -491,3 +491,50 @@ fn a_kill_the_player_ignores_gets_its_transcode_stopped_then_is_audited_as_a_zom
         vec!["example-session".to_string()]
     );
 }
+
+#[test]
+fn sighup_reloads_the_rules_and_a_broken_config_keeps_the_running_one() {
+    if !privileged() {
+        return;
+    }
+    let plex = FakePlex::start(&sessions_body());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, "");
+    let child = start(dir.path(), &plex.url, &["run", "--config", &cfg]);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::sleep(Duration::from_secs(2));
+    // A broken edit: refused, the daemon goes on.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[[rules]]\nname = \"x\"\nwhen = 'usr == 1'\n"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(plex.terminates().is_empty());
+    // A good edit: applied without a restart.
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plex.terminates().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = sigterm(child);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("reload failed, keeping the running configuration"),
+        "{err}"
+    );
+    assert!(err.contains("unknown variable `usr`"), "{err}");
+    assert!(err.contains("configuration reloaded"), "{err}");
+    assert_eq!(plex.terminates().len(), 1, "{err}");
+    assert_eq!(plex.terminates()[0].0, FAST);
+}

@@ -96,6 +96,7 @@ pub async fn run(duration: Duration, view: View) -> i32 {
         duration: Some(duration),
         http: config.http.listen,
         stop,
+        reload: None,
     })
     .await;
     stats_task.abort();

@@ -110,6 +110,7 @@ pub async fn run(config_path: Option<&Path>, dry_run: bool, view: View) -> i32 {
         duration: None,
         http: config.http.listen,
         stop: stop.clone(),
+        reload: Some(reloader(config_path.map(Path::to_path_buf), dry_run)),
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -125,4 +126,22 @@ pub async fn run(config_path: Option<&Path>, dry_run: bool, view: View) -> i32 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Re-reads the same config file (and PLEX_URL/PLEX_TOKEN) on SIGHUP; `--dry-run` stays.
+fn reloader(path: Option<std::path::PathBuf>, dry_run: bool) -> daemon::Reload {
+    Box::new(move || {
+        let mut config = crate::config::Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+        if dry_run {
+            config.enforce.dry_run = true;
+        }
+        let rules = RuleSet::compile(&config).map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        Ok((rules, config.enforce))
+    })
 }

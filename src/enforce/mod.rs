@@ -177,6 +177,24 @@ impl<T: Terminator> Enforcer<T> {
         }
     }
 
+    /// Applies new settings (a reload). What was killed, and the budget already spent this
+    /// minute, carry over; a new rate starts a new budget.
+    pub fn reconfigure(&mut self, cfg: &EnforceConfig) {
+        self.dry_run = cfg.dry_run;
+        self.act_on_estimates = cfg.act_on_estimates;
+        self.exempt = cfg
+            .exempt_users
+            .iter()
+            .map(|u| u.trim().to_lowercase())
+            .collect();
+        if cfg.max_kills_per_minute != self.max_per_minute {
+            let max = NonZeroU32::new(cfg.max_kills_per_minute).unwrap_or(NonZeroU32::MIN);
+            self.budget =
+                RateLimiter::direct_with_clock(Quota::per_minute(max), self.clock.clone());
+            self.max_per_minute = max.get();
+        }
+    }
+
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use tokio::signal::unix::SignalKind;
 
 use crate::capture::{CaptureStats, DecodeStats};
 use crate::config::EnforceConfig;
@@ -61,7 +62,13 @@ pub struct Setup {
     pub http: Option<std::net::SocketAddr>,
     /// Set when the daemon stops, for the feed to see.
     pub stop: Arc<AtomicBool>,
+    /// Re-reads the configuration on SIGHUP: new rules and enforcement settings, or why
+    /// not (the running ones stay).
+    pub reload: Option<Reload>,
 }
+
+/// How the daemon re-reads its configuration.
+pub type Reload = Box<dyn Fn() -> Result<(RuleSet, EnforceConfig), String> + Send>;
 
 /// What the daemon did, for the caller's summary.
 #[derive(Debug, Default)]
@@ -109,7 +116,9 @@ pub async fn run(setup: Setup) -> Summary {
         duration,
         http: listen,
         stop,
+        reload,
     } = setup;
+    let mut rules = rules;
     let metrics = Arc::new(Metrics::default());
     let streams_json: http::Streams = Arc::new(RwLock::new(json!([])));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -142,13 +151,28 @@ pub async fn run(setup: Setup) -> Summary {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term = signal_stream();
+    let mut term = signal_stream(SignalKind::terminate());
+    let mut hup = signal_stream(SignalKind::hangup());
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
-            _ = recv_term(&mut term) => { tracing::info!("terminated: stopping"); break; }
+            _ = recv_signal(&mut term) => { tracing::info!("terminated: stopping"); break; }
+            _ = recv_signal(&mut hup) => {
+                match reload.as_ref().map(|r| r()) {
+                    Some(Ok((new_rules, new_enforce))) => {
+                        tracing::info!(rules = new_rules.rules.len(), dry_run = new_enforce.dry_run, "configuration reloaded");
+                        // Holds of rules that changed start again; kills and the budget carry on.
+                        sustain = Sustain::default();
+                        rules = new_rules;
+                        enforcer.reconfigure(&new_enforce);
+                    }
+                    Some(Err(e)) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+                    None => tracing::warn!("SIGHUP: nothing to reload"),
+                }
+                continue;
+            }
         }
         if duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -254,30 +278,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[cfg(unix)]
 type Term = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Term = Option<()>;
 
-fn signal_stream() -> Term {
-    #[cfg(unix)]
-    {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
+fn signal_stream(kind: SignalKind) -> Term {
+    tokio::signal::unix::signal(kind).ok()
 }
 
-async fn recv_term(t: &mut Term) {
-    #[cfg(unix)]
-    if let Some(s) = t {
-        s.recv().await;
-        return;
+async fn recv_signal(t: &mut Term) {
+    match t {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
-    let _ = t;
-    std::future::pending::<()>().await;
 }
 
 async fn poll_loop(
