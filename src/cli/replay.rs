@@ -294,16 +294,33 @@ struct Report<'a> {
     now: i64,
 }
 
+/// The parts of a report, as the printers use them.
+type Parts<'a> = (
+    &'a ReplayArgs,
+    &'a Metering,
+    &'a [Session],
+    &'a [Option<crate::attribute::Attributed>],
+    &'a [Made],
+    &'a [u16],
+    i64,
+);
+
+impl<'a> Report<'a> {
+    fn parts(&self) -> Parts<'a> {
+        (
+            self.args,
+            self.metering,
+            self.sessions,
+            self.attributed,
+            self.made,
+            self.ports,
+            self.now,
+        )
+    }
+}
+
 fn print_text(r: &Report<'_>) {
-    let Report {
-        args,
-        metering,
-        sessions,
-        attributed,
-        made,
-        ports,
-        now,
-    } = *r;
+    let (args, metering, sessions, attributed, made, ports, now) = r.parts();
     let mbps = |k: f64| format!("{:.2}", k / 1000.0);
     if metering.meter.latest_micros().is_some() {
         println!("as of {} (the capture's last packet)", time_of(now));
@@ -381,15 +398,7 @@ fn print_text(r: &Report<'_>) {
 }
 
 fn print_json(r: &Report<'_>) {
-    let Report {
-        args,
-        metering,
-        sessions,
-        attributed,
-        made,
-        ports,
-        now,
-    } = *r;
+    let (args, metering, sessions, attributed, made, ports, now) = r.parts();
     let round = |k: f64| (k * 1000.0).round() / 1000.0;
     let mut list: Vec<serde_json::Value> = sessions
         .iter()
