@@ -5,7 +5,12 @@
 //! For a whole-process timing on a real savefile, build one with the example:
 //! `cargo run --release --example gen_capture -- /tmp/2m.pcap 2000000`
 
+#[path = "support/flow_runs.rs"]
+mod flow_runs;
+
 use std::hint::black_box;
+
+use flow_runs::FlowRuns;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
@@ -36,18 +41,7 @@ fn synthesize() -> (Vec<u8>, Vec<i64>) {
             v
         })
         .collect();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut flow = 0usize;
-    let mut run = 0;
-    for i in 0..PACKETS {
-        if run == 0 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            flow = (x >> 33) as usize % FLOWS as usize;
-            run = 1 + (x >> 20) as usize % 16;
-        }
-        run -= 1;
+    for (i, flow) in FlowRuns::new(FLOWS as usize).take(PACKETS).enumerate() {
         frames.extend_from_slice(&templates[flow]);
         timestamps.push(1_700_000_000_000_000 + i as i64);
     }

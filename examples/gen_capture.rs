@@ -9,7 +9,12 @@
 //! 1500 bytes. Every 1000th packet is a client request `GET /library/parts/<flow>/...`,
 //! captured whole.
 
+#[path = "../benches/support/flow_runs.rs"]
+mod flow_runs;
+
 use std::process::ExitCode;
+
+use flow_runs::FlowRuns;
 
 use etherparse::PacketBuilder;
 use pcap::{Capture, Linktype, Packet, PacketHeader};
@@ -68,18 +73,11 @@ fn main() -> ExitCode {
         }
     };
     let data: Vec<Vec<u8>> = (0..FLOWS).map(|f| frame(f, false)).collect();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let (mut flow, mut run) = (0usize, 0);
     let start: i64 = 1_700_000_000_000_000;
-    for i in 0..count {
-        if run == 0 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            flow = (x >> 33) as usize % FLOWS as usize;
-            run = 1 + (x >> 20) as usize % 16;
-        }
-        run -= 1;
+    for (i, flow) in FlowRuns::new(FLOWS as usize)
+        .take(count as usize)
+        .enumerate()
+    {
         let request;
         let full: &[u8] = if i % 1000 == 999 {
             request = frame(flow as u32, true);
