@@ -1,10 +1,8 @@
 //! `streamwarden replay` over captures written by the tests, with exact known bytes and
 //! timing, and over the real captures in ../shared/fixtures/pcap.
 
-mod common;
-
-use common::capture::*;
-use common::*;
+use crate::common::capture::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 

@@ -1,6 +1,5 @@
 //! Writing real capture files for tests: etherparse builds the frames, the pcap crate's
 //! savefile writes them.
-#![allow(dead_code)]
 
 use std::path::Path;
 

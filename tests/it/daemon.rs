@@ -3,9 +3,7 @@
 //! Capturing needs root or CAP_NET_RAW: in CI (root) these tests must run; elsewhere they
 //! skip with a reason when not permitted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

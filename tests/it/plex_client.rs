@@ -1,9 +1,7 @@
 //! The Plex client against the fake server: source facts cached per ratingKey, a 404
 //! remembered, headers sent.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use streamwarden::plex::{PlexClient, PlexSettings};
 

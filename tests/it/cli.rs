@@ -1,8 +1,6 @@
 //! `check` and `sessions` as a user runs them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn check_accepts_the_example_config() {

@@ -1,6 +1,5 @@
 //! A fake Plex Media Server for tests: a real HTTP server on 127.0.0.1:0 serving the real
 //! responses from ../shared/fixtures/plex and recording every terminate.
-#![allow(dead_code)]
 
 pub mod capture;
 

@@ -1,8 +1,6 @@
 //! `streamwarden demo` as a newcomer runs it: no Plex, no privileges.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_demo_applies_the_example_rules_and_shows_the_kills() {

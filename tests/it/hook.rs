@@ -1,9 +1,7 @@
 //! `streamwarden hook` end to end: the real binary against a fake Plex server serving the
 //! real fixture responses.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const HOMARR: &str = "2894294r2jf2038fj3098jgf3gt";

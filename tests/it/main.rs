@@ -1,0 +1,18 @@
+//! The integration tests: one crate, one module per area, sharing `common` (the fake
+//! Plex server, capture writers and a command builder).
+
+mod common;
+
+mod attribute;
+mod capture_decode;
+mod capture_fixtures;
+mod capture_live;
+mod cli;
+mod daemon;
+mod demo;
+mod hook;
+mod meter_windows;
+mod plex_client;
+mod plex_parse;
+mod replay;
+mod rules;
