@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use streamwarden::capture::{CaptureConfig, Next, PacketSource};
-use streamwarden::engine::Metering;
+use streamwarden::meter::Metering;
 
 fn cpu_seconds() -> f64 {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);

@@ -15,9 +15,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::meter::{FlowKey, FlowStats, Meter, RequestHints, WINDOWS_SECS, second_of};
+use crate::meter::{FlowKey, FlowStats, Measured, Meter, RequestHints, WINDOWS_SECS, second_of};
 use crate::plex::Session;
-use crate::rules::Measured;
 
 /// How one session's figure was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

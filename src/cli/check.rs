@@ -2,24 +2,25 @@
 
 use std::path::Path;
 
-use crate::exit;
+use crate::Failure;
+use crate::engine::setup;
 use crate::rules::{Action, RuleSet};
 
-pub fn run(path: Option<&Path>) -> i32 {
-    let config = match super::load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+use super::Done;
+
+pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
+    let config = setup::load(path)?;
     let rules = match RuleSet::compile(&config) {
         Ok(r) => r,
         Err(errors) => {
-            super::report_config(&errors);
-            eprintln!(
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return Err(Failure::Usage(format!(
                 "{} error{} in the configuration",
                 errors.len(),
                 if errors.len() == 1 { "" } else { "s" }
-            );
-            return exit::USAGE;
+            )));
         }
     };
     let file = config.source.file.as_ref().map_or_else(
@@ -54,5 +55,5 @@ pub fn run(path: Option<&Path>) -> i32 {
             "  note: no Plex url/token yet; set [plex] url and token, or PLEX_URL and PLEX_TOKEN"
         );
     }
-    exit::OK
+    Ok(Done::Ok)
 }

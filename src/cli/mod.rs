@@ -11,8 +11,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError};
-use crate::exit;
+use std::time::Duration;
+
+use crate::daemon::View;
+use crate::{Failure, exit};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,7 +56,7 @@ pub enum Command {
         json: bool,
     },
     /// Tautulli's script-notifier entry; accepts kill_stream.py's arguments unchanged.
-    Hook(Box<hook::HookArgs>),
+    Hook(Box<crate::hook::HookArgs>),
     /// The whole pipeline against a simulated Plex server and simulated traffic: no
     /// server, no privileges needed.
     Demo {
@@ -120,59 +122,45 @@ pub fn main() -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
-    match cli.command {
-        Command::Check => check::run(cli.config.as_deref()),
-        Command::Sessions { json } => match load(cli.config.as_deref()) {
-            Ok(c) => sessions::run(&c, json).await,
-            Err(code) => code,
-        },
-        Command::Hook(args) => hook::run(*args, cli.config.as_deref()).await,
-        Command::Demo { duration } => {
-            let view = match cli.log_format {
-                LogFormat::Json => crate::engine::daemon::View::Logs,
-                LogFormat::Text => crate::engine::daemon::View::detect(),
-            };
-            demo::run(std::time::Duration::from_secs(duration.max(1)), view).await
+    let config = cli.config.as_deref();
+    let view = match cli.log_format {
+        LogFormat::Json => View::Logs,
+        LogFormat::Text => View::detect(),
+    };
+    let done = match cli.command {
+        Command::Check => check::run(config),
+        Command::Sessions { json } => sessions::run(config, json).await,
+        Command::Hook(args) => hook::run(*args, config).await,
+        Command::Demo { duration } => demo::run(Duration::from_secs(duration.max(1)), view).await,
+        Command::Run { dry_run } => run::run(config, dry_run, view).await,
+        Command::Replay(args) => replay::run(args, config).await,
+    };
+    exit_code(done)
+}
+
+/// How a command ended.
+pub enum Done {
+    /// All done (nothing to do counts).
+    Ok,
+    /// Some of the work failed (a kill); what failed was already said.
+    Partly,
+}
+
+/// The one place exit codes are decided: 0 done, 1 a kill failed or Plex could not be read,
+/// 2 usage or configuration.
+fn exit_code(done: Result<Done, Failure>) -> i32 {
+    match done {
+        Ok(Done::Ok) => exit::OK,
+        Ok(Done::Partly) => exit::FAILED,
+        Err(f) => {
+            eprintln!("error: {f}");
+            match f {
+                Failure::Usage(_) => exit::USAGE,
+                Failure::Failed(_) => exit::FAILED,
+            }
         }
-        Command::Run { dry_run } => {
-            let view = match cli.log_format {
-                LogFormat::Json => crate::engine::daemon::View::Logs,
-                LogFormat::Text => crate::engine::daemon::View::detect(),
-            };
-            run::run(cli.config.as_deref(), dry_run, view).await
-        }
-        Command::Replay(args) => match load(cli.config.as_deref()) {
-            Ok(c) => replay::run(args, &c).await,
-            Err(code) => code,
-        },
     }
 }
-
-/// Loads the config, printing a located error and returning the exit code on failure.
-pub(crate) fn load(path: Option<&std::path::Path>) -> Result<Config, i32> {
-    Config::load(path).map_err(|e| {
-        report_config(&[e]);
-        exit::USAGE
-    })
-}
-
-/// Opens the configured audit log (or none); an unopenable log is a configuration error.
-pub(crate) fn open_audit(config: &Config) -> Result<crate::enforce::AuditLog, i32> {
-    match &config.enforce.audit_log {
-        Some(p) => crate::enforce::AuditLog::open(p).map_err(|e| {
-            eprintln!("error: cannot open the audit log {}: {e}", p.display());
-            exit::USAGE
-        }),
-        None => Ok(crate::enforce::AuditLog::none()),
-    }
-}
-
-pub(crate) fn report_config(errors: &[ConfigError]) {
-    for e in errors {
-        eprintln!("error: {e}");
-    }
-}
-
 fn init_tracing(format: LogFormat, verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {

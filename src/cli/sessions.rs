@@ -1,36 +1,31 @@
 //! `streamwarden sessions`: the server's current streams.
 
+use std::path::Path;
+
 use serde_json::json;
 
-use crate::config::Config;
-use crate::exit;
+use crate::Failure;
+use crate::engine::setup;
 use crate::plex::Session;
 
-pub async fn run(config: &Config, as_json: bool) -> i32 {
-    let client = match super::hook::client(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let sessions = match client.sessions_with_sources().await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FAILED;
-        }
-    };
+use super::Done;
+
+pub async fn run(config: Option<&Path>, as_json: bool) -> Result<Done, Failure> {
+    let config = setup::load(config)?;
+    let client = setup::plex_client(&config)?;
+    let sessions = client
+        .sessions_with_sources()
+        .await
+        .map_err(|e| Failure::Failed(e.to_string()))?;
     if as_json {
         let list: Vec<_> = sessions.iter().map(to_json).collect();
-        match serde_json::to_string_pretty(&list) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::FAILED;
-            }
-        }
+        let text =
+            serde_json::to_string_pretty(&list).map_err(|e| Failure::Failed(e.to_string()))?;
+        println!("{text}");
     } else {
         print!("{}", table(&sessions));
     }
-    exit::OK
+    Ok(Done::Ok)
 }
 
 /// A session as `sessions --json` prints it.
@@ -80,7 +75,9 @@ pub fn table(sessions: &[Session]) -> String {
                     .unwrap_or_else(|| "(not killable)".into()),
                 dash(&s.user),
                 dash(&s.address),
-                dash(&s.state),
+                s.state
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
                 dash(&s.transcode_decision),
                 dash(&s.video_resolution),
                 kbps(s.stream_bitrate_kbps),

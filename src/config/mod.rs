@@ -10,8 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::capture::CaptureConfig;
+pub mod capture;
+
 use crate::plex::PlexSettings;
+pub use capture::CaptureConfig;
 
 /// A configuration problem, located in its file where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,20 +4,165 @@
 //! kills land on the simulated server, which shows their messages.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use etherparse::PacketBuilder;
 
+use crate::Failure;
 use crate::capture::Packet;
-use crate::engine::Metering;
+use crate::capture::decode::LINKTYPE_ETHERNET;
+use crate::config::Config;
+use crate::daemon::{self, Control, Feed, Setup, SystemClock, View};
+use crate::enforce::AuditLog;
+use crate::fakeplex::FakePlex;
+use crate::lock;
+use crate::meter::Metering;
+use crate::plex::{PlexClient, PlexSettings};
+use crate::rules::RuleSet;
+
+/// The rules the demo applies: the repository's example, compiled in.
+const EXAMPLE: &str = include_str!("../../rules.example.toml");
+
+/// A demo ready to run: the fake server is up.
+pub struct Demo {
+    config: Config,
+    rules: RuleSet,
+    plex: Arc<FakePlex>,
+}
+
+/// What the demo did.
+#[derive(Debug)]
+pub struct Report {
+    /// (user, Session id, message the player showed) of every stream stopped.
+    pub stopped: Vec<(String, String, String)>,
+    /// (user, reason) of every kill that failed.
+    pub failures: Vec<(String, String)>,
+}
+
+impl Demo {
+    /// Compiles the example rules and starts the simulated server.
+    pub fn start() -> Result<Self, Failure> {
+        let mut config = Config::parse(EXAMPLE, Some("rules.example.toml".into()))
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let rules = RuleSet::compile(&config).map_err(|errors| {
+            Failure::Usage(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        // Kills land on the simulated server: enforce, and keep no audit file.
+        config.enforce.dry_run = false;
+        config.enforce.audit_log = None;
+        let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+        let mut body = format!("<MediaContainer size=\"{}\">\n", streams().len());
+        for st in streams() {
+            body.push_str(st.xml);
+            body.push('\n');
+        }
+        body.push_str("</MediaContainer>\n");
+        let plex = FakePlex::spawn(&body, &token)
+            .map_err(|e| Failure::Failed(format!("cannot start the simulated Plex server: {e}")))?;
+        plex.set(|st| {
+            st.announce = true;
+            for s in streams() {
+                let key = s.rating_key();
+                if let Some(m) = metadata(key) {
+                    st.metadata.insert(key.to_string(), m.to_string());
+                }
+            }
+        });
+        Ok(Self {
+            config,
+            rules,
+            plex: Arc::new(plex),
+        })
+    }
+
+    /// What the demo is about to do, for the user.
+    pub fn intro(&self, duration: Duration) -> String {
+        format!(
+            "streamwarden demo: a simulated Plex server at {} with {} streams, simulated traffic, the rules of rules.example.toml; {} s",
+            self.plex.url,
+            streams().len(),
+            duration.as_secs()
+        )
+    }
+
+    /// Runs the daemon against the simulated server and traffic for `duration`.
+    pub async fn run(self, duration: Duration, view: View) -> Result<Report, Failure> {
+        let client = PlexClient::new(PlexSettings {
+            url: self.plex.url.clone(),
+            token: self.plex.token.clone(),
+            client_identifier: "streamwarden-demo".into(),
+            timeout: Duration::from_secs(5),
+            tls_verify: true,
+        })
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+        let feed = Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400])));
+        let stop = Arc::new(AtomicBool::new(false));
+        let generator = {
+            let (plex, feed, stop) = (self.plex.clone(), feed.clone(), stop.clone());
+            std::thread::spawn(move || traffic(streams(), plex, feed, stop))
+        };
+        let http = match self.config.http.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Failure::Usage(format!("cannot listen on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let (control, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            let _ = control.send(Control::Stop).await;
+        });
+        let summary = daemon::run(
+            Setup {
+                rules: self.rules,
+                enforce: self.config.enforce.clone(),
+                plex: Arc::new(client),
+                audit: AuditLog::none(),
+                ports: vec![32400],
+                poll_interval: Duration::from_secs(2),
+                feed,
+                clock: Arc::new(SystemClock),
+                view,
+                http,
+                reload: None,
+                tick: Duration::from_secs(1),
+            },
+            rx,
+        )
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        let _ = generator.join();
+        let user_of = |id: &str| {
+            streams()
+                .into_iter()
+                .find(|s| s.session_id == Some(id))
+                .map_or_else(|| "?".to_string(), |s| s.user.to_string())
+        };
+        Ok(Report {
+            stopped: self
+                .plex
+                .terminates()
+                .into_iter()
+                .map(|(id, message)| (user_of(&id), id, message))
+                .collect(),
+            failures: summary
+                .failures
+                .into_iter()
+                .map(|(d, r)| (d.session.user.unwrap_or_else(|| "?".into()), r))
+                .collect(),
+        })
+    }
+}
 
 /// One simulated stream.
 #[derive(Debug, Clone)]
@@ -31,6 +176,17 @@ pub struct SimStream {
     pub kbps: u64,
     /// The `<Video>`/`<Track>` element Plex would list for it.
     pub xml: &'static str,
+}
+
+impl SimStream {
+    /// The item's ratingKey, as its XML gives it.
+    fn rating_key(&self) -> &'static str {
+        self.xml
+            .split("ratingKey=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+    }
 }
 
 /// The simulated server's address of its own end of every connection.
@@ -144,175 +300,6 @@ fn metadata(rating_key: &str) -> Option<&'static str> {
     })
 }
 
-/// A stream the simulated server was asked to stop.
-#[derive(Debug, Clone)]
-pub struct Stopped {
-    pub session_id: String,
-    pub user: String,
-    pub message: String,
-}
-
-/// The simulated Plex server.
-pub struct SimPlex {
-    pub url: String,
-    pub token: String,
-    alive: Arc<Mutex<Vec<SimStream>>>,
-    stopped: Arc<Mutex<Vec<Stopped>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-#[derive(Clone)]
-struct SimState {
-    token: String,
-    alive: Arc<Mutex<Vec<SimStream>>>,
-    stopped: Arc<Mutex<Vec<Stopped>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl SimPlex {
-    /// Starts the server on 127.0.0.1 (a free port).
-    pub async fn start(streams: Vec<SimStream>) -> std::io::Result<Self> {
-        let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
-        let state = SimState {
-            token: token.clone(),
-            alive: Arc::new(Mutex::new(streams)),
-            stopped: Arc::new(Mutex::new(Vec::new())),
-        };
-        let app = Router::new()
-            .route("/", get(root))
-            .route("/status/sessions", get(sessions))
-            .route("/status/sessions/terminate", get(terminate))
-            .route("/library/metadata/{key}", get(library))
-            .route("/transcode/sessions/{key}", delete(stop_transcode))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(Self {
-            url: format!("http://{addr}"),
-            token,
-            alive: state.alive,
-            stopped: state.stopped,
-            shutdown: Some(tx),
-        })
-    }
-
-    /// The streams still playing (shared with the traffic generator).
-    pub fn alive(&self) -> Arc<Mutex<Vec<SimStream>>> {
-        self.alive.clone()
-    }
-
-    pub fn stopped(&self) -> Vec<Stopped> {
-        lock(&self.stopped).clone()
-    }
-}
-
-impl Drop for SimPlex {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn authorised(s: &SimState, headers: &HeaderMap) -> bool {
-    headers.get("X-Plex-Token").and_then(|v| v.to_str().ok()) == Some(s.token.as_str())
-}
-
-fn unauthorised() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        "<html><body><h1>401 Unauthorized</h1></body></html>",
-    )
-        .into_response()
-}
-
-async fn root(State(s): State<SimState>, headers: HeaderMap) -> Response {
-    if !authorised(&s, &headers) {
-        return unauthorised();
-    }
-    r#"<MediaContainer size="0" friendlyName="streamwarden demo" myPlexSubscription="1" ownerFeatures="session_kick,webhooks" version="1.41.0"/>"#.into_response()
-}
-
-async fn sessions(State(s): State<SimState>, headers: HeaderMap) -> Response {
-    if !authorised(&s, &headers) {
-        return unauthorised();
-    }
-    let alive = lock(&s.alive);
-    let mut body = format!("<MediaContainer size=\"{}\">\n", alive.len());
-    for st in alive.iter() {
-        body.push_str(st.xml);
-        body.push('\n');
-    }
-    body.push_str("</MediaContainer>\n");
-    body.into_response()
-}
-
-async fn terminate(
-    State(s): State<SimState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if !authorised(&s, &headers) {
-        return unauthorised();
-    }
-    let id = q.get("sessionId").cloned().unwrap_or_default();
-    let message = q.get("reason").cloned().unwrap_or_default();
-    let mut alive = lock(&s.alive);
-    let Some(pos) = alive
-        .iter()
-        .position(|st| st.session_id == Some(id.as_str()))
-    else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let st = alive.remove(pos);
-    println!(
-        "simulated Plex: stopped {}'s stream; the player shows: \"{message}\"",
-        st.user
-    );
-    lock(&s.stopped).push(Stopped {
-        session_id: id,
-        user: st.user.to_string(),
-        message,
-    });
-    StatusCode::OK.into_response()
-}
-
-async fn library(
-    State(s): State<SimState>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    if !authorised(&s, &headers) {
-        return unauthorised();
-    }
-    match metadata(&key) {
-        Some(body) => body.into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn stop_transcode(
-    State(s): State<SimState>,
-    headers: HeaderMap,
-    Path(_key): Path<String>,
-) -> Response {
-    if !authorised(&s, &headers) {
-        return unauthorised();
-    }
-    StatusCode::OK.into_response()
-}
-
 fn frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
         .ipv4(src, dst, 64)
@@ -324,15 +311,11 @@ fn frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> 
     out
 }
 
-/// Generates every alive stream's traffic in real time into `metering` (Ethernet frames,
+/// Generates every listed stream's traffic in real time into `feed` (Ethernet frames,
 /// 1500-byte IP packets) until `stop`. A stream the server stopped sends nothing more.
-pub fn traffic(
-    alive: Arc<Mutex<Vec<SimStream>>>,
-    metering: Arc<Mutex<Metering>>,
-    stop: Arc<AtomicBool>,
-) {
+pub fn traffic(streams: Vec<SimStream>, plex: Arc<FakePlex>, feed: Feed, stop: Arc<AtomicBool>) {
     const IP_LEN: usize = 1500;
-    let data: HashMap<u16, Vec<u8>> = lock(&alive)
+    let data: HashMap<u16, Vec<u8>> = streams
         .iter()
         .map(|s| {
             (
@@ -351,9 +334,11 @@ pub fn traffic(
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let streams = lock(&alive).clone();
-        let mut m = lock(&metering);
-        for s in &streams {
+        let alive = streams
+            .iter()
+            .filter(|s| s.session_id.is_none_or(|id| plex.lists(id)));
+        let mut m = lock(&feed.metering);
+        for s in alive {
             // The client's request, again every 10 s as a player fetches its next segments.
             if let Some(req) = s.request
                 && requested

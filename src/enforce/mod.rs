@@ -16,21 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::EnforceConfig;
 use crate::plex::{PlexClient, PlexError, Session};
-use crate::rules::{Action, Value};
+use crate::rules::{Action, Decision, Value};
 pub use audit::{AuditLog, Record};
-
-/// Something the pipeline decided to do about a stream.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub rule: String,
-    pub action: Action,
-    pub session: Session,
-    pub message: String,
-    /// The values the rule read (None = unknown).
-    pub values: BTreeMap<&'static str, Option<Value>>,
-    /// The decision rests on an estimated measurement.
-    pub estimated: bool,
-}
 
 /// What became of a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +34,45 @@ impl Applied {
     pub fn is_failure(&self) -> bool {
         matches!(self, Applied::Failed(_))
     }
+
+    /// The audit log's name for it.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Applied::Killed => "kill",
+            Applied::WouldKill => "would-kill",
+            Applied::Logged => "log",
+            Applied::Failed(_) => "kill-failed",
+            Applied::Skipped(_) => "kill-skipped",
+            Applied::AlreadyKilled => "already-killed",
+        }
+    }
+
+    /// Why a kill failed or was skipped.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Applied::Failed(r) | Applied::Skipped(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// One line for people: what became of `d`.
+    pub fn describe(&self, d: &Decision) -> String {
+        let who = format!(
+            "session {} ({}, {})",
+            d.session.session_id.as_deref().unwrap_or("-"),
+            d.session.user.as_deref().unwrap_or("?"),
+            d.session.display_title()
+        );
+        let rule = &d.rule;
+        match self {
+            Applied::Killed => format!("killed {who} [{rule}]: {}", d.message),
+            Applied::WouldKill => format!("dry run: would kill {who} [{rule}]: {}", d.message),
+            Applied::Logged => format!("rule {rule} matched {who}: {}", d.message),
+            Applied::Failed(r) => format!("could not kill {who} [{rule}]: {r}"),
+            Applied::Skipped(r) => format!("not killing {who} [{rule}]: {r}"),
+            Applied::AlreadyKilled => format!("{who} was already killed"),
+        }
+    }
 }
 
 /// What actually stops a stream: the Plex client, or a test double.
@@ -59,6 +85,8 @@ pub trait Terminator: Send + Sync {
         session_id: &str,
         reason: &str,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Stops the transcode of a stream that survived its terminate.
+    fn stop_transcode(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl Terminator for PlexClient {
@@ -104,6 +132,12 @@ impl Terminator for PlexClient {
             e => e.to_string(),
         })
     }
+
+    async fn stop_transcode(&self, key: &str) -> Result<(), String> {
+        PlexClient::stop_transcode(self, key)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl<T: Terminator> Terminator for std::sync::Arc<T> {
@@ -116,6 +150,9 @@ impl<T: Terminator> Terminator for std::sync::Arc<T> {
         reason: &str,
     ) -> impl Future<Output = Result<(), String>> + Send {
         (**self).terminate(session_id, reason)
+    }
+    fn stop_transcode(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).stop_transcode(key)
     }
 }
 
@@ -230,20 +267,12 @@ impl<T: Terminator> Enforcer<T> {
             self.clock_at = at;
         }
         let applied = self.decide(d).await;
-        let (action, reason) = match &applied {
-            Applied::Killed => ("kill", None),
-            Applied::WouldKill => ("would-kill", None),
-            Applied::Logged => ("log", None),
-            Applied::Failed(r) => ("kill-failed", Some(r.clone())),
-            Applied::Skipped(r) => ("kill-skipped", Some(r.clone())),
-            Applied::AlreadyKilled => return applied,
-        };
+        if applied == Applied::AlreadyKilled {
+            return applied;
+        }
+        let (action, reason) = (applied.action(), applied.reason().map(str::to_string));
         if let Some(r) = &reason {
-            let key = (
-                crate::engine::stream_identity(&d.session),
-                d.rule.clone(),
-                r.clone(),
-            );
+            let key = (d.session.identity(), d.rule.clone(), r.clone());
             if !self.reported.insert(key) {
                 return applied;
             }

@@ -3,17 +3,20 @@
 //! `hook`, `replay`, `run` and `demo` all come through here: they differ only in where
 //! sessions and measurements come from and which enforcer receives the decisions.
 
-pub mod daemon;
+pub mod clock;
+pub mod replay;
+pub mod row;
+pub mod setup;
+
+pub use clock::{Clock, SystemClock};
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::attribute::{self, Attributed};
-use crate::capture::{DecodeStats, Packet, decode};
-use crate::enforce::Decision;
-use crate::meter::Meter;
+use crate::meter::{Measured, Meter};
 use crate::plex::Session;
-use crate::rules::{Evaluation, Measured, Outcome, RuleSet, Vars, vars};
+use crate::rules::{Decision, Evaluation, Observed, Outcome, RuleSet, Vars, vars};
 
 /// One stream with its values and every rule's verdict.
 #[derive(Debug)]
@@ -50,7 +53,13 @@ pub fn evaluate<'r>(
     measure: impl Fn(&Session) -> Option<Measured>,
 ) -> Vec<StreamEval<'r>> {
     (0..sessions.len())
-        .map(|i| evaluate_one(rules, sessions, i, measure(&sessions[i]).as_ref()))
+        .map(|i| {
+            let observed = Observed {
+                measured: measure(&sessions[i]),
+                paused_for_secs: None,
+            };
+            evaluate_one(rules, sessions, i, &observed)
+        })
         .collect()
 }
 
@@ -60,10 +69,10 @@ pub fn evaluate_one<'r>(
     rules: &'r RuleSet,
     sessions: &[Session],
     index: usize,
-    measured: Option<&Measured>,
+    observed: &Observed,
 ) -> StreamEval<'r> {
     let s = &sessions[index];
-    let vars = Vars::for_session(s, sessions, measured);
+    let vars = Vars::for_session(s, sessions, observed);
     let evaluations = rules.evaluate(&vars);
     for e in &evaluations {
         match &e.outcome {
@@ -85,19 +94,6 @@ pub fn evaluate_one<'r>(
         session: s.clone(),
         vars,
         evaluations,
-    }
-}
-
-/// A stable name for a stream across polls.
-pub fn stream_identity(s: &Session) -> String {
-    match (&s.session_id, &s.session_key) {
-        (Some(id), _) => format!("id:{id}"),
-        (None, Some(key)) => format!("key:{key}"),
-        (None, None) => format!(
-            "addr:{}/{}",
-            s.address.as_deref().unwrap_or("-"),
-            s.display_title()
-        ),
     }
 }
 
@@ -138,7 +134,7 @@ impl Sustain {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(evals.len());
         for e in evals {
-            let id = stream_identity(&e.session);
+            let id = e.session.identity();
             let mut states = Vec::with_capacity(e.evaluations.len());
             let mut due = Vec::new();
             let decisions = e.decisions();
@@ -176,49 +172,8 @@ impl Sustain {
 
     /// Marks a due decision as acted on: it is not due again while its condition holds.
     pub fn acted(&mut self, d: &Decision) {
-        if let Some(h) = self
-            .held
-            .get_mut(&(stream_identity(&d.session), d.rule.clone()))
-        {
+        if let Some(h) = self.held.get_mut(&(d.session.identity(), d.rule.clone())) {
             h.acted = true;
-        }
-    }
-}
-
-/// Packets in, flows metered: the same for a live capture and a file.
-#[derive(Debug)]
-pub struct Metering {
-    pub meter: Meter,
-    pub stats: DecodeStats,
-    linktype: i32,
-    /// Only connections with one of these ports on either side are metered; `None`
-    /// meters every TCP connection.
-    ports: Option<Vec<u16>>,
-}
-
-impl Metering {
-    pub fn new(linktype: i32, ports: Option<Vec<u16>>) -> Self {
-        Self {
-            meter: Meter::new(),
-            stats: DecodeStats::default(),
-            linktype,
-            ports,
-        }
-    }
-
-    /// Decodes one frame and meters it; undecodable frames are counted and skipped.
-    /// The port check happens here, after decoding, so VLAN-tagged and cooked frames are
-    /// filtered exactly like plain Ethernet ones.
-    #[inline]
-    pub fn ingest(&mut self, p: &Packet<'_>) {
-        if let Ok(seg) = self.stats.count(decode(self.linktype, p.data)) {
-            let wanted = match &self.ports {
-                None => true,
-                Some(ports) => ports.contains(&seg.sport) || ports.contains(&seg.dport),
-            };
-            if wanted {
-                self.meter.record(p.ts_micros, &seg);
-            }
         }
     }
 }
@@ -233,30 +188,38 @@ pub struct Tick<'r> {
     pub due: Vec<Decision>,
 }
 
+/// What the engine remembers of each stream between rounds: how long each rule has held
+/// and how long the stream has been paused.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub sustain: Sustain,
+    pub pauses: Pauses,
+}
+
 /// The join of measurement and rules, as of `now_micros`: attributes the meter's flows to
-/// the sessions, evaluates every rule, and advances sustain.
+/// the sessions, notes pauses, evaluates every rule, and advances sustain.
 pub fn tick<'r>(
     rules: &'r RuleSet,
     sessions: &[Session],
     meter: &Meter,
     ports: &[u16],
     now_micros: i64,
-    sustain: &mut Sustain,
+    tracker: &mut Tracker,
 ) -> Tick<'r> {
     let attributed = attribute::attribute(meter, sessions, ports, now_micros);
+    let paused = tracker.pauses.observe(sessions, now_micros);
     let streams: Vec<StreamEval<'r>> = (0..sessions.len())
         .map(|i| {
-            evaluate_one(
-                rules,
-                sessions,
-                i,
-                attributed[i].as_ref().map(|a| &a.measured),
-            )
+            let observed = Observed {
+                measured: attributed[i].map(|a| a.measured),
+                paused_for_secs: Some(paused[i]),
+            };
+            evaluate_one(rules, sessions, i, &observed)
         })
         .collect();
     let mut states = Vec::with_capacity(streams.len());
     let mut due = Vec::new();
-    for (s, d) in sustain.update(&streams, now_micros) {
+    for (s, d) in tracker.sustain.update(&streams, now_micros) {
         states.push(s);
         due.extend(d);
     }
@@ -265,5 +228,47 @@ pub fn tick<'r>(
         attributed,
         states,
         due,
+    }
+}
+
+/// How long each stream has been seen paused, from one observation to the next: the
+/// daemon's `paused_for` and the hook's `--jbop paused` both count it here.
+#[derive(Debug, Default)]
+pub struct Pauses {
+    since: HashMap<String, i64>,
+}
+
+impl Pauses {
+    /// Notes the sessions as seen at `now_micros`; returns, per session, the whole seconds
+    /// it has been paused (0 when it is not). Streams no longer listed are forgotten.
+    pub fn observe(&mut self, sessions: &[Session], now_micros: i64) -> Vec<f64> {
+        let mut seen = std::collections::HashSet::new();
+        let out = sessions
+            .iter()
+            .map(|s| {
+                let id = s.identity();
+                let secs = if s.is_paused() {
+                    let since = *self.since.entry(id.clone()).or_insert(now_micros);
+                    (now_micros.saturating_sub(since).max(0) / 1_000_000) as f64
+                } else {
+                    self.since.remove(&id);
+                    0.0
+                };
+                seen.insert(id);
+                secs
+            })
+            .collect();
+        self.since.retain(|k, _| seen.contains(k));
+        out
+    }
+
+    /// Whole seconds `s` has been paused as of `now_micros`, without noting anything.
+    pub fn paused_for(&self, s: &Session, now_micros: i64) -> f64 {
+        match self.since.get(&s.identity()) {
+            Some(since) if s.is_paused() => {
+                (now_micros.saturating_sub(*since).max(0) / 1_000_000) as f64
+            }
+            _ => 0.0,
+        }
     }
 }

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod hints;
+pub mod metering;
 pub mod window;
 
 use std::collections::HashMap;
@@ -36,7 +37,20 @@ use std::time::Duration;
 use crate::capture::TcpSegment;
 
 pub use hints::{RequestHints, parse_request};
+pub use metering::Metering;
 pub use window::{MAX_BUCKETS, SecondWindows, WINDOWS_SECS, second_of};
+
+/// What the measurement engine knows of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Measured {
+    pub kbps_10s: f64,
+    pub kbps_1m: f64,
+    pub kbps_5m: f64,
+    pub kbps_10m: f64,
+    /// The stream shared an address with others and could not be told apart:
+    /// the figures are its share by Plex's reported bitrates.
+    pub estimated: bool,
+}
 
 /// Default hard cap on the number of flows tracked.
 pub const DEFAULT_MAX_FLOWS: usize = 65_536;

@@ -1,9 +1,11 @@
 //! The Plex Media Server client: sessions, source facts, capabilities and terminate.
 
 pub mod session;
+pub mod source;
 pub mod xml;
 
-pub use session::{Session, SourceFacts};
+pub use session::{PlayState, Session, SourceFacts};
+pub use source::SessionSource;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -44,7 +44,7 @@ pub struct Session {
     pub product: Option<String>,
     pub machine_identifier: Option<String>,
     /// playing, paused, buffering.
-    pub state: Option<String>,
+    pub state: Option<PlayState>,
     pub local: Option<bool>,
     pub relayed: Option<bool>,
     /// "lan" or "wan".
@@ -70,9 +70,57 @@ pub struct Session {
     /// `Media@id` of the delivered media, used to pick the right source media.
     #[serde(skip)]
     pub media_id: Option<String>,
-    /// Seconds the stream has been seen paused (filled in by the daemon, which watches).
-    #[serde(skip)]
-    pub paused_for_secs: Option<f64>,
+}
+
+/// What a player is doing, as Plex reports it (`Player@state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayState {
+    Playing,
+    Paused,
+    Buffering,
+    /// A state this version does not know, kept as Plex wrote it.
+    Other(String),
+}
+
+impl PlayState {
+    pub fn as_str(&self) -> &str {
+        match self {
+            PlayState::Playing => "playing",
+            PlayState::Paused => "paused",
+            PlayState::Buffering => "buffering",
+            PlayState::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for PlayState {
+    fn from(s: &str) -> Self {
+        match s {
+            "playing" => PlayState::Playing,
+            "paused" => PlayState::Paused,
+            "buffering" => PlayState::Buffering,
+            other => PlayState::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for PlayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for PlayState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PlayState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(PlayState::from(s.as_str()))
+    }
 }
 
 impl Session {
@@ -89,6 +137,24 @@ impl Session {
             (Some(g), None) => g.clone(),
             (None, None) => "(untitled)".to_string(),
         }
+    }
+
+    /// A stable name for the stream across polls: its Session id, else its session key,
+    /// else its address and title.
+    pub fn identity(&self) -> String {
+        match (&self.session_id, &self.session_key) {
+            (Some(id), _) => format!("id:{id}"),
+            (None, Some(key)) => format!("key:{key}"),
+            (None, None) => format!(
+                "addr:{}/{}",
+                self.address.as_deref().unwrap_or("-"),
+                self.display_title()
+            ),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.state == Some(PlayState::Paused)
     }
 
     /// The client address parsed as an IP, when it is one.
@@ -318,7 +384,7 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         machine_identifier: player.and_then(|p| non_empty(p.machine_identifier.as_deref())),
         state: player
             .and_then(|p| non_empty(p.state.as_deref()))
-            .map(|s| s.to_ascii_lowercase()),
+            .map(|s| PlayState::from(s.to_ascii_lowercase().as_str())),
         local,
         relayed: player.and_then(|p| flag(p.relayed.as_deref())),
         location,
@@ -340,7 +406,6 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         source_bitrate_kbps: None,
         source_resolution: None,
         media_id: media.and_then(|x| non_empty(x.id.as_deref())),
-        paused_for_secs: None,
     }
 }
 

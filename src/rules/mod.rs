@@ -1,5 +1,6 @@
 //! Rules: CEL conditions over a stream's variables, compiled once at load.
 
+pub mod decision;
 pub mod numeric;
 pub mod template;
 pub mod vars;
@@ -9,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, RawRule, parse_duration};
+pub use crate::meter::Measured;
+pub use decision::Decision;
 pub use template::Template;
-pub use vars::{Measured, Value, Vars};
+pub use vars::{Observed, Value, Vars};
 
 /// The message a kill shows when a rule or the hook gives none (as kill_stream.py).
 pub const DEFAULT_MESSAGE: &str = "The server owner has ended the stream.";

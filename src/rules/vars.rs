@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::meter::Measured;
 use crate::plex::Session;
 
 /// The type of a rule variable.
@@ -93,16 +94,13 @@ impl std::fmt::Display for Value {
     }
 }
 
-/// What the measurement engine knows of one stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Measured {
-    pub kbps_10s: f64,
-    pub kbps_1m: f64,
-    pub kbps_5m: f64,
-    pub kbps_10m: f64,
-    /// The stream shared an address with others and could not be told apart:
-    /// the figures are its share by Plex's reported bitrates.
-    pub estimated: bool,
+/// What was observed of a stream beyond what Plex lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed {
+    /// Its measured figures, when a meter attributed traffic to it.
+    pub measured: Option<Measured>,
+    /// Seconds it has been seen paused (0 when it is not paused), when someone watched.
+    pub paused_for_secs: Option<f64>,
 }
 
 /// The values for one stream. A variable absent from the map is unknown.
@@ -114,8 +112,9 @@ pub struct Vars {
 }
 
 impl Vars {
-    /// Builds the values of `session`, seen among `all` sessions, with its measurement.
-    pub fn for_session(session: &Session, all: &[Session], measured: Option<&Measured>) -> Self {
+    /// Builds the values of `session`, seen among `all` sessions, with what was observed.
+    pub fn for_session(session: &Session, all: &[Session], observed: &Observed) -> Self {
+        let measured = observed.measured.as_ref();
         let mut v = Vars::default();
         let text = |v: &mut Vars, k: &'static str, x: &Option<String>| {
             if let Some(x) = x {
@@ -129,7 +128,11 @@ impl Vars {
         text(&mut v, "platform", &session.platform);
         text(&mut v, "product", &session.product);
         text(&mut v, "location", &session.location);
-        text(&mut v, "state", &session.state);
+        text(
+            &mut v,
+            "state",
+            &session.state.as_ref().map(|s| s.as_str().to_string()),
+        );
         text(&mut v, "media_type", &session.media_type);
         text(&mut v, "title", &session.title);
         text(&mut v, "grandparent_title", &session.grandparent_title);
@@ -175,7 +178,7 @@ impl Vars {
             addresses.dedup();
             num("user_addresses", Some(addresses.len().max(1) as f64));
         }
-        num("paused_for", session.paused_for_secs);
+        num("paused_for", observed.paused_for_secs);
         if let Some(m) = measured {
             num("measured_kbps_10s", Some(m.kbps_10s));
             num("measured_kbps_1m", Some(m.kbps_1m));

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use streamwarden::capture::TcpSegment;
 use streamwarden::config::Config;
-use streamwarden::engine::{self, RuleState, Sustain};
+use streamwarden::engine::{self, RuleState, Tracker};
 use streamwarden::meter::Meter;
 use streamwarden::plex::Session;
 use streamwarden::rules::RuleSet;
@@ -43,7 +43,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
     }
     let rules =
         rules("[[rules]]\nname = \"r\"\nwhen = 'measured_kbps_1m >= 1000'\nsustain = \"3s\"\n");
-    let mut sustain = Sustain::default();
+    let mut sustain = Tracker::default();
     let t = engine::tick(&rules, &[], &meter, &[32400], 30_000_000, &mut sustain);
     assert!(t.streams.is_empty());
     // The session appears at 30 s, its address as Plex writes it.
@@ -108,7 +108,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         state: Some("playing".into()),
         ..Default::default()
     };
-    let mut sustain = Sustain::default();
+    let mut sustain = Tracker::default();
     engine::tick(
         &rules,
         std::slice::from_ref(&playing),

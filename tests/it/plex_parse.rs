@@ -1,5 +1,6 @@
 //! Parsing the real /status/sessions responses in ../shared/fixtures/plex.
 
+use streamwarden::plex::PlayState;
 use streamwarden::plex::session::{parse_sessions, parse_source_facts};
 
 fn fixture(name: &str) -> String {
@@ -32,7 +33,7 @@ fn movie_with_session_and_stream_decisions() {
     assert_eq!(s.transcode_decision.as_deref(), Some("transcode"));
     assert_eq!(s.media_type.as_deref(), Some("movie"));
     assert_eq!(s.library.as_deref(), Some("Movies"));
-    assert_eq!(s.state.as_deref(), Some("playing"));
+    assert_eq!(s.state, Some(PlayState::Playing));
     assert_eq!(s.local, Some(true));
     assert_eq!(s.relayed, Some(false));
     assert_eq!(s.part_ids, vec!["4631".to_string()]);
@@ -55,7 +56,7 @@ fn old_server_without_session_is_listed_but_not_killable() {
     assert_eq!(ep.transcode_decision.as_deref(), Some("transcode"));
     assert_eq!(ep.transcode_key.as_deref(), Some("abc123"));
     assert_eq!(ep.video_resolution.as_deref(), Some("720"));
-    assert_eq!(ep.state.as_deref(), Some("paused"));
+    assert_eq!(ep.state, Some(PlayState::Paused));
     assert_eq!(ep.address.as_deref(), Some("192.168.1.1"));
 }
 

@@ -1,20 +1,15 @@
-//! The daemon's local HTTP endpoint: `/metrics` (Prometheus text) and `/api/streams` (JSON).
-//! Off unless `[http] listen` is set.
+//! The daemon's Prometheus metrics.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use super::FeedStats;
+use crate::engine::Tick;
 
 /// Labels of a stream's measured rate.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,56 +113,44 @@ impl Metrics {
         }
         out
     }
-}
 
-/// What `/api/streams` serves: the daemon's latest view, replaced every second.
-pub type Streams = Arc<RwLock<serde_json::Value>>;
-
-#[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    streams: Streams,
-}
-
-/// Binds `addr` and serves until `stop` resolves. Returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    streams: Streams,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<SocketAddr> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/api/streams", get(streams_handler))
-        .with_state(AppState { metrics, streams });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "the HTTP endpoint stopped");
+    /// Brings the per-round metrics up to date: each stream's measured rates, the stream
+    /// count, and the feed's counters since `last`.
+    pub fn update(&self, tick: &Tick<'_>, feed: &FeedStats, last: &FeedStats) {
+        self.measured_kbps.clear();
+        for (e, a) in tick.streams.iter().zip(&tick.attributed) {
+            let Some(a) = a else { continue };
+            let s = &e.session;
+            let m = a.measured;
+            for (window, v) in [
+                ("10s", m.kbps_10s),
+                ("1m", m.kbps_1m),
+                ("5m", m.kbps_5m),
+                ("10m", m.kbps_10m),
+            ] {
+                self.measured_kbps
+                    .get_or_create(&StreamLabels {
+                        session: s.identity(),
+                        user: s.user.clone().unwrap_or_default(),
+                        player: s.player.clone().unwrap_or_default(),
+                        decision: s.transcode_decision.clone().unwrap_or_default(),
+                        window: window.to_string(),
+                    })
+                    .set(v);
+            }
         }
-    });
-    Ok(bound)
-}
-
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
-}
-
-async fn streams_handler(State(s): State<AppState>) -> impl IntoResponse {
-    let v = s
-        .streams
-        .read()
-        .map(|v| v.clone())
-        .unwrap_or_else(|p| p.into_inner().clone());
-    axum::Json(v)
+        self.streams.set(tick.streams.len() as i64);
+        if let Some(c) = feed.capture {
+            let before = last.capture.unwrap_or_default();
+            self.capture_packets
+                .inc_by(u64::from(c.received.saturating_sub(before.received)));
+            self.capture_drops
+                .inc_by(u64::from(c.dropped.saturating_sub(before.dropped)));
+        } else {
+            self.capture_packets
+                .inc_by(feed.decode.read.saturating_sub(last.decode.read));
+        }
+        self.decode_skipped
+            .inc_by(feed.decode.skipped.saturating_sub(last.decode.skipped));
+    }
 }

@@ -1,0 +1,195 @@
+//! Acting on due decisions: a fresh re-read and re-evaluation before every kill, then
+//! confirmation on a later poll (gone; or its transcode stopped; or a zombie).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::enforce::{Applied, Enforcer, Terminator};
+use crate::engine::{self, Tracker};
+use crate::lock;
+use crate::plex::{Session, SessionSource};
+use crate::rules::{Action, Decision, Observed, Outcome, RuleSet};
+
+use super::metrics::RuleLabels;
+use super::{Clock, Feed, Metrics, Summary};
+
+/// What acting reads: the rules, Plex, the meter, the time and the engine's memory.
+pub(super) struct World<'a, P> {
+    pub rules: &'a RuleSet,
+    pub plex: &'a Arc<P>,
+    pub feed: &'a Feed,
+    pub ports: &'a [u16],
+    pub clock: &'a dyn Clock,
+    pub tracker: &'a Tracker,
+    pub metrics: &'a Metrics,
+}
+
+/// A kill waiting to be confirmed by a later poll.
+struct Pending {
+    decision: Decision,
+    generation: u64,
+    transcode_stopped: bool,
+}
+
+/// The enforcer, the kills awaiting confirmation, and what was done.
+pub(super) struct Kills<P: Terminator> {
+    pub enforcer: Enforcer<Arc<P>>,
+    pending: HashMap<String, Pending>,
+    pub summary: Summary,
+}
+
+impl<P: SessionSource + Terminator> Kills<P> {
+    pub fn new(enforcer: Enforcer<Arc<P>>) -> Self {
+        Self {
+            enforcer,
+            pending: HashMap::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Killed and not yet confirmed gone.
+    pub fn is_pending(&self, session_id: &str) -> bool {
+        self.pending.contains_key(session_id)
+    }
+
+    /// Acts on a due decision. A kill re-reads the session from Plex and re-evaluates it
+    /// first: no kill on stale data.
+    pub async fn act(&mut self, d: &Decision, generation: u64, w: &World<'_, P>) {
+        let labels = RuleLabels {
+            rule: d.rule.clone(),
+        };
+        let d = if d.action == Action::Kill && !self.enforcer.dry_run() {
+            match recheck(d, w).await {
+                Some(fresh) => fresh,
+                None => return,
+            }
+        } else {
+            d.clone()
+        };
+        let applied = self.enforcer.apply(&d).await;
+        if applied != Applied::AlreadyKilled {
+            let ts = time::OffsetDateTime::now_utc();
+            self.summary.events.push(format!(
+                "{:02}:{:02}:{:02} {}",
+                ts.hour(),
+                ts.minute(),
+                ts.second(),
+                applied.describe(&d)
+            ));
+        }
+        match &applied {
+            Applied::Killed => {
+                w.metrics.kills.get_or_create(&labels).inc();
+                if let Some(id) = &d.session.session_id {
+                    self.pending.insert(
+                        id.clone(),
+                        Pending {
+                            decision: d.clone(),
+                            generation,
+                            transcode_stopped: false,
+                        },
+                    );
+                }
+                self.summary.kills.push(d);
+            }
+            Applied::WouldKill => {
+                w.metrics.would_kills.get_or_create(&labels).inc();
+                self.summary.would_kills.push(d);
+            }
+            Applied::Failed(r) => {
+                w.metrics.kill_failures.get_or_create(&labels).inc();
+                self.summary.failures.push((d.clone(), r.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks earlier kills against a newer poll: gone is confirmed; a survivor that is a
+    /// transcode gets its transcode stopped; one that survives both is a zombie.
+    pub async fn confirm(&mut self, sessions: &[Session], generation: u64) {
+        let ids: Vec<String> = self.pending.keys().cloned().collect();
+        for id in ids {
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            if generation <= p.generation {
+                continue;
+            }
+            let alive = sessions
+                .iter()
+                .find(|s| s.session_id.as_deref() == Some(id.as_str()));
+            match alive {
+                None => {
+                    tracing::info!(session = %id, "kill confirmed: the stream is gone");
+                    self.pending.remove(&id);
+                }
+                Some(s) if !p.transcode_stopped && s.transcode_key.is_some() => {
+                    let key = s.transcode_key.clone().unwrap_or_default();
+                    let result = self.enforcer.terminator().stop_transcode(&key).await;
+                    let reason = match &result {
+                        Ok(()) => {
+                            format!("still listed after the kill; stopped its transcode {key}")
+                        }
+                        Err(e) => format!(
+                            "still listed after the kill; stopping its transcode {key} failed: {e}"
+                        ),
+                    };
+                    p.transcode_stopped = true;
+                    p.generation = generation;
+                    let d = p.decision.clone();
+                    self.enforcer.note(&d, "transcode-stopped", Some(reason));
+                }
+                Some(_) => {
+                    let d = p.decision.clone();
+                    self.enforcer.note(
+                        &d,
+                        "zombie",
+                        Some(
+                            "the stream is still listed after the kill (the player ignored it)"
+                                .into(),
+                        ),
+                    );
+                    tracing::warn!(session = %id, "zombie: the stream survived the kill");
+                    self.pending.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// Re-reads the sessions and re-evaluates `d`'s rule for its stream; the fresh decision
+/// when it still holds.
+async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Option<Decision> {
+    let sessions = match w.plex.sessions().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(rule = %d.rule, "not killing: cannot re-read the session before the kill: {e}");
+            return None;
+        }
+    };
+    let id = d.session.identity();
+    let session = d.session.session_id.as_deref().unwrap_or("-");
+    let Some(i) = sessions.iter().position(|s| s.identity() == id) else {
+        tracing::info!(rule = %d.rule, session, "the stream ended before the kill");
+        return None;
+    };
+    let now = w.clock.now_micros();
+    let attributed = {
+        let m = lock(&w.feed.metering);
+        crate::attribute::attribute(&m.meter, &sessions, w.ports, now)
+    };
+    let observed = Observed {
+        measured: attributed[i].map(|a| a.measured),
+        paused_for_secs: Some(w.tracker.pauses.paused_for(&sessions[i], now)),
+    };
+    let eval = engine::evaluate_one(w.rules, &sessions, i, &observed);
+    let still = eval
+        .evaluations
+        .iter()
+        .any(|e| e.rule.name == d.rule && e.outcome == Outcome::Match);
+    if !still {
+        tracing::info!(rule = %d.rule, session, "no longer holds on fresh data: not killing");
+        return None;
+    }
+    eval.decisions().into_iter().find(|x| x.rule == d.rule)
+}

@@ -1,0 +1,94 @@
+//! `run`'s wiring: the live capture, the real Plex, the process's signals and the wall
+//! clock plugged into the daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Failure;
+use crate::capture::feed::Feeder;
+use crate::capture::{PacketSource, privileges};
+use crate::config::Config;
+use crate::engine::setup::{compile, open_audit, plex_client};
+use crate::meter::Metering;
+use crate::rules::RuleSet;
+
+use super::{Feed, Reload, Setup, Summary, SystemClock, View};
+
+/// Everything `run` needs, loaded and checked.
+pub struct Live {
+    pub config: Config,
+    pub rules: RuleSet,
+    /// The file to re-read on SIGHUP (as found at start).
+    pub config_path: Option<PathBuf>,
+    /// `--dry-run`: stays on across reloads.
+    pub dry_run: bool,
+    pub view: View,
+}
+
+/// Opens the capture, drops privileges, and runs the daemon until a signal stops it.
+pub async fn run(live: Live) -> Result<Summary, Failure> {
+    let Live {
+        config,
+        rules,
+        config_path,
+        dry_run,
+        view,
+    } = live;
+    let plex = plex_client(&config)?;
+    let audit = open_audit(&config)?;
+    let http = match config.http.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::Usage(format!("cannot listen on [http] listen = \"{addr}\": {e}"))
+        })?),
+        None => None,
+    };
+    let source =
+        PacketSource::open_live(&config.capture).map_err(|e| Failure::Usage(e.to_string()))?;
+    let done = privileges::drop_privileges(config.capture.user.as_deref())
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    tracing::info!("capture open; {done}");
+    if config.enforce.dry_run {
+        tracing::info!("dry run: decisions are audited, nothing is killed");
+    }
+    let feed = Feed::new(Metering::new(
+        source.linktype(),
+        (!config.capture.all_tcp).then(|| config.capture.ports.clone()),
+    ));
+    let feeder = Feeder::spawn(source, feed.clone())
+        .map_err(|e| Failure::Failed(format!("cannot start the capture thread: {e}")))?;
+    let control =
+        super::signals().map_err(|e| Failure::Failed(format!("cannot watch signals: {e}")))?;
+    let summary = super::run(
+        Setup {
+            rules,
+            enforce: config.enforce.clone(),
+            plex: Arc::new(plex),
+            audit,
+            ports: config.capture.ports.clone(),
+            poll_interval: config.plex.poll_interval,
+            feed,
+            clock: Arc::new(SystemClock),
+            view,
+            http,
+            reload: Some(reloader(config_path, dry_run)),
+            tick: Duration::from_secs(1),
+        },
+        control,
+    )
+    .await;
+    feeder.stop();
+    Ok(summary)
+}
+
+/// Re-reads the same config file (and PLEX_URL/PLEX_TOKEN) on SIGHUP; `--dry-run` stays.
+fn reloader(path: Option<PathBuf>, dry_run: bool) -> Reload {
+    Box::new(move || {
+        let mut config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+        if dry_run {
+            config.enforce.dry_run = true;
+        }
+        let rules = compile(&config).map_err(|f| f.to_string())?;
+        Ok((rules, config.enforce))
+    })
+}

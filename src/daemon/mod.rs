@@ -1,0 +1,213 @@
+//! The daemon: a packet feed meters continuously, a poller reads Plex's sessions, and once
+//! a second the engine joins the two, advances sustain and acts.
+//!
+//! Everything it touches from outside is handed in, as in mini-redis's
+//! `server::run(listener, shutdown)`: the control channel (stop, reload), the clock, the
+//! session source and terminator (one `P`), the packet feed and the HTTP listener. `run`
+//! plugs in signals, the wall clock, the Plex client and the live capture; `demo` a fake
+//! Plex and generated traffic; the tests whatever they need, without privileges.
+
+pub mod feed;
+pub mod http;
+pub mod io;
+mod kill;
+pub mod live;
+pub mod metrics;
+mod poll;
+pub mod view;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::config::EnforceConfig;
+use crate::enforce::{AuditLog, Enforcer, Terminator};
+use crate::engine::{self, Tracker, row::StreamRow};
+use crate::lock;
+use crate::plex::SessionSource;
+use crate::rules::{Decision, RuleSet};
+
+pub use crate::engine::{Clock, SystemClock};
+pub use feed::{Feed, FeedStats};
+pub use io::{Control, signals};
+pub use metrics::Metrics;
+pub use view::View;
+
+/// Everything the daemon is given.
+pub struct Setup<P> {
+    pub rules: RuleSet,
+    pub enforce: EnforceConfig,
+    /// Where sessions come from and what kills: the Plex client, or a stand-in.
+    pub plex: Arc<P>,
+    pub audit: AuditLog,
+    /// Plex's ports: traffic from them to a client is a stream.
+    pub ports: Vec<u16>,
+    pub poll_interval: Duration,
+    /// The packets: a capture thread, generated traffic, or a test, fills it.
+    pub feed: Feed,
+    pub clock: Arc<dyn Clock>,
+    pub view: View,
+    /// Serves /metrics and /api/streams when given.
+    pub http: Option<tokio::net::TcpListener>,
+    /// Re-reads the configuration on [`Control::Reload`].
+    pub reload: Option<Reload>,
+    /// How often the engine evaluates (1 s).
+    pub tick: Duration,
+}
+
+/// How the daemon re-reads its configuration: new rules and enforcement settings, or why
+/// not (the running ones stay).
+pub type Reload = Box<dyn Fn() -> Result<(RuleSet, EnforceConfig), String> + Send>;
+
+/// What the daemon did, for the caller's summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// What happened, one line each, newest last (shown under the terminal view).
+    pub events: Vec<String>,
+    pub kills: Vec<Decision>,
+    pub would_kills: Vec<Decision>,
+    pub failures: Vec<(Decision, String)>,
+}
+
+/// Runs until [`Control::Stop`] (or the control channel closes); returns what was done.
+pub async fn run<P>(setup: Setup<P>, mut control: tokio::sync::mpsc::Receiver<Control>) -> Summary
+where
+    P: SessionSource + Terminator + 'static,
+{
+    let Setup {
+        mut rules,
+        enforce,
+        plex,
+        audit,
+        ports,
+        poll_interval,
+        feed,
+        clock,
+        view,
+        http: listener,
+        reload,
+        tick: every,
+    } = setup;
+    let metrics = Arc::new(Metrics::default());
+    let rows: http::Rows = Arc::new(RwLock::new(Vec::new()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = listener {
+        http::serve(listener, metrics.clone(), rows.clone(), stop_rx.clone());
+    }
+    let polled = poll::Polled::default();
+    let poller = tokio::spawn(poll::run(
+        plex.clone(),
+        polled.clone(),
+        poll_interval,
+        metrics.clone(),
+        clock.clone(),
+        stop_rx,
+    ));
+    let mut kills = kill::Kills::new(Enforcer::new(plex.clone(), &enforce, audit));
+    let mut tracker = Tracker::default();
+    let mut stale_warned = false;
+    let mut last_feed = FeedStats::default();
+    let started = clock.now_micros();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            c = control.recv() => match c {
+                Some(Control::Reload) => {
+                    match reload.as_ref().map(|r| r()) {
+                        Some(Ok((new_rules, new_enforce))) => {
+                            tracing::info!(rules = new_rules.rules.len(), dry_run = new_enforce.dry_run, "configuration reloaded");
+                            // Holds of rules that changed start again; kills and the budget carry on.
+                            tracker.sustain = Default::default();
+                            rules = new_rules;
+                            kills.enforcer.reconfigure(&new_enforce);
+                        }
+                        Some(Err(e)) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+                        None => tracing::warn!("SIGHUP: nothing to reload"),
+                    }
+                    continue;
+                }
+                Some(Control::Stop) | None => break,
+            }
+        }
+        ticks += 1;
+        let now = clock.now_micros();
+        let snap = polled.snapshot();
+        let window = i64::try_from((poll_interval * 2).as_micros()).unwrap_or(i64::MAX);
+        let fresh = snap
+            .fetched
+            .is_some_and(|f| now.saturating_sub(f) <= window);
+
+        // Confirm earlier kills against a newer poll.
+        kills.confirm(&snap.sessions, snap.generation).await;
+
+        let tick = {
+            let m = lock(&feed.metering);
+            engine::tick(&rules, &snap.sessions, &m.meter, &ports, now, &mut tracker)
+        };
+        metrics
+            .rule_evaluations
+            .inc_by((tick.streams.len() * rules.rules.len()) as u64);
+        if fresh {
+            stale_warned = false;
+            let world = kill::World {
+                rules: &rules,
+                plex: &plex,
+                feed: &feed,
+                ports: &ports,
+                clock: clock.as_ref(),
+                tracker: &tracker,
+                metrics: &metrics,
+            };
+            for d in &tick.due {
+                kills.act(d, snap.generation, &world).await;
+            }
+            for d in &tick.due {
+                tracker.sustain.acted(d);
+            }
+        } else if !tick.due.is_empty() && !stale_warned {
+            stale_warned = true;
+            let age = snap.fetched.map_or_else(
+                || "never read".to_string(),
+                |f| format!("{} s old", now.saturating_sub(f) / 1_000_000),
+            );
+            tracing::warn!(
+                "not acting: Plex's session data is {age} (more than two poll intervals)"
+            );
+        }
+
+        // Publish.
+        let stats = feed.stats();
+        metrics.update(&tick, &stats, &last_feed);
+        last_feed = stats;
+        let table: Vec<StreamRow> = engine::row::rows(&tick, |id| kills.is_pending(id));
+        if view == View::Terminal {
+            let up = Duration::from_micros(now.saturating_sub(started).max(0) as u64);
+            let status = view::Status {
+                plex_error: snap.error.as_deref(),
+                fresh,
+                feed: &stats,
+                rules: rules.rules.len(),
+                up,
+            };
+            view::render(&table, &status, &kills.summary.events);
+        } else if ticks % 60 == 1 {
+            tracing::info!(
+                streams = table.len(),
+                plex_ok = snap.error.is_none() && snap.fetched.is_some(),
+                packets = stats.decode.read,
+                "running"
+            );
+        }
+        *rows.write().unwrap_or_else(|p| p.into_inner()) = table;
+        if ticks.is_multiple_of(60) {
+            lock(&feed.metering)
+                .meter
+                .expire(now, crate::meter::DEFAULT_IDLE);
+        }
+    }
+    let _ = stop_tx.send(true);
+    poller.abort();
+    kills.summary
+}

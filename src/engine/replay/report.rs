@@ -1,0 +1,280 @@
+//! A replay as text and as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::attribute::{Bytes, unmap};
+use crate::meter::Measured;
+
+use super::Replay;
+
+/// The RFC 3339 time of a packet timestamp.
+fn time_of(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// One stream (or, without sessions, one client address) in the JSON report.
+#[derive(Serialize)]
+struct Row {
+    session_id: Option<String>,
+    session_key: Option<String>,
+    user: Option<String>,
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transcode_decision: Option<Option<String>>,
+    measured_kbps_10s: Option<f64>,
+    measured_kbps_1m: Option<f64>,
+    measured_kbps_5m: Option<f64>,
+    measured_kbps_10m: Option<f64>,
+    estimated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct DecisionRow<'a> {
+    ts: String,
+    rule: &'a str,
+    action: &'static str,
+    reason: Option<&'a str>,
+    session_id: Option<&'a str>,
+    user: Option<&'a str>,
+    message: &'a str,
+    estimated: bool,
+}
+
+#[derive(Serialize)]
+struct Packets {
+    read: u64,
+    decoded: u64,
+    skipped: u64,
+}
+
+#[derive(Serialize)]
+struct FlowRow {
+    src: String,
+    sport: u16,
+    dst: String,
+    dport: u16,
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    as_of: Option<String>,
+    sessions: Vec<Row>,
+    decisions: Vec<DecisionRow<'a>>,
+    packets: Packets,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flows: Option<Vec<FlowRow>>,
+}
+
+fn round(k: f64) -> f64 {
+    (k * 1000.0).round() / 1000.0
+}
+
+impl Replay {
+    /// Per client address of the Plex-port flows, for a replay without sessions.
+    fn addresses(&self) -> Vec<(String, Measured)> {
+        let mut by: BTreeMap<String, Bytes> = BTreeMap::new();
+        for (k, f) in self.metering.meter.flows() {
+            if self.ports.contains(&k.sport) {
+                by.entry(unmap(k.dst).to_string())
+                    .or_default()
+                    .add(f, self.now, 1.0);
+            }
+        }
+        by.into_iter()
+            .map(|(a, b)| (a, b.measured(self.now)))
+            .collect()
+    }
+
+    fn flow_rows(&self) -> Vec<FlowRow> {
+        let mut flows: Vec<_> = self.metering.meter.flows().collect();
+        flows.sort_by_key(|(k, _)| **k);
+        flows
+            .into_iter()
+            .map(|(k, f)| FlowRow {
+                src: k.src.to_string(),
+                sport: k.sport,
+                dst: k.dst.to_string(),
+                dport: k.dport,
+                packets: f.packets,
+                bytes: f.bytes,
+            })
+            .collect()
+    }
+
+    /// The report as one JSON object.
+    pub fn json(&self, flows: bool) -> String {
+        let sessions = if self.sessions.is_empty() {
+            self.addresses()
+                .into_iter()
+                .map(|(addr, m)| Row {
+                    session_id: None,
+                    session_key: None,
+                    user: None,
+                    address: Some(addr),
+                    title: None,
+                    transcode_decision: None,
+                    measured_kbps_10s: Some(round(m.kbps_10s)),
+                    measured_kbps_1m: Some(round(m.kbps_1m)),
+                    measured_kbps_5m: Some(round(m.kbps_5m)),
+                    measured_kbps_10m: Some(round(m.kbps_10m)),
+                    estimated: false,
+                    connections: None,
+                })
+                .collect()
+        } else {
+            self.sessions
+                .iter()
+                .zip(&self.attributed)
+                .map(|(s, a)| {
+                    let m = a.map(|a| a.measured);
+                    Row {
+                        session_id: s.session_id.clone(),
+                        session_key: s.session_key.clone(),
+                        user: s.user.clone(),
+                        address: s.address.clone(),
+                        title: Some(s.display_title()),
+                        transcode_decision: Some(s.transcode_decision.clone()),
+                        measured_kbps_10s: m.map(|m| round(m.kbps_10s)),
+                        measured_kbps_1m: m.map(|m| round(m.kbps_1m)),
+                        measured_kbps_5m: m.map(|m| round(m.kbps_5m)),
+                        measured_kbps_10m: m.map(|m| round(m.kbps_10m)),
+                        estimated: m.is_some_and(|m| m.estimated),
+                        connections: Some(a.map_or(0, |a| a.flows)),
+                    }
+                })
+                .collect()
+        };
+        let decisions = self
+            .made
+            .iter()
+            .map(|m| DecisionRow {
+                ts: time_of(m.ts_micros),
+                rule: &m.decision.rule,
+                action: m.applied.action(),
+                reason: m.applied.reason(),
+                session_id: m.decision.session.session_id.as_deref(),
+                user: m.decision.session.user.as_deref(),
+                message: &m.decision.message,
+                estimated: m.decision.estimated,
+            })
+            .collect();
+        let s = &self.metering.stats;
+        let report = Report {
+            as_of: self.metering.meter.latest_micros().map(time_of),
+            sessions,
+            decisions,
+            packets: Packets {
+                read: s.read,
+                decoded: s.decoded,
+                skipped: s.skipped,
+            },
+            flows: flows.then(|| self.flow_rows()),
+        };
+        serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The report as text, a line each.
+    pub fn text(&self, flows: bool) -> String {
+        let mut out = String::new();
+        let mbps = |k: f64| format!("{:.2}", k / 1000.0);
+        if self.metering.meter.latest_micros().is_some() {
+            let _ = writeln!(
+                out,
+                "as of {} (the capture's last packet)",
+                time_of(self.now)
+            );
+        } else if self.all_tcp {
+            out.push_str("no TCP packets in this capture\n");
+        } else {
+            let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+            let _ = writeln!(
+                out,
+                "no TCP packets on port {} in this capture (--all-tcp meters every TCP connection)",
+                ports.join(", ")
+            );
+        }
+        if self.sessions.is_empty() {
+            for (addr, m) in self.addresses() {
+                let _ = writeln!(
+                    out,
+                    "[{addr}] [-] [-] [{}, {}, {} Mbps] [-]",
+                    mbps(m.kbps_1m),
+                    mbps(m.kbps_5m),
+                    mbps(m.kbps_10m)
+                );
+            }
+        }
+        for (s, a) in self.sessions.iter().zip(&self.attributed) {
+            // No traffic seen for a session: unknown, not zero.
+            let rates = a.map_or_else(
+                || "no traffic seen".to_string(),
+                |a| {
+                    let m = a.measured;
+                    let est = if m.estimated { " (estimated)" } else { "" };
+                    format!(
+                        "{}, {}, {} Mbps{est}",
+                        mbps(m.kbps_1m),
+                        mbps(m.kbps_5m),
+                        mbps(m.kbps_10m)
+                    )
+                },
+            );
+            let _ = writeln!(
+                out,
+                "[{}] [{}] [{}] [{rates}] [{}]",
+                s.address.as_deref().unwrap_or("-"),
+                s.transcode_decision.as_deref().unwrap_or("-"),
+                s.user.as_deref().unwrap_or("-"),
+                s.display_title()
+            );
+        }
+        for m in &self.made {
+            let reason = m
+                .applied
+                .reason()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{} {} [{}] session {} ({}): {}{reason}",
+                time_of(m.ts_micros),
+                m.applied.action(),
+                m.decision.rule,
+                m.decision.session.session_id.as_deref().unwrap_or("-"),
+                m.decision.session.user.as_deref().unwrap_or("-"),
+                m.decision.message
+            );
+        }
+        if flows {
+            for f in self.flow_rows() {
+                let _ = writeln!(
+                    out,
+                    "flow {}:{} -> {}:{} packets {} bytes {}",
+                    f.src, f.sport, f.dst, f.dport, f.packets, f.bytes
+                );
+            }
+        }
+        let s = &self.metering.stats;
+        let _ = writeln!(
+            out,
+            "packets: {} read, {} decoded, {} skipped",
+            s.read, s.decoded, s.skipped
+        );
+        out
+    }
+}

@@ -1,0 +1,110 @@
+//! One typed row per stream, built once per round: the daemon serves it at /api/streams,
+//! draws it in the terminal, and the hook reads it back from a running daemon.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plex::PlayState;
+
+use super::{RuleState, Tick};
+
+/// A stream with its measured figures and every rule's state. Read back leniently: a
+/// field a daemon of another version leaves out takes its default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamRow {
+    pub session_id: Option<String>,
+    pub session_key: Option<String>,
+    pub user: Option<String>,
+    pub player: Option<String>,
+    pub address: Option<String>,
+    pub state: Option<PlayState>,
+    pub title: String,
+    pub transcode_decision: Option<String>,
+    pub stream_bitrate_kbps: Option<i64>,
+    pub bandwidth_kbps: Option<i64>,
+    pub measured_kbps_10s: Option<f64>,
+    pub measured_kbps_1m: Option<f64>,
+    pub measured_kbps_5m: Option<f64>,
+    pub measured_kbps_10m: Option<f64>,
+    /// The measured figures are this stream's estimated share of its address.
+    pub estimated: bool,
+    /// Killed, and waiting for Plex to stop listing it.
+    pub killed: bool,
+    pub rules: Vec<RuleRow>,
+}
+
+/// Where one rule stands for a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuleRow {
+    pub rule: String,
+    /// ok, sustaining, due or acted.
+    pub state: String,
+    /// Seconds the condition has held (sustaining and due).
+    pub held_s: Option<u64>,
+    pub sustain_s: u64,
+}
+
+impl StreamRow {
+    /// The measured figures, when traffic was attributed to the stream.
+    pub fn measured(&self) -> Option<crate::meter::Measured> {
+        Some(crate::meter::Measured {
+            kbps_10s: self.measured_kbps_10s?,
+            kbps_1m: self.measured_kbps_1m?,
+            kbps_5m: self.measured_kbps_5m?,
+            kbps_10m: self.measured_kbps_10m?,
+            estimated: self.estimated,
+        })
+    }
+}
+
+/// The rows of one round; `killed` says which Session ids were killed and not yet gone.
+pub fn rows(tick: &Tick<'_>, killed: impl Fn(&str) -> bool) -> Vec<StreamRow> {
+    tick.streams
+        .iter()
+        .zip(&tick.attributed)
+        .zip(&tick.states)
+        .map(|((e, a), states)| {
+            let s = &e.session;
+            let m = a.map(|a| a.measured);
+            let rules = e
+                .evaluations
+                .iter()
+                .zip(states)
+                .map(|(ev, st)| {
+                    let (state, held) = match st {
+                        RuleState::Ok => ("ok", None),
+                        RuleState::Sustaining { held, .. } => ("sustaining", Some(held.as_secs())),
+                        RuleState::Due { held } => ("due", Some(held.as_secs())),
+                        RuleState::Acted => ("acted", None),
+                    };
+                    RuleRow {
+                        rule: ev.rule.name.clone(),
+                        state: state.to_string(),
+                        held_s: held,
+                        sustain_s: ev.rule.sustain.as_secs(),
+                    }
+                })
+                .collect();
+            StreamRow {
+                session_id: s.session_id.clone(),
+                session_key: s.session_key.clone(),
+                user: s.user.clone(),
+                player: s.player.clone(),
+                address: s.address.clone(),
+                state: s.state.clone(),
+                title: s.display_title(),
+                transcode_decision: s.transcode_decision.clone(),
+                stream_bitrate_kbps: s.stream_bitrate_kbps,
+                bandwidth_kbps: s.bandwidth_kbps,
+                measured_kbps_10s: m.map(|m| m.kbps_10s),
+                measured_kbps_1m: m.map(|m| m.kbps_1m),
+                measured_kbps_5m: m.map(|m| m.kbps_5m),
+                measured_kbps_10m: m.map(|m| m.kbps_10m),
+                estimated: m.is_some_and(|m| m.estimated),
+                killed: s.session_id.as_deref().is_some_and(&killed),
+                rules,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,302 @@
+//! A stand-in Plex Media Server: a real HTTP server on 127.0.0.1 with Plex's routes, serving
+//! the session list it is given and recording what it is asked. `demo` runs against it, and
+//! so do the tests, with the real responses from Plex servers as its bodies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get};
+
+use crate::lock;
+
+/// What the fake server answers and what it saw.
+#[derive(Debug, Default)]
+pub struct PlexState {
+    /// The `/status/sessions` body; a terminated session is removed from it when
+    /// `remove_on_kill`.
+    pub sessions_body: String,
+    pub plex_pass: bool,
+    /// Answer /status/sessions with this status and body instead.
+    pub sessions_failure: Option<(u16, String)>,
+    /// (sessionId, reason) of every terminate received.
+    pub terminates: Vec<(String, String)>,
+    /// When each terminate arrived.
+    pub terminate_times: Vec<Instant>,
+    pub deleted_transcodes: Vec<String>,
+    /// Every request path with its query (sorted), in order.
+    pub requests: Vec<String>,
+    /// Every X-Plex-Client-Identifier seen.
+    pub client_ids: Vec<String>,
+    /// `/library/metadata/{ratingKey}` bodies.
+    pub metadata: HashMap<String, String>,
+    /// Remove a session from the listing once it is terminated.
+    pub remove_on_kill: bool,
+    /// Answer a terminate only after this long (it still takes effect at once).
+    pub terminate_delay: Option<Duration>,
+    /// Answer /status/sessions only after this long.
+    pub sessions_delay: Option<Duration>,
+    /// Print each terminate as the viewer would see it (the demo).
+    pub announce: bool,
+}
+
+/// A running fake server; it stops when dropped.
+pub struct FakePlex {
+    pub url: String,
+    pub token: String,
+    pub state: Arc<Mutex<PlexState>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    token: String,
+    state: Arc<Mutex<PlexState>>,
+}
+
+impl FakePlex {
+    /// Starts a server listing `sessions_body`, with a Plex Pass, that accepts `token`. It
+    /// runs on a thread of its own, so it serves synchronous tests and async callers alike.
+    pub fn spawn(sessions_body: &str, token: &str) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(PlexState {
+            sessions_body: sessions_body.to_string(),
+            plex_pass: true,
+            remove_on_kill: true,
+            ..Default::default()
+        }));
+        let shared = Shared {
+            token: token.to_string(),
+            state: state.clone(),
+        };
+        let app = Router::new()
+            .route("/", get(root))
+            .route("/status/sessions", get(sessions))
+            .route("/status/sessions/terminate", get(terminate))
+            .route("/library/metadata/{key}", get(metadata))
+            .route("/transcode/sessions/{key}", delete(delete_transcode))
+            .with_state(shared);
+        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fake-plex".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            })?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            token: token.to_string(),
+            state,
+            _shutdown: tx,
+        })
+    }
+
+    /// (sessionId, reason) of every terminate so far.
+    pub fn terminates(&self) -> Vec<(String, String)> {
+        lock(&self.state).terminates.clone()
+    }
+
+    /// Changes what the server answers.
+    pub fn set(&self, f: impl FnOnce(&mut PlexState)) {
+        f(&mut lock(&self.state));
+    }
+
+    /// Whether the session list still holds this Session id.
+    pub fn lists(&self, session_id: &str) -> bool {
+        lock(&self.state)
+            .sessions_body
+            .contains(&format!("id=\"{session_id}\""))
+    }
+}
+
+/// Records the request; whether it carries the right token.
+fn authorised(
+    s: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> bool {
+    let mut st = lock(&s.state);
+    let mut line = path.to_string();
+    if !query.is_empty() {
+        let mut q: Vec<_> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        q.sort();
+        line.push('?');
+        line.push_str(&q.join("&"));
+    }
+    st.requests.push(line);
+    if let Some(id) = headers
+        .get("X-Plex-Client-Identifier")
+        .and_then(|v| v.to_str().ok())
+    {
+        st.client_ids.push(id.to_string());
+    }
+    headers.get("X-Plex-Token").and_then(|v| v.to_str().ok()) == Some(s.token.as_str())
+}
+
+fn unauthorised() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Html("<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"),
+    )
+        .into_response()
+}
+
+async fn root(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if !authorised(&s, &headers, "/", &HashMap::new()) {
+        return unauthorised();
+    }
+    let pass = lock(&s.state).plex_pass;
+    let (features, sub) = if pass {
+        ("webhooks,session_kick,camera_upload", "1")
+    } else {
+        ("camera_upload", "0")
+    };
+    format!(r#"<?xml version="1.0" encoding="UTF-8"?><MediaContainer size="0" friendlyName="fake" myPlexSubscription="{sub}" ownerFeatures="{features}" version="1.40.0"></MediaContainer>"#).into_response()
+}
+
+async fn sessions(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if !authorised(&s, &headers, "/status/sessions", &HashMap::new()) {
+        return unauthorised();
+    }
+    let (failure, body, delay) = {
+        let st = lock(&s.state);
+        (
+            st.sessions_failure.clone(),
+            st.sessions_body.clone(),
+            st.sessions_delay,
+        )
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    if let Some((code, body)) = failure {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, body).into_response();
+    }
+    body.into_response()
+}
+
+async fn terminate(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorised(&s, &headers, "/status/sessions/terminate", &q) {
+        return unauthorised();
+    }
+    match record_terminate(&s, &q) {
+        Ok(delay) => {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            StatusCode::OK.into_response()
+        }
+        Err(StatusCode::UNAUTHORIZED) => (
+            StatusCode::UNAUTHORIZED,
+            Html("<html><body>401</body></html>"),
+        )
+            .into_response(),
+        Err(code) => code.into_response(),
+    }
+}
+
+fn record_terminate(
+    s: &Shared,
+    q: &HashMap<String, String>,
+) -> Result<Option<Duration>, StatusCode> {
+    let mut st = lock(&s.state);
+    if !st.plex_pass {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let id = q.get("sessionId").cloned().unwrap_or_default();
+    let reason = q.get("reason").cloned().unwrap_or_default();
+    if id.is_empty() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    if !st.sessions_body.contains(&format!("id=\"{id}\"")) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    if st.announce {
+        let user = crate::plex::session::parse_sessions(&st.sessions_body)
+            .ok()
+            .and_then(|all| {
+                all.into_iter()
+                    .find(|x| x.session_id.as_deref() == Some(id.as_str()))
+            })
+            .and_then(|x| x.user)
+            .unwrap_or_else(|| "?".into());
+        println!("simulated Plex: stopped {user}'s stream; the player shows: \"{reason}\"");
+    }
+    st.terminates.push((id.clone(), reason));
+    st.terminate_times.push(Instant::now());
+    if st.remove_on_kill {
+        st.sessions_body = remove_session(&st.sessions_body, &id);
+    }
+    Ok(st.terminate_delay)
+}
+
+/// Removes the item holding `<Session id="ID">` from a sessions body.
+pub fn remove_session(body: &str, id: &str) -> String {
+    let needle = format!("id=\"{id}\"");
+    let Some(at) = body.find(&needle) else {
+        return body.to_string();
+    };
+    let start = ["<Video ", "<Track ", "<Photo "]
+        .iter()
+        .filter_map(|t| body[..at].rfind(t))
+        .max()
+        .unwrap_or(0);
+    let end = ["</Video>", "</Track>", "</Photo>"]
+        .iter()
+        .filter_map(|t| body[at..].find(t).map(|p| at + p + t.len()))
+        .min()
+        .unwrap_or(body.len());
+    format!("{}{}", &body[..start], &body[end..])
+}
+
+async fn metadata(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    let path = format!("/library/metadata/{key}");
+    if !authorised(&s, &headers, &path, &HashMap::new()) {
+        return unauthorised();
+    }
+    match lock(&s.state).metadata.get(&key) {
+        Some(b) => b.clone().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn delete_transcode(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    let path = format!("/transcode/sessions/{key}");
+    if !authorised(&s, &headers, &path, &HashMap::new()) {
+        return unauthorised();
+    }
+    lock(&s.state).deleted_transcodes.push(key);
+    StatusCode::OK.into_response()
+}

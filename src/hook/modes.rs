@@ -1,0 +1,227 @@
+//! The hook's four modes.
+
+use std::time::Duration;
+
+use crate::Failure;
+use crate::enforce::Enforcer;
+use crate::engine::{self, Clock, Pauses, SystemClock};
+use crate::plex::{PlexClient, Session};
+use crate::rules::{Action, Decision, Observed, Outcome as RuleOutcome, Vars};
+
+use super::{Context, Outcome, Say, daemon_client};
+
+/// Whose streams allStreams kills.
+pub(super) struct Who<'a> {
+    pub user_id: Option<&'a str>,
+    pub username: Option<&'a str>,
+}
+
+async fn read_sessions(enforcer: &Enforcer<PlexClient>) -> Result<Vec<Session>, Failure> {
+    enforcer
+        .terminator()
+        .sessions()
+        .await
+        .map_err(|e| Failure::Failed(e.to_string()))
+}
+
+async fn wait(delay: Option<Duration>, say: &mut dyn FnMut(Say)) {
+    if let Some(d) = delay.filter(|d| !d.is_zero()) {
+        say(Say::Info(format!("waiting {}s before acting", d.as_secs())));
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Applies decisions and says what happened; a failed kill makes the outcome a failure.
+async fn apply_all(
+    enforcer: &mut Enforcer<PlexClient>,
+    decisions: &[Decision],
+    say: &mut dyn FnMut(Say),
+) -> Outcome {
+    let mut outcome = Outcome::Done;
+    for d in decisions {
+        let applied = enforcer.apply(d).await;
+        let line = applied.describe(d);
+        if applied.is_failure() {
+            outcome = Outcome::KillFailed;
+            say(Say::Error(line));
+        } else {
+            say(Say::Info(line));
+        }
+    }
+    outcome
+}
+
+/// A kill asked for by name rather than by a rule; records what the stream was.
+fn manual_decision(rule: &str, session: &Session, all: &[Session], message: &str) -> Decision {
+    let vars = Vars::for_session(session, all, &Observed::default());
+    Decision {
+        rule: rule.to_string(),
+        action: Action::Kill,
+        session: session.clone(),
+        message: message.to_string(),
+        values: [
+            "user",
+            "transcode_decision",
+            "video_decision",
+            "state",
+            "stream_bitrate",
+        ]
+        .into_iter()
+        .map(|k| (k, vars.get(k).cloned()))
+        .collect(),
+        estimated: false,
+    }
+}
+
+pub(super) async fn stream(
+    enforcer: &mut Enforcer<PlexClient>,
+    id: &str,
+    message: &str,
+    delay: Option<Duration>,
+    say: &mut dyn FnMut(Say),
+) -> Result<Outcome, Failure> {
+    wait(delay, say).await;
+    let sessions = read_sessions(enforcer).await?;
+    let Some(session) = sessions
+        .iter()
+        .find(|s| s.session_id.as_deref() == Some(id))
+    else {
+        if delay.is_some() {
+            say(Say::Info(format!(
+                "session {id} ended during the delay: nothing to do"
+            )));
+            return Ok(Outcome::Done);
+        }
+        return Err(Failure::Failed(format!(
+            "could not kill session {id}: Plex lists no such session (it ended, or the id is wrong)"
+        )));
+    };
+    let d = manual_decision("jbop:stream", session, &sessions, message);
+    Ok(apply_all(enforcer, &[d], say).await)
+}
+
+pub(super) async fn all_streams(
+    enforcer: &mut Enforcer<PlexClient>,
+    who: Who<'_>,
+    message: &str,
+    delay: Option<Duration>,
+    say: &mut dyn FnMut(Say),
+) -> Result<Outcome, Failure> {
+    wait(delay, say).await;
+    let sessions = read_sessions(enforcer).await?;
+    let wanted: Vec<&Session> = sessions
+        .iter()
+        .filter(|s| match who.user_id {
+            Some(id) => s.user_id.map(|u| u.to_string()).as_deref() == Some(id.trim()),
+            None => s
+                .user
+                .as_deref()
+                .zip(who.username)
+                .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b.trim())),
+        })
+        .collect();
+    if wanted.is_empty() {
+        say(Say::Info(format!(
+            "no streams of user {}: nothing to do",
+            who.user_id.or(who.username).unwrap_or("?")
+        )));
+        return Ok(Outcome::Done);
+    }
+    let decisions: Vec<Decision> = wanted
+        .iter()
+        .map(|s| manual_decision("jbop:allStreams", s, &sessions, message))
+        .collect();
+    Ok(apply_all(enforcer, &decisions, say).await)
+}
+
+pub(super) async fn paused(
+    enforcer: &mut Enforcer<PlexClient>,
+    id: &str,
+    message: &str,
+    limit: Duration,
+    interval: Duration,
+    say: &mut dyn FnMut(Say),
+) -> Result<Outcome, Failure> {
+    let clock = SystemClock;
+    let mut pauses = Pauses::default();
+    let mut watched = false;
+    loop {
+        let sessions = read_sessions(enforcer).await?;
+        let Some(i) = sessions
+            .iter()
+            .position(|s| s.session_id.as_deref() == Some(id))
+        else {
+            say(Say::Info(format!("session {id} ended: stopped watching")));
+            return Ok(Outcome::Done);
+        };
+        let session = &sessions[i];
+        let paused_for = pauses.observe(std::slice::from_ref(session), clock.now_micros())[0];
+        if !session.is_paused() {
+            let state = session
+                .state
+                .as_ref()
+                .map_or("in an unknown state", |s| s.as_str());
+            say(Say::Info(if watched {
+                format!("session {id} resumed ({state}): stopped watching")
+            } else {
+                format!("session {id} is {state}, not paused: nothing to do")
+            }));
+            return Ok(Outcome::Done);
+        }
+        watched = true;
+        let held = Duration::from_secs_f64(paused_for);
+        if held >= limit {
+            let d = manual_decision("jbop:paused", session, &sessions, message);
+            return Ok(apply_all(enforcer, &[d], say).await);
+        }
+        tokio::time::sleep(interval.min(limit - held)).await;
+    }
+}
+
+pub(super) async fn rules(
+    cx: Context<'_>,
+    id: &str,
+    delay: Option<Duration>,
+    say: &mut dyn FnMut(Say),
+) -> Result<Outcome, Failure> {
+    wait(delay, say).await;
+    let plex = cx.enforcer.terminator();
+    let mut sessions = read_sessions(cx.enforcer).await?;
+    let Some(pos) = sessions
+        .iter()
+        .position(|s| s.session_id.as_deref() == Some(id))
+    else {
+        say(Say::Info(format!(
+            "session {id} is not playing: nothing to do"
+        )));
+        return Ok(Outcome::Done);
+    };
+    plex.fill_source(&mut sessions[pos]).await;
+    // With a daemon running, rules see its real measured bandwidth too.
+    let measured = match cx.daemon {
+        Some(addr) => daemon_client::measured(addr, id).await,
+        None => None,
+    };
+    if let (Some(_), Some(addr)) = (measured, cx.daemon) {
+        say(Say::Info(format!(
+            "measured figures from the daemon at {addr}"
+        )));
+    }
+    let observed = Observed {
+        measured,
+        paused_for_secs: None,
+    };
+    let eval = engine::evaluate_one(cx.rules, &sessions, pos, &observed);
+    for ev in &eval.evaluations {
+        let verdict = match &ev.outcome {
+            RuleOutcome::Match => "matches".to_string(),
+            RuleOutcome::NoMatch => "does not match".to_string(),
+            RuleOutcome::Unknown { missing } => {
+                format!("does not match: unknown {}", missing.join(", "))
+            }
+            RuleOutcome::Error(m) => format!("could not be evaluated: {m}"),
+        };
+        say(Say::Info(format!("rule {:?} {verdict}", ev.rule.name)));
+    }
+    Ok(apply_all(cx.enforcer, &eval.decisions(), say).await)
+}
