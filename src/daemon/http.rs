@@ -1,7 +1,7 @@
 //! The daemon's local HTTP endpoint: `/metrics` (Prometheus text) and `/api/streams`
 //! (JSON). Off unless `[http] listen` is set.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,7 +14,7 @@ use crate::engine::row::StreamRow;
 use super::Metrics;
 
 /// What `/api/streams` serves: the daemon's latest rows, replaced every round.
-pub type Rows = Arc<RwLock<Vec<StreamRow>>>;
+pub type Rows = Arc<Mutex<Vec<StreamRow>>>;
 
 #[derive(Clone)]
 struct AppState {
@@ -60,6 +60,6 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn streams_handler(State(s): State<AppState>) -> impl IntoResponse {
-    let rows = s.rows.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let rows = crate::lock(&s.rows).clone();
     axum::Json(rows)
 }

@@ -16,7 +16,7 @@ pub mod metrics;
 mod poll;
 pub mod view;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::EnforceConfig;
@@ -88,7 +88,7 @@ where
         tick: every,
     } = setup;
     let metrics = Arc::new(Metrics::default());
-    let rows: http::Rows = Arc::new(RwLock::new(Vec::new()));
+    let rows: http::Rows = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
         http::serve(listener, metrics.clone(), rows.clone(), stop_rx.clone());
@@ -200,7 +200,7 @@ where
                 "running"
             );
         }
-        *rows.write().unwrap_or_else(|p| p.into_inner()) = table;
+        *lock(&rows) = table;
         if ticks.is_multiple_of(60) {
             lock(&feed.metering)
                 .meter

@@ -46,15 +46,7 @@ impl Demo {
     pub fn start() -> Result<Self, Failure> {
         let mut config = Config::parse(EXAMPLE, Some("rules.example.toml".into()))
             .map_err(|e| Failure::Usage(e.to_string()))?;
-        let rules = RuleSet::compile(&config).map_err(|errors| {
-            Failure::Usage(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let rules = crate::engine::setup::compile(&config)?;
         // Kills land on the simulated server: enforce, and keep no audit file.
         config.enforce.dry_run = false;
         config.enforce.audit_log = None;

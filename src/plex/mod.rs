@@ -289,8 +289,7 @@ impl PlexClient {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, SourceFacts>> {
-        // A poisoned cache only means a panic elsewhere; the data is still usable.
-        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.sources)
     }
 
     /// `GET /`: whether the server can kill sessions.

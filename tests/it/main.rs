@@ -9,6 +9,7 @@ mod capture_fixtures;
 mod capture_live;
 mod cli;
 mod daemon;
+mod daemon_loop;
 mod demo;
 mod hook;
 mod meter_windows;

@@ -108,19 +108,19 @@ pub async fn replay(
     // Packets are pumped in a tight loop until the first one of a new second, the engine
     // ticks, then that packet is metered and pumping goes on.
     let mut last_sec: Option<i64> = None;
-    while let Some(held) = pump(
+    while let Some(aside) = pump(
         &mut source,
         &mut metering,
         evaluate,
         &mut last_sec,
         &mut run.first,
     )? {
-        let at = held.ts_micros.div_euclid(1_000_000) * 1_000_000;
+        let at = aside.ts_micros.div_euclid(1_000_000) * 1_000_000;
         run.step(&metering, at).await;
         metering.ingest(&Packet {
-            ts_micros: held.ts_micros,
-            orig_len: held.orig_len,
-            data: &held.data,
+            ts_micros: aside.ts_micros,
+            orig_len: aside.orig_len,
+            data: &aside.data,
         });
     }
     let now = metering.meter.latest_micros().unwrap_or(0);
@@ -141,7 +141,7 @@ pub async fn replay(
 }
 
 /// A packet kept aside while the engine ticks.
-struct Held {
+struct Aside {
     ts_micros: i64,
     orig_len: u32,
     data: Vec<u8>,
@@ -156,7 +156,7 @@ fn pump(
     evaluate: bool,
     last_sec: &mut Option<i64>,
     first_ts: &mut Option<i64>,
-) -> Result<Option<Held>, CaptureError> {
+) -> Result<Option<Aside>, CaptureError> {
     loop {
         let p = match source.next_packet()? {
             Next::Packet(p) => p,
@@ -169,7 +169,7 @@ fn pump(
             match *last_sec {
                 Some(l) if sec > l => {
                     *last_sec = Some(sec);
-                    return Ok(Some(Held {
+                    return Ok(Some(Aside {
                         ts_micros: p.ts_micros,
                         orig_len: p.orig_len,
                         data: p.data.to_vec(),

@@ -1,0 +1,542 @@
+//! The daemon's behaviour, in process and without privileges: the real loop, the real Plex
+//! client against the fake Plex server, generated packets pushed into its feed at known
+//! rates, and the control channel in place of signals.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use streamwarden::capture::Packet;
+use streamwarden::capture::decode::LINKTYPE_ETHERNET;
+use streamwarden::config::Config;
+use streamwarden::daemon::{self, Control, Feed, Setup, Summary, SystemClock, View};
+use streamwarden::engine::Clock;
+use streamwarden::engine::row::StreamRow;
+use streamwarden::engine::setup::{compile, open_audit};
+use streamwarden::meter::Metering;
+use streamwarden::plex::{PlexClient, PlexSettings};
+use tokio::sync::mpsc;
+
+use crate::common::capture::eth_tcp;
+use crate::common::*;
+
+const FAST: &str = "session_id_1"; // user 7 at 1.2.3.11
+const SLOW: &str = "rxiscwekkvkpukgi3pm9nklp"; // the plexopedia track at 127.0.0.1
+const ZOMBIE: &str = "2894294r2jf2038fj3098jgf3gt"; // homarr's transcode, user example_usr
+
+const RULE: &str = "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"3s\"\nmessage = \"{user}: {measured_kbps_10s_mbps} Mbps\"\n";
+
+/// Log lines written while a test runs (the runtime is single-threaded, so every task's
+/// events reach this test's subscriber).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    fn subscriber(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+}
+
+/// Server → client traffic at fixed rates, pushed into the daemon's feed in real time.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+}
+
+impl Traffic {
+    fn start(feed: Feed, flows: Vec<([u8; 4], u16, u64)>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            const IP_LEN: usize = 1500;
+            let frames: Vec<(Vec<u8>, u64)> = flows
+                .iter()
+                .map(|(client, port, kbps)| {
+                    let f = eth_tcp([10, 0, 0, 1], 32400, *client, *port, &[0u8; IP_LEN - 40]);
+                    (f, *kbps)
+                })
+                .collect();
+            let mut owed = vec![0.0f64; frames.len()];
+            let mut last = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+                let dt = last.elapsed().as_secs_f64();
+                last = Instant::now();
+                let ts = SystemClock.now_micros();
+                for ((frame, kbps), o) in frames.iter().zip(&mut owed) {
+                    *o += *kbps as f64 * 125.0 * dt;
+                    while *o >= IP_LEN as f64 {
+                        *o -= IP_LEN as f64;
+                        feed.ingest(&Packet {
+                            ts_micros: ts,
+                            orig_len: frame.len() as u32,
+                            data: frame,
+                        });
+                    }
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A daemon running in this test's runtime.
+struct Daemon {
+    plex: FakePlex,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<Summary>,
+    dir: tempfile::TempDir,
+    http: Option<std::net::SocketAddr>,
+    _traffic: Option<Traffic>,
+}
+
+struct Options {
+    /// Point the client elsewhere than the fake server.
+    url: Option<String>,
+    dry_run: bool,
+    poll_interval: Duration,
+    http: bool,
+    reload: Option<daemon::Reload>,
+    flows: Vec<([u8; 4], u16, u64)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            url: None,
+            dry_run: false,
+            poll_interval: Duration::from_millis(500),
+            http: false,
+            reload: None,
+            flows: Vec::new(),
+        }
+    }
+}
+
+fn config(dir: &std::path::Path, rules: &str) -> Config {
+    let mut c = Config::parse(rules, None).expect("config");
+    c.enforce.audit_log = Some(dir.join("audit.jsonl"));
+    c
+}
+
+async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), rules);
+    cfg.enforce.dry_run = opts.dry_run;
+    let client = PlexClient::new(PlexSettings {
+        url: opts.url.unwrap_or_else(|| plex.url.clone()),
+        token: TOKEN.into(),
+        client_identifier: "test".into(),
+        timeout: Duration::from_secs(1),
+        tls_verify: true,
+    })
+    .unwrap();
+    let feed = Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400])));
+    let listener = if opts.http {
+        Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    } else {
+        None
+    };
+    let http = listener.as_ref().map(|l| l.local_addr().unwrap());
+    let traffic = (!opts.flows.is_empty()).then(|| Traffic::start(feed.clone(), opts.flows));
+    let setup = Setup {
+        rules: compile(&cfg).expect("rules"),
+        enforce: cfg.enforce.clone(),
+        plex: Arc::new(client),
+        audit: open_audit(&cfg).unwrap(),
+        ports: vec![32400],
+        poll_interval: opts.poll_interval,
+        feed: feed.clone(),
+        clock: Arc::new(SystemClock),
+        view: View::Logs,
+        http: listener,
+        reload: opts.reload,
+        tick: Duration::from_secs(1),
+    };
+    let (control, rx) = mpsc::channel(4);
+    let task = tokio::spawn(daemon::run(setup, rx));
+    Daemon {
+        plex,
+        control,
+        task,
+        dir,
+        http,
+        _traffic: traffic,
+    }
+}
+
+impl Daemon {
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn until(&self, limit: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(self) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) -> (Summary, FakePlex, Vec<serde_json::Value>) {
+        let audit = self.audit();
+        self.control.send(Control::Stop).await.unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the daemon stops on Control::Stop")
+            .unwrap();
+        (summary, self.plex, audit)
+    }
+}
+
+#[tokio::test]
+async fn the_kill_lands_after_sustain_and_the_slow_stream_is_spared() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let t0 = Instant::now();
+    let opts = Options {
+        flows: vec![
+            ([1, 2, 3, 11], 50_000, 20_000),
+            ([127, 0, 0, 1], 50_001, 2_000),
+        ],
+        http: true,
+        ..Default::default()
+    };
+    let d = start(plex, RULE, opts).await;
+    d.until(Duration::from_secs(15), |d| !d.plex.terminates().is_empty())
+        .await;
+    // Served while running: the typed rows and the Prometheus text.
+    let addr = d.http.unwrap();
+    let body = reqwest::get(format!("http://{addr}/api/streams"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<StreamRow> = serde_json::from_str(&body).unwrap();
+    let slow = rows
+        .iter()
+        .find(|r| r.session_id.as_deref() == Some(SLOW))
+        .unwrap();
+    let kbps = slow.measured_kbps_10s.unwrap();
+    assert!((1_500.0..2_500.0).contains(&kbps), "{kbps}");
+    assert_eq!(slow.rules[0].state, "ok");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamwarden_kills_total{rule=\"fast\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("streamwarden_stream_measured_kbps{"),
+        "{metrics}"
+    );
+    let (summary, plex, audit) = d.stop().await;
+    let terminates = plex.terminates();
+    assert_eq!(terminates.len(), 1, "{terminates:?}");
+    assert_eq!(terminates[0].0, FAST);
+    assert!(
+        terminates[0].1.starts_with("User 7: "),
+        "{}",
+        terminates[0].1
+    );
+    let at = plex.state.lock().unwrap().terminate_times[0] - t0;
+    // The condition first holds after the first complete second (and the next tick);
+    // the kill comes sustain (3 s) later.
+    assert!(
+        at >= Duration::from_secs(3),
+        "killed after {at:?}, before sustain"
+    );
+    assert!(at <= Duration::from_secs(3 + 2 + 2), "killed after {at:?}");
+    assert_eq!(summary.kills.len(), 1);
+    let kill = audit
+        .iter()
+        .find(|l| l["action"] == "kill")
+        .expect("a kill");
+    assert_eq!(kill["session_id"], FAST);
+    assert!(kill["values"]["measured_kbps_10s"].as_f64().unwrap() > 8000.0);
+    assert!(audit.iter().all(|l| l["session_id"] != SLOW), "{audit:?}");
+}
+
+#[tokio::test]
+async fn dry_run_audits_one_would_kill_per_hold_and_kills_nothing() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let opts = Options {
+        flows: vec![([1, 2, 3, 11], 50_000, 20_000)],
+        dry_run: true,
+        ..Default::default()
+    };
+    let d = start(plex, RULE, opts).await;
+    d.until(Duration::from_secs(15), |d| {
+        d.audit().iter().any(|l| l["action"] == "would-kill")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (summary, plex, audit) = d.stop().await;
+    let w: Vec<_> = audit
+        .iter()
+        .filter(|l| l["action"] == "would-kill")
+        .collect();
+    assert_eq!(w.len(), 1, "once per hold: {audit:?}");
+    assert_eq!(w[0]["mode"], "dry-run");
+    assert_eq!(w[0]["session_id"], FAST);
+    assert!(plex.terminates().is_empty());
+    assert_eq!(summary.would_kills.len(), 1);
+}
+
+/// A rule that always matches user 7 (sustain 4 s) while Plex misbehaves from 1.5 s on:
+/// nothing may be killed on stale data, the daemon says what is wrong once, and once Plex
+/// recovers the kill goes through.
+async fn outage(set: impl Fn(&mut PlexState), clear: impl Fn(&mut PlexState), expect: &str) {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let plex = FakePlex::start(&mixed_sessions());
+    let rule = "[[rules]]\nname = \"any\"\nwhen = 'state == \"playing\" && user_id == 7'\nsustain = \"4s\"\n";
+    let d = start(plex, rule, Options::default()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.plex.set(set);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(d.plex.terminates().is_empty(), "killed on stale data");
+    d.plex.set(clear);
+    d.until(Duration::from_secs(10), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (_, plex, _) = d.stop().await;
+    let log = logs.text();
+    assert!(log.contains(expect), "expected {expect:?} in:\n{log}");
+    assert_eq!(log.matches(expect).count(), 1, "said once: {log}");
+    assert!(log.contains("not acting: Plex's session data is"), "{log}");
+    assert!(log.contains("Plex answers again"), "{log}");
+    assert_eq!(
+        plex.terminates().len(),
+        1,
+        "the kill goes through once Plex is back"
+    );
+    assert!(!log.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn plex_answering_500() {
+    outage(
+        |s| s.sessions_failure = Some((500, "Internal Server Error".into())),
+        |s| s.sessions_failure = None,
+        "Plex answered 500",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn plex_answering_garbage() {
+    outage(
+        |s| s.sessions_failure = Some((200, "<<<garbage".into())),
+        |s| s.sessions_failure = None,
+        "not the XML expected",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn plex_answering_slowly() {
+    outage(
+        |s| s.sessions_delay = Some(Duration::from_secs(3)),
+        |s| s.sessions_delay = None,
+        "did not answer",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn plex_rejecting_the_token() {
+    outage(
+        |s| s.sessions_failure = Some((401, "<html>401</html>".into())),
+        |s| s.sessions_failure = None,
+        "Plex rejected the token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_kill_the_player_ignores_gets_its_transcode_stopped_then_is_audited_as_a_zombie() {
+    // homarr's session is a transcode with key example-session; the fake keeps listing it
+    // after the terminate, like a player that ignores the kill.
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.remove_on_kill = false);
+    let rule = "[[rules]]\nname = \"audio-transcode\"\nwhen = 'audio_decision == \"transcode\" && user == \"example_usr\"'\nsustain = \"1s\"\n";
+    let d = start(plex, rule, Options::default()).await;
+    d.until(Duration::from_secs(20), |d| {
+        d.audit().iter().any(|l| l["action"] == "zombie")
+    })
+    .await;
+    let (_, plex, audit) = d.stop().await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|l| l["session_id"] == ZOMBIE)
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["kill", "transcode-stopped", "zombie"]);
+    assert_eq!(plex.terminates().len(), 1, "a terminate is never repeated");
+    assert_eq!(
+        plex.state.lock().unwrap().deleted_transcodes,
+        vec!["example-session".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_reload_applies_new_rules_and_a_refused_one_keeps_the_running_rules() {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let plex = FakePlex::start(&mixed_sessions());
+    let calls = Arc::new(Mutex::new(0u32));
+    let reload: daemon::Reload = {
+        let calls = calls.clone();
+        Box::new(move || {
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            let dir = std::env::temp_dir();
+            let rules = if *n == 1 {
+                "[[rules]]\nname = \"x\"\nwhen = 'usr == 1'\n"
+            } else {
+                "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n"
+            };
+            let cfg = config(&dir, rules);
+            Ok((compile(&cfg).map_err(|e| e.to_string())?, cfg.enforce))
+        })
+    };
+    let opts = Options {
+        reload: Some(reload),
+        ..Default::default()
+    };
+    let d = start(plex, "", opts).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.control.send(Control::Reload).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(d.plex.terminates().is_empty());
+    d.control.send(Control::Reload).await.unwrap();
+    d.until(Duration::from_secs(10), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (_, plex, _) = d.stop().await;
+    let log = logs.text();
+    assert!(
+        log.contains("reload failed, keeping the running configuration"),
+        "{log}"
+    );
+    assert!(log.contains("unknown variable `usr`"), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert_eq!(plex.terminates().len(), 1, "{log}");
+    assert_eq!(plex.terminates()[0].0, FAST);
+}
+
+#[tokio::test]
+async fn the_kill_budget_holds_the_second_kill_back() {
+    // Two killable streams match at once; one kill a minute is allowed.
+    let plex = FakePlex::start(&mixed_sessions());
+    let rule = "[enforce]\nmax_kills_per_minute = 1\n\n[[rules]]\nname = \"both\"\nwhen = 'user_id == 7 || user == \"example_usr\"'\nsustain = \"1s\"\n";
+    let d = start(plex, rule, Options::default()).await;
+    d.until(Duration::from_secs(10), |d| {
+        d.audit().iter().any(|l| l["action"] == "kill-skipped")
+    })
+    .await;
+    let (_, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1, "{audit:?}");
+    let skipped = audit
+        .iter()
+        .find(|l| l["action"] == "kill-skipped")
+        .expect("the second kill skipped");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("kill budget exhausted"),
+        "{skipped}"
+    );
+}
+
+#[tokio::test]
+async fn a_kill_is_rechecked_on_fresh_data_first() {
+    // Polled every 10 s, the loop's view stays fresh for 20 s. The stream pauses right
+    // after the first poll: the loop still sees it playing when the rule is due, but the
+    // re-read before the kill sees the pause, and nothing is killed.
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let plex = FakePlex::start(&mixed_sessions());
+    let rule = "[[rules]]\nname = \"playing\"\nwhen = 'user_id == 7 && state == \"playing\"'\nsustain = \"2s\"\n";
+    let opts = Options {
+        poll_interval: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let d = start(plex, rule, opts).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.plex.set(|s| {
+        s.sessions_body = s
+            .sessions_body
+            .replacen("state=\"playing\"", "state=\"paused\"", 1)
+    });
+    assert!(
+        d.plex
+            .state
+            .lock()
+            .unwrap()
+            .sessions_body
+            .contains("state=\"paused\"")
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, plex, audit) = d.stop().await;
+    let log = logs.text();
+    assert!(plex.terminates().is_empty(), "{log}");
+    assert!(audit.is_empty(), "{audit:?}");
+    assert!(
+        log.contains("no longer holds on fresh data: not killing"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn plex_down_from_the_start_is_said_once_and_the_daemon_stops_cleanly() {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let opts = Options {
+        url: Some(url),
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(""), RULE, opts).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.stop().await;
+    let log = logs.text();
+    assert_eq!(
+        log.matches("cannot reach Plex").count(),
+        1,
+        "said once per state change: {log}"
+    );
+}
