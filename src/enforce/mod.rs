@@ -19,6 +19,11 @@ use crate::plex::{PlexClient, PlexError, Session};
 use crate::rules::{Action, Decision, Value};
 pub use audit::{AuditLog, Record};
 
+/// The `exempt_users` entry that names the server owner, whatever the account is called.
+pub const OWNER: &str = "owner";
+/// Plex's user id of the server owner in /status/sessions.
+pub const OWNER_ID: i64 = 1;
+
 /// What became of a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -240,13 +245,16 @@ impl<T: Terminator> Enforcer<T> {
         &self.terminator
     }
 
-    /// Whether a session's user is exempt (by name or numeric id).
+    /// Whether a session's user is exempt: by name (case-insensitive), by numeric id, or,
+    /// for the entry `owner`, as the server owner (Plex user id 1).
     pub fn is_exempt(&self, s: &Session) -> bool {
         s.user
             .as_ref()
             .is_some_and(|u| self.exempt.contains(&u.to_lowercase()))
-            || s.user_id
-                .is_some_and(|id| self.exempt.contains(&id.to_string()))
+            || s.user_id.is_some_and(|id| {
+                self.exempt.contains(&id.to_string())
+                    || (id == OWNER_ID && self.exempt.contains(OWNER))
+            })
     }
 
     /// Whether this run already killed (or saw a kill of) the session.

@@ -17,3 +17,4 @@ mod plex_client;
 mod plex_parse;
 mod replay;
 mod rules;
+mod trust;
