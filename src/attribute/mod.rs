@@ -6,7 +6,8 @@
 //! plaintext requests seen on each connection (`/library/parts/PARTID/…`,
 //! `/video/:/transcode/universal/session/ID/…`, `X-Plex-Session-Identifier`) tie the
 //! connection to one session exactly. What cannot be told apart (TLS) is split by Plex's
-//! reported bitrates, and those figures are marked `estimated`.
+//! reported bitrates, and those figures are marked `estimated`; when a sharer's bitrate is
+//! not reported, the shares are unknown and no figure is given.
 //!
 //! Attribution is computed from the meter's flows whenever it is asked for, so traffic
 //! that started before a session was listed is attributed, with its history, as soon as
@@ -112,20 +113,26 @@ pub fn attribute(
         } else {
             without
         };
-        let weight = |j: usize| -> f64 {
+        // A sharer whose bitrate Plex does not report makes every share unknown: it could
+        // be carrying almost all of it or almost none.
+        let weight = |j: usize| -> Option<f64> {
             let s = &sessions[members[j]];
             s.stream_bitrate_kbps
                 .or(s.bandwidth_kbps)
                 .filter(|b| *b > 0)
-                .map_or(1.0, |b| b as f64)
+                .map(|b| b as f64)
         };
-        let total: f64 = sharers.iter().map(|&j| weight(j)).sum();
+        let weights: Option<Vec<f64>> = sharers.iter().map(|&j| weight(j)).collect();
+        let total: f64 = weights.iter().flatten().sum();
         for (j, &i) in members.iter().enumerate() {
             let (mut acc, n) = exact[j];
             let shared = unknown_flows > 0 && sharers.contains(&j);
             if shared {
-                let share = if total > 0.0 { weight(j) / total } else { 0.0 };
-                acc.merge(&unknown, share);
+                match (&weights, weight(j)) {
+                    (Some(_), Some(w)) if total > 0.0 => acc.merge(&unknown, w / total),
+                    // Its share cannot be told: no figure rather than a wrong one.
+                    _ => continue,
+                }
             }
             let flows = n + if shared { unknown_flows } else { 0 };
             if flows > 0 {

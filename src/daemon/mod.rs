@@ -144,7 +144,15 @@ where
 
         let tick = {
             let m = lock(&feed.metering);
-            engine::tick(&rules, &snap.sessions, &m.meter, &ports, now, &mut tracker)
+            engine::tick(
+                &rules,
+                &snap.sessions,
+                &m.meter,
+                &ports,
+                now,
+                fresh,
+                &mut tracker,
+            )
         };
         metrics
             .rule_evaluations

@@ -111,7 +111,9 @@ pub enum RuleState {
 }
 
 /// How long each rule has held for each stream: a rule acts only once its condition held
-/// continuously for its `sustain`, and once per continuous hold.
+/// continuously for its `sustain`, and once per continuous hold. Only time covered by fresh
+/// session data counts, and a hold built on an estimated figure starts again when the
+/// figure becomes exact (an estimate must not turn into a kill by waiting).
 #[derive(Debug, Default)]
 pub struct Sustain {
     held: HashMap<(String, String), Held>,
@@ -119,17 +121,25 @@ pub struct Sustain {
 
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    since: i64,
+    /// Microseconds of fresh data the condition has held for.
+    held: i64,
+    /// When the hold was last updated.
+    last: i64,
     acted: bool,
+    /// The decision rested on an estimated figure at the last update.
+    estimated: bool,
 }
 
 impl Sustain {
     /// Feeds one round of evaluations made at `now_micros`. Returns, per stream, each
-    /// rule's state and the decisions that are due (and not yet acted on).
+    /// rule's state and the decisions that are due (and not yet acted on). When `fresh`
+    /// is false (Plex's data is stale) holds go on but the time since the last round is
+    /// not counted.
     pub fn update(
         &mut self,
         evals: &[StreamEval<'_>],
         now_micros: i64,
+        fresh: bool,
     ) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(evals.len());
@@ -144,17 +154,34 @@ impl Sustain {
                     states.push(RuleState::Ok);
                     continue;
                 }
-                let h = *self.held.entry(key.clone()).or_insert(Held {
-                    since: now_micros,
+                let decision = decisions.iter().find(|d| d.rule == ev.rule.name);
+                let estimated = decision.is_some_and(|d| d.estimated);
+                let start = Held {
+                    held: 0,
+                    last: now_micros,
                     acted: false,
-                });
+                    estimated,
+                };
+                let h = self.held.entry(key.clone()).or_insert(start);
+                if h.estimated && !estimated {
+                    *h = start;
+                } else {
+                    if fresh {
+                        h.held = h
+                            .held
+                            .saturating_add(now_micros.saturating_sub(h.last).max(0));
+                    }
+                    h.last = now_micros;
+                    h.estimated = estimated;
+                }
+                let h = *h;
                 seen.insert(key);
-                let held = Duration::from_micros(now_micros.saturating_sub(h.since).max(0) as u64);
+                let held = Duration::from_micros(h.held.max(0) as u64);
                 if h.acted {
                     states.push(RuleState::Acted);
                 } else if held >= ev.rule.sustain {
                     states.push(RuleState::Due { held });
-                    if let Some(d) = decisions.iter().find(|d| d.rule == ev.rule.name) {
+                    if let Some(d) = decision {
                         due.push(d.clone());
                     }
                 } else {
@@ -197,13 +224,15 @@ pub struct Tracker {
 }
 
 /// The join of measurement and rules, as of `now_micros`: attributes the meter's flows to
-/// the sessions, notes pauses, evaluates every rule, and advances sustain.
+/// the sessions, notes pauses, evaluates every rule, and advances sustain (counting the time
+/// since the last round only when `fresh`: the sessions are current).
 pub fn tick<'r>(
     rules: &'r RuleSet,
     sessions: &[Session],
     meter: &Meter,
     ports: &[u16],
     now_micros: i64,
+    fresh: bool,
     tracker: &mut Tracker,
 ) -> Tick<'r> {
     let attributed = attribute::attribute(meter, sessions, ports, now_micros);
@@ -219,7 +248,7 @@ pub fn tick<'r>(
         .collect();
     let mut states = Vec::with_capacity(streams.len());
     let mut due = Vec::new();
-    for (s, d) in tracker.sustain.update(&streams, now_micros) {
+    for (s, d) in tracker.sustain.update(&streams, now_micros, fresh) {
         states.push(s);
         due.extend(d);
     }

@@ -44,7 +44,15 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
     let rules =
         rules("[[rules]]\nname = \"r\"\nwhen = 'measured_kbps_1m >= 1000'\nsustain = \"3s\"\n");
     let mut sustain = Tracker::default();
-    let t = engine::tick(&rules, &[], &meter, &[32400], 30_000_000, &mut sustain);
+    let t = engine::tick(
+        &rules,
+        &[],
+        &meter,
+        &[32400],
+        30_000_000,
+        true,
+        &mut sustain,
+    );
     assert!(t.streams.is_empty());
     // The session appears at 30 s, its address as Plex writes it.
     let s = Session {
@@ -62,6 +70,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
         &meter,
         &[32400],
         30_000_000,
+        true,
         &mut sustain,
     );
     let m = t.attributed[0].expect("attributed").measured;
@@ -88,6 +97,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
         &meter,
         &[32400],
         33_000_000,
+        true,
         &mut sustain,
     );
     assert!(matches!(t.states[0][0], RuleState::Due { .. }));
@@ -115,6 +125,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         &meter,
         &[32400],
         1_000_000,
+        true,
         &mut sustain,
     );
     playing.state = Some("paused".into());
@@ -124,6 +135,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         &meter,
         &[32400],
         4_000_000,
+        true,
         &mut sustain,
     );
     playing.state = Some("playing".into());
@@ -133,6 +145,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         &meter,
         &[32400],
         7_000_000,
+        true,
         &mut sustain,
     );
     assert!(t.due.is_empty(), "held only since 7 s");
@@ -142,6 +155,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         &meter,
         &[32400],
         12_000_000,
+        true,
         &mut sustain,
     );
     assert_eq!(t.due.len(), 1);

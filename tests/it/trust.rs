@@ -50,3 +50,127 @@ fn the_example_config_exempts_the_owner() {
         config.enforce.exempt_users
     );
 }
+
+mod engine_holds {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use streamwarden::capture::TcpSegment;
+    use streamwarden::config::Config;
+    use streamwarden::engine::{self, RuleState, Tracker};
+    use streamwarden::meter::Meter;
+    use streamwarden::plex::Session;
+    use streamwarden::rules::RuleSet;
+
+    const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+
+    fn rules(text: &str) -> RuleSet {
+        RuleSet::compile(&Config::parse(text, None).unwrap()).unwrap()
+    }
+
+    /// `kbps` on one TLS connection (no request to tell whose it is) for `secs` seconds.
+    fn meter(kbps: u32, secs: i64) -> Meter {
+        let mut m = Meter::new();
+        let per_sec = 100i64;
+        let ip_len = kbps * 1000 / 8 / per_sec as u32;
+        for s in 0..secs {
+            for k in 0..per_sec {
+                let seg = TcpSegment {
+                    src: SERVER,
+                    dst: CLIENT,
+                    sport: 32400,
+                    dport: 50000,
+                    ip_len,
+                    payload_len: ip_len - 40,
+                    payload: &[],
+                    syn: false,
+                    fin: false,
+                    rst: false,
+                };
+                m.record(s * 1_000_000 + k * 10_000, &seg);
+            }
+        }
+        m
+    }
+
+    fn viewer(id: &str, bitrate: Option<i64>) -> Session {
+        Session {
+            session_id: Some(id.into()),
+            user_id: Some(7),
+            address: Some(CLIENT.to_string()),
+            stream_bitrate_kbps: bitrate,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_viewer_whose_bitrate_plex_does_not_report_makes_the_split_unknown_not_zero() {
+        let m = meter(10_000, 30);
+        let both = [viewer("a", Some(8000)), viewer("b", None)];
+        let got = streamwarden::attribute::attribute(&m, &both, &[32400], 30_000_000);
+        assert_eq!(got[0], None, "a's share is unknown: {:?}", got[0]);
+        assert_eq!(got[1], None, "b's share is unknown, not 0: {:?}", got[1]);
+        // With both bitrates known the split is an estimate by bitrate.
+        let known = [viewer("a", Some(8000)), viewer("b", Some(2000))];
+        let got = streamwarden::attribute::attribute(&m, &known, &[32400], 30_000_000);
+        let a = got[0].unwrap().measured;
+        assert!(a.estimated);
+        assert!((a.kbps_1m - 8000.0).abs() < 1.0, "{a:?}");
+    }
+
+    #[test]
+    fn a_hold_on_an_estimate_starts_again_when_the_figure_becomes_exact() {
+        let rules = rules(
+            "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_1m > 5000'\nsustain = \"10s\"\n",
+        );
+        let m = meter(10_000, 60);
+        let both = [viewer("a", Some(8000)), viewer("b", Some(2000))];
+        let alone = [viewer("a", Some(8000))];
+        let mut t = Tracker::default();
+        // 20 s as an estimate (a shares the address with b): the hold builds up.
+        for s in 20..=40 {
+            engine::tick(&rules, &both, &m, &[32400], s * 1_000_000, true, &mut t);
+        }
+        // b leaves: a's figure is now exact. The hold starts again rather than killing.
+        let tick = engine::tick(&rules, &alone, &m, &[32400], 41_000_000, true, &mut t);
+        assert!(tick.due.is_empty(), "{:?}", tick.states);
+        assert!(
+            matches!(tick.states[0][0], RuleState::Sustaining { .. }),
+            "{:?}",
+            tick.states
+        );
+        // Ten seconds of exact figures later, it is due, and not estimated.
+        let tick = engine::tick(&rules, &alone, &m, &[32400], 51_000_000, true, &mut t);
+        assert_eq!(tick.due.len(), 1, "{:?}", tick.states);
+        assert!(!tick.due[0].estimated);
+    }
+
+    #[test]
+    fn holds_count_only_time_covered_by_fresh_session_data() {
+        let rules = rules("[[rules]]\nname = \"any\"\nwhen = 'user_id == 7'\nsustain = \"5s\"\n");
+        let s = [viewer("a", Some(8000))];
+        let m = Meter::new();
+        let mut t = Tracker::default();
+        engine::tick(&rules, &s, &m, &[32400], 0, true, &mut t);
+        // Plex is down for 35 s: the loop still ticks on its last (stale) sessions.
+        for sec in 1..=35 {
+            let tick = engine::tick(&rules, &s, &m, &[32400], sec * 1_000_000, false, &mut t);
+            assert!(tick.due.is_empty());
+        }
+        // Back: one second of fresh data is one second held, not 36.
+        let tick = engine::tick(&rules, &s, &m, &[32400], 36_000_000, true, &mut t);
+        assert!(tick.due.is_empty(), "{:?}", tick.states);
+        assert_eq!(
+            tick.states[0][0],
+            RuleState::Sustaining {
+                held: std::time::Duration::from_secs(1),
+                sustain: std::time::Duration::from_secs(5)
+            }
+        );
+        for sec in 37..=40 {
+            engine::tick(&rules, &s, &m, &[32400], sec * 1_000_000, true, &mut t);
+        }
+        let tick = engine::tick(&rules, &s, &m, &[32400], 41_000_000, true, &mut t);
+        assert_eq!(tick.due.len(), 1);
+    }
+}

@@ -203,6 +203,7 @@ impl Run<'_> {
             &metering.meter,
             self.ports,
             at,
+            true,
             &mut self.tracker,
         );
         let first = self.first.unwrap_or(at);
