@@ -83,3 +83,187 @@ async fn reads_are_retried_but_a_terminate_is_sent_once() {
         .count();
     assert_eq!(terminates, 1, "never retried blindly");
 }
+
+/// One request a test server saw: its Host header, path with query, and token.
+#[derive(Clone, Debug)]
+struct Seen {
+    host: String,
+    path: String,
+    token: Option<String>,
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+fn record(log: &Log, uri: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Seen {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let seen = Seen {
+        host: header("host").unwrap_or_default(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_string(), |p| p.to_string()),
+        token: header("X-Plex-Token"),
+    };
+    log.lock().unwrap().push(seen.clone());
+    seen
+}
+
+/// "Another host": answers anything with an empty container and records what it got.
+fn other_origin(log: Log) -> TestServer {
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                record(&log, &uri, &headers);
+                r#"<MediaContainer size="0"></MediaContainer>"#
+            }
+        },
+    );
+    serve(app)
+}
+
+/// A Plex that redirects: across origins (another port, another host name, https) and
+/// within its own origin (a relative and an absolute Location).
+fn redirecting_plex(log: Log, other: String) -> TestServer {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            let other = other.clone();
+            async move {
+                let seen = record(&log, &uri, &headers);
+                let port = seen.host.rsplit(':').next().unwrap_or_default().to_string();
+                let to = |code: u16, location: String| {
+                    (
+                        StatusCode::from_u16(code).unwrap(),
+                        [(header::LOCATION, location)],
+                    )
+                        .into_response()
+                };
+                if seen.token.as_deref() != Some(TOKEN) {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                match uri.path() {
+                    "/status/sessions" => to(
+                        302,
+                        format!("{other}/status/sessions?X-Plex-Token={TOKEN}&from=plex"),
+                    ),
+                    "/status/sessions/terminate" => to(
+                        307,
+                        format!("http://localhost:{port}/status/sessions/terminate?again=1"),
+                    ),
+                    "/library/metadata/2" => {
+                        to(308, format!("https://127.0.0.1:{port}/library/metadata/2"))
+                    }
+                    "/" => to(301, "/moved-root".to_string()),
+                    "/moved-root" => r#"<MediaContainer size="0" myPlexSubscription="1" ownerFeatures="session_kick" friendlyName="moved"></MediaContainer>"#.into_response(),
+                    "/library/metadata/1" => to(
+                        302,
+                        format!("http://{}/library/metadata/one", seen.host),
+                    ),
+                    "/library/metadata/one" => r#"<MediaContainer size="1"><Video ratingKey="1"><Media id="5" bitrate="4321" videoResolution="720"/></Video></MediaContainer>"#.into_response(),
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        },
+    );
+    serve(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_origin_is_refused_and_never_gets_the_token() {
+    let other_log = Log::default();
+    let other = other_origin(other_log.clone());
+    let plex_log = Log::default();
+    let plex = redirecting_plex(plex_log.clone(), other.url.clone());
+    let port = plex.addr.port();
+    let c = client(&plex.url);
+
+    // Another port.
+    let e = c.sessions().await.unwrap_err().to_string();
+    let target = format!("{}/status/sessions", other.url);
+    assert!(e.contains(&target), "names the target: {e}");
+    assert!(e.contains("/status/sessions"), "names the endpoint: {e}");
+    assert!(!e.contains("from=plex") && !e.contains(TOKEN), "{e}");
+    // Another host name for the same address and port.
+    let e = c.terminate("s1", "bye").await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "http://localhost:{port}/status/sessions/terminate"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("again=1") && !e.contains(TOKEN), "{e}");
+    // Another scheme.
+    let e = c.source_facts("2", None).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("https://127.0.0.1:{port}/library/metadata/2")),
+        "{e}"
+    );
+    assert!(!e.contains(TOKEN), "{e}");
+
+    let other_saw = other_log.lock().unwrap().clone();
+    assert!(
+        other_saw.is_empty(),
+        "the other origin was contacted: {other_saw:?}"
+    );
+    let plex_saw = plex_log.lock().unwrap().clone();
+    assert!(
+        plex_saw
+            .iter()
+            .all(|s| s.host == format!("127.0.0.1:{port}")),
+        "the token went to another host name: {plex_saw:?}"
+    );
+    assert_eq!(
+        plex_saw
+            .iter()
+            .filter(|s| s.path == "/status/sessions")
+            .count(),
+        1,
+        "a refused redirect is not retried: {plex_saw:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_within_the_same_origin_is_followed_with_the_token() {
+    let plex_log = Log::default();
+    let plex = redirecting_plex(plex_log.clone(), "http://unused.invalid".into());
+    let c = client(&plex.url);
+    // Relative Location.
+    let caps = c.capabilities().await.unwrap();
+    assert_eq!(caps.name.as_deref(), Some("moved"));
+    assert!(caps.can_kill());
+    // Absolute Location on the same scheme, host and port.
+    let f = c.source_facts("1", None).await.unwrap();
+    assert_eq!(f.bitrate_kbps, Some(4321));
+    assert_eq!(f.resolution.as_deref(), Some("720"));
+    let saw = plex_log.lock().unwrap().clone();
+    for path in ["/moved-root", "/library/metadata/one"] {
+        let hit = saw.iter().find(|s| s.path == path);
+        assert_eq!(
+            hit.and_then(|s| s.token.as_deref()),
+            Some(TOKEN),
+            "{path}: {saw:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_origin_redirect_loop_ends_in_an_error() {
+    use axum::response::Redirect;
+    let app = axum::Router::new().route(
+        "/status/sessions",
+        axum::routing::get(|| async { Redirect::temporary("/status/sessions?again") }),
+    );
+    let plex = serve(app);
+    let c = client(&plex.url);
+    let e = c.sessions().await.unwrap_err().to_string();
+    assert!(e.contains("/status/sessions"), "{e}");
+    assert!(e.contains("redirect"), "{e}");
+    assert!(!e.contains(TOKEN), "{e}");
+}
