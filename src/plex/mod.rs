@@ -334,7 +334,16 @@ impl PlexClient {
     }
 
     /// Fills `source_bitrate_kbps` and `source_resolution` from the library.
+    ///
+    /// Live TV has no library file: its ratingKey names a guide entry whose Media
+    /// describes the broadcast, not a source, so a live session's source facts stay
+    /// unknown and the library is not asked.
     pub async fn fill_source(&self, s: &mut Session) {
+        if s.live {
+            s.source_bitrate_kbps = None;
+            s.source_resolution = None;
+            return;
+        }
         let Some(key) = s.rating_key.clone() else {
             return;
         };

@@ -267,3 +267,54 @@ async fn a_same_origin_redirect_loop_ends_in_an_error() {
     assert!(e.contains("redirect"), "{e}");
     assert!(!e.contains(TOKEN), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tv_has_no_source_file_and_the_library_is_not_asked() {
+    let body = r#"<MediaContainer size="2">
+      <Video sessionKey="5" ratingKey="9" type="episode" title="Evening News" live="1">
+        <Media id="900" bitrate="8000" videoResolution="1080" selected="1"><Part id="77" decision="transcode"/></Media>
+        <User id="3" title="carol"/>
+        <Player address="192.0.2.7" state="playing" local="0"/>
+        <Session id="s-live" bandwidth="9000" location="wan"/>
+      </Video>
+      <Video sessionKey="6" ratingKey="1" type="movie" title="Film">
+        <Media id="2637" bitrate="6000" videoResolution="720" selected="1"><Part id="78" decision="directplay"/></Media>
+        <User id="4" title="dave"/>
+        <Player address="192.0.2.8" state="playing" local="1"/>
+        <Session id="s-film" bandwidth="7000" location="lan"/>
+      </Video>
+    </MediaContainer>"#;
+    let plex = FakePlex::start(body);
+    plex.set(|s| {
+        // What Plex answers for a live item's ratingKey: the guide entry, not a file.
+        s.metadata.insert(
+            "9".into(),
+            r#"<MediaContainer size="1"><Video ratingKey="9" live="1"><Media id="900" bitrate="20000" videoResolution="4k"/></Video></MediaContainer>"#.into(),
+        );
+        s.metadata.insert(
+            "1".into(),
+            r#"<MediaContainer size="1"><Video ratingKey="1"><Media id="2637" bitrate="6100" videoResolution="1080"/></Video></MediaContainer>"#.into(),
+        );
+    });
+    let c = client(&plex.url);
+    let sessions = c.sessions_with_sources().await.unwrap();
+    let live = &sessions[0];
+    assert!(live.live);
+    assert_eq!(live.source_bitrate_kbps, None);
+    assert_eq!(live.source_resolution, None);
+    let film = &sessions[1];
+    assert_eq!(film.source_bitrate_kbps, Some(6100));
+    assert_eq!(film.source_resolution.as_deref(), Some("1080"));
+    // The hook fills one session at a time.
+    let mut one = live.clone();
+    c.fill_source(&mut one).await;
+    assert_eq!(one.source_bitrate_kbps, None);
+    assert_eq!(one.source_resolution, None);
+
+    let requests = plex.state.lock().unwrap().requests.clone();
+    assert!(
+        !requests.iter().any(|r| r == "/library/metadata/9"),
+        "the guide item was read as a source file: {requests:?}"
+    );
+    assert!(requests.iter().any(|r| r == "/library/metadata/1"));
+}
