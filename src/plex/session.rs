@@ -7,8 +7,10 @@ use super::xml::{self, MediaContainer, Metadata};
 
 /// Bitrates Plex reports when it does not know (`i32::MAX`).
 const BITRATE_SENTINEL: i64 = 2_147_483_647;
-/// The Session bandwidth Plex reserves for a LAN browser transcode: not a real rate.
-const BANDWIDTH_SENTINEL: i64 = 10_000_000;
+/// Session bandwidths at or above 10 Gbit/s are placeholders, not reservations: Plex
+/// writes 10000000 for a LAN browser transcode and 10500000 was seen on a Plex Web LAN
+/// live session. No Plex stream needs that much, so any such value is unknown.
+const IMPLAUSIBLE_BANDWIDTH_KBPS: i64 = 10_000_000;
 
 /// What kind of element the stream came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +66,8 @@ pub struct Session {
     pub transcode_key: Option<String>,
     /// Ids of the `Part` elements being played (for packet attribution).
     pub part_ids: Vec<String>,
-    /// Source file facts from `/library/metadata/{ratingKey}`, when fetched.
+    /// Source file facts from `/library/metadata/{ratingKey}`, when fetched. Always
+    /// unknown for live TV, which has no file.
     pub source_bitrate_kbps: Option<i64>,
     pub source_resolution: Option<String>,
     /// `Media@id` of the delivered media, used to pick the right source media.
@@ -390,7 +393,7 @@ fn normalise(kind: ItemKind, m: Metadata) -> Session {
         location,
         bandwidth_kbps: session
             .and_then(|s| rate(s.bandwidth.as_deref()))
-            .filter(|b| *b != BANDWIDTH_SENTINEL),
+            .filter(|b| *b < IMPLAUSIBLE_BANDWIDTH_KBPS),
         stream_bitrate_kbps: media.and_then(|x| rate(x.bitrate.as_deref())),
         video_resolution,
         video_decision,

@@ -1,6 +1,7 @@
 //! Rules: CEL conditions over a stream's variables, compiled once at load.
 
 pub mod decision;
+pub mod limits;
 pub mod numeric;
 pub mod template;
 pub mod vars;
@@ -178,6 +179,9 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         src.error(Some(span), format!("rule {name:?}: {msg}"))
     };
     let when = raw.when.get_ref();
+    // The file position of byte `offset` of the expression.
+    let file_position =
+        |offset: usize| src.position(src.string_offset(&raw.when.span(), when, offset));
     // Points at a (line, column) inside the expression, as a file position.
     let inside = |line: usize, col: usize, msg: String| {
         let offset = when
@@ -186,12 +190,26 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             .map(str::len)
             .sum::<usize>()
             + col.saturating_sub(1);
-        let (l, c) = src.position(src.string_offset(&raw.when.span(), when, offset));
         ConfigError {
             file: src.file.clone(),
-            position: Some((l, c)),
+            position: Some(file_position(offset)),
             message: format!("rule {name:?}: when: {msg} (at {line}:{col} of the expression)"),
         }
+    };
+    // Points at byte `offset` of the expression.
+    let at_byte = |offset: usize, msg: String| {
+        let (line, col) = line_col(when, offset);
+        ConfigError {
+            file: src.file.clone(),
+            position: Some(file_position(offset)),
+            message: format!("rule {name:?}: when: {msg} (at {line}:{col} of the expression)"),
+        }
+    };
+    // Points at the first character of the expression.
+    let at_start = |msg: String| ConfigError {
+        file: src.file.clone(),
+        position: Some(file_position(0)),
+        message: format!("rule {name:?}: when: {msg}"),
     };
     if when.trim().is_empty() {
         return Err(here(
@@ -199,44 +217,54 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             "`when` is empty: write a condition such as transcode_decision == \"transcode\"".into(),
         ));
     }
-    // Syntax errors are reported against what the user wrote.
-    let original = env.compile(when).map_err(|errs| {
-        let first = errs.errors.first();
-        let (line, col) = first.map_or((1, 1), |e| {
-            (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize)
+    // Too long or too deep a condition would overflow the stack of the parser or of the
+    // evaluator: refused before parsing, and again on the parsed tree.
+    if let Err(e) = limits::check_text(when) {
+        return Err(if e.offset == 0 {
+            at_start(e.message)
+        } else {
+            at_byte(e.offset, e.message)
         });
-        let msg = first.map_or_else(|| errs.to_string(), |e| e.msg.clone());
-        let msg = msg
-            .strip_prefix("Syntax error: ")
-            .map(str::to_string)
-            .unwrap_or(msg);
-        inside(line, col, format!("syntax error: {msg}"))
-    })?;
+    }
+    let parse = |text: &str| limits::parse(env, text).map_err(|m| here(raw.when.span(), m));
+    // Syntax errors are reported against what the user wrote.
+    let original = match parse(when)? {
+        limits::Parsed::Program(p) => p,
+        limits::Parsed::TooDeep(depth) => return Err(at_start(limits::too_deep(depth))),
+        limits::Parsed::Syntax(errs) => {
+            let first = errs.errors.first();
+            let (line, col) = first.map_or((1, 1), |e| {
+                (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize)
+            });
+            let msg = first.map_or_else(|| errs.to_string(), |e| e.msg.clone());
+            let msg = msg
+                .strip_prefix("Syntax error: ")
+                .map(str::to_string)
+                .unwrap_or(msg);
+            return Err(inside(line, col, format!("syntax error: {msg}")));
+        }
+    };
     let mut reads = Vec::new();
     for var in original.references().variables() {
         match vars::lookup(var) {
             Some((n, _)) => reads.push(n),
             None if bound_by_macro(when, var) => {}
             None => {
-                let at = when.find(var).unwrap_or(0);
-                let line = when[..at].matches('\n').count() + 1;
-                let col = when[..at]
-                    .rsplit('\n')
-                    .next()
-                    .map_or(0, |l| l.chars().count())
-                    + 1;
-                return Err(inside(
-                    line,
-                    col,
+                return Err(at_byte(
+                    when.find(var).unwrap_or(0),
                     format!("unknown variable `{var}`{}", suggest(var)),
                 ));
             }
         }
     }
     reads.sort_by_key(|n| vars::VARIABLES.iter().position(|(v, _)| v == n));
-    let program = env
-        .compile(&numeric::decimalise(when))
-        .map_err(|e| here(raw.when.span(), format!("cannot compile: {e}")))?;
+    let program = match parse(&numeric::decimalise(when))? {
+        limits::Parsed::Program(p) => p,
+        limits::Parsed::TooDeep(depth) => return Err(at_start(limits::too_deep(depth))),
+        limits::Parsed::Syntax(e) => {
+            return Err(here(raw.when.span(), format!("cannot compile: {e}")));
+        }
+    };
     // A type error or a non-boolean result shows on sample values of the right types.
     match run(env, &program, &Vars::samples()) {
         Ok(cel::Value::Bool(_)) => {}
@@ -288,6 +316,14 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         reads,
         program,
     })
+}
+
+/// 1-based line and column (in characters) of byte `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 fn type_name(v: &cel::Value) -> &'static str {

@@ -15,35 +15,8 @@ pub fn decimalise(src: &str) -> String {
     while i < b.len() {
         let c = b[i];
         // String and bytes literals, with their r/b prefixes.
-        if c == b'"' || c == b'\'' || (is_prefix(c) && starts_string(b, i)) {
-            let start = i;
-            let mut raw = false;
-            while i < b.len() && is_prefix(b[i]) {
-                raw |= b[i] == b'r' || b[i] == b'R';
-                i += 1;
-            }
-            let quote = b[i];
-            let triple = b.len() >= i + 3 && b[i + 1] == quote && b[i + 2] == quote;
-            i += if triple { 3 } else { 1 };
-            while i < b.len() {
-                if !raw && b[i] == b'\\' {
-                    i += 2;
-                    continue;
-                }
-                if b[i] == quote {
-                    if !triple {
-                        i += 1;
-                        break;
-                    }
-                    if b.len() >= i + 3 && b[i + 1] == quote && b[i + 2] == quote {
-                        i += 3;
-                        break;
-                    }
-                }
-                i += 1;
-            }
-            let end = i.min(b.len());
-            out.push_str(&src[start..end]);
+        if let Some(end) = string_literal_end(b, i) {
+            out.push_str(&src[i..end]);
             i = end;
             continue;
         }
@@ -108,6 +81,41 @@ pub fn decimalise(src: &str) -> String {
         i += ch_len;
     }
     out
+}
+
+/// When a string or bytes literal (with its r/b prefixes) starts at byte `i`, the byte
+/// just past its closing quote, or the end of `b` when it is not closed.
+pub(crate) fn string_literal_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let c = *b.get(i)?;
+    if !(c == b'"' || c == b'\'' || (is_prefix(c) && starts_string(b, i))) {
+        return None;
+    }
+    let mut raw = false;
+    while i < b.len() && is_prefix(b[i]) {
+        raw |= b[i] == b'r' || b[i] == b'R';
+        i += 1;
+    }
+    let quote = *b.get(i)?;
+    let triple = b.len() >= i + 3 && b[i + 1] == quote && b[i + 2] == quote;
+    i += if triple { 3 } else { 1 };
+    while i < b.len() {
+        if !raw && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            if !triple {
+                i += 1;
+                break;
+            }
+            if b.len() >= i + 3 && b[i + 1] == quote && b[i + 2] == quote {
+                i += 3;
+                break;
+            }
+        }
+        i += 1;
+    }
+    Some(i.min(b.len()))
 }
 
 fn is_prefix(c: u8) -> bool {

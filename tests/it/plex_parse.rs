@@ -156,3 +156,27 @@ fn source_facts_pick_the_matching_media() {
     let f = parse_source_facts(body, None).unwrap();
     assert_eq!(f.resolution.as_deref(), Some("4k"));
 }
+
+#[test]
+fn implausible_reserved_bandwidth_is_unknown() {
+    let body = |bandwidth: &str| {
+        format!(
+            r#"<MediaContainer size="1">
+      <Video sessionKey="12" ratingKey="40" type="episode" title="News" live="1">
+        <Media bitrate="8000" videoResolution="1080" selected="1"><Part id="3" decision="transcode"/></Media>
+        <User id="1" title="owner"/>
+        <Player address="192.168.1.20" product="Plex Web" platform="Chrome" state="playing" local="1"/>
+        <Session id="web-live" bandwidth="{bandwidth}" location="lan"/>
+      </Video>
+    </MediaContainer>"#
+        )
+    };
+    let bandwidth = |b: &str| parse_sessions(&body(b)).unwrap()[0].bandwidth_kbps;
+    // Seen from a Plex Web LAN live session: 10.5 Gbit/s is no reservation.
+    assert_eq!(bandwidth("10500000"), None);
+    assert_eq!(bandwidth("10000000"), None);
+    assert_eq!(bandwidth("99999999999"), None);
+    // Below 10 Gbit/s it is taken as given, a 4K remux included.
+    assert_eq!(bandwidth("9999999"), Some(9_999_999));
+    assert_eq!(bandwidth("200000"), Some(200_000));
+}

@@ -1,6 +1,7 @@
 //! Rules: compilation errors located in the file, arithmetic that mixes whole and decimal
 //! numbers, unknown values, templates.
 
+use crate::common::{run, stderr, stdout};
 use streamwarden::config::Config;
 use streamwarden::engine;
 use streamwarden::plex::Session;
@@ -244,4 +245,221 @@ fn positions_point_at_the_character_even_after_escapes() {
         compile("[[rules]]\nname = \"b\"\nwhen = \"user == \\\"x\\\" && vide_decision == 1\"\n")
             .unwrap_err();
     assert!(e[0].starts_with("rules.toml:3:26:"), "{}", e[0]);
+}
+
+/// A rule whose `when` is a TOML multi-line basic string (the shapes below quote with ').
+fn rule_toml(name: &str, when: &str) -> String {
+    format!("[[rules]]\nname = \"{name}\"\nwhen = \"\"\"{when}\"\"\"\n")
+}
+
+/// Runs `check` on `text` through the binary.
+fn check(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, text).unwrap();
+    run(dir.path(), "", "", &["check", "-c", cfg.to_str().unwrap()])
+}
+
+#[test]
+fn check_refuses_huge_conditions_with_their_place_instead_of_crashing() {
+    // 10,000 terms: refused for its length, at the first character of `when`.
+    let when = vec!["user == 'a'"; 10_000].join(" || ");
+    let o = check(&rule_toml("big", &when));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("c.toml:3:11: rule \"big\": when:"), "{err}");
+    assert!(err.contains("at most 4096"), "{err}");
+    // 10,000 nested parentheses.
+    let when = format!("{}user == 'a'{}", "(".repeat(10_000), ")".repeat(10_000));
+    let o = check(&rule_toml("deep", &when));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("c.toml:3:11: rule \"deep\": when:"),
+        "{}",
+        stderr(&o)
+    );
+    // Short, but nested past the limit: the first bracket too many is named.
+    let when = format!("{}user == 'a'{}", "(".repeat(40), ")".repeat(40));
+    let o = check(&rule_toml("nested", &when));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("c.toml:3:43: rule \"nested\": when:"), "{err}");
+    assert!(err.contains("at most 32"), "{err}");
+    // Short and flat, but one long chain of operators.
+    let when = format!("stream_bitrate{} > 0", " + 1".repeat(200));
+    let o = check(&rule_toml("chain", &when));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("c.toml:3:11: rule \"chain\": when:"), "{err}");
+    assert!(err.contains("nests 202 levels deep; at most 24"), "{err}");
+}
+
+/// Shapes that make the parser or the evaluator recurse once per step, with `n` steps.
+type Shape = fn(usize) -> String;
+
+const SHAPES: &[(&str, Shape)] = &[
+    ("parentheses", |n| {
+        format!("{}user == 'a'{}", "(".repeat(n), ")".repeat(n))
+    }),
+    ("sum", |n| format!("stream_bitrate{} > 0", " + 1".repeat(n))),
+    ("equalities", |n| format!("local{}", " == true".repeat(n))),
+    ("negations", |n| format!("{}local", "!".repeat(n))),
+    ("minus signs", |n| {
+        format!("{}stream_bitrate < 0", "-".repeat(n))
+    }),
+    ("else chain", |n| {
+        format!("{}true", "local ? false : ".repeat(n))
+    }),
+    ("nested conditionals", |n| {
+        format!("{}local{}", "(local ? ".repeat(n), " : true)".repeat(n))
+    }),
+    ("nested lists", |n| {
+        format!("{}1{} != []", "[".repeat(n), "]".repeat(n))
+    }),
+    ("nested maps", |n| {
+        format!("{}1{} != {{}}", "{'k': ".repeat(n), "}".repeat(n))
+    }),
+    ("nested calls", |n| {
+        format!("{}stream_bitrate{} > 0", "double(".repeat(n), ")".repeat(n))
+    }),
+    ("nested macros", |n| {
+        format!("{}true{}", "[1].all(x, ".repeat(n), ")".repeat(n))
+    }),
+    ("right-nested or", |n| {
+        format!("{}local{}", "(user == 'a' || ".repeat(n), ")".repeat(n))
+    }),
+    ("or chain", |n| vec!["user == 'a'"; n].join(" || ")),
+];
+
+/// Compiles one rule and evaluates it; Err with the compile errors.
+fn compile_and_evaluate(name: &str, when: &str) -> Result<(), Vec<String>> {
+    let rules = compile(&rule_toml("r", when))?;
+    let evals = engine::evaluate(&rules, &[session()], |_| None);
+    let outcome = &evals[0].evaluations[0].outcome;
+    assert!(!matches!(outcome, Outcome::Error(_)), "{name}: {outcome:?}");
+    Ok(())
+}
+
+/// For every shape, the largest `when` that compiles (found by doubling then bisecting:
+/// acceptance only shrinks as a shape grows), compiled and evaluated; one step more must
+/// be refused with a limit, and so must the biggest text of the shape that the length
+/// limit lets through, without crashing.
+fn largest_accepted() -> Vec<(&'static str, String)> {
+    let mut largest = Vec::new();
+    for (name, shape) in SHAPES {
+        let fits = |n: usize| shape(n).chars().count() <= 4096;
+        let accepted = |n: usize| match compile_and_evaluate(name, &shape(n)) {
+            Ok(()) => true,
+            Err(e) => {
+                assert!(e[0].contains("at most"), "{name} {n}: {e:?}");
+                false
+            }
+        };
+        assert!(accepted(1), "{name}: not even one step accepted");
+        let (mut good, mut bad) = (1, 2);
+        while fits(bad) && accepted(bad) {
+            good = bad;
+            bad *= 2;
+        }
+        while bad - good > 1 {
+            let mid = (good + bad) / 2;
+            if fits(mid) && accepted(mid) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        if fits(good + 1) {
+            assert!(!accepted(good + 1), "{name}: {} accepted", good + 1);
+        }
+        let mut longest = good;
+        while fits(longest + 1) {
+            longest += 1;
+        }
+        let _ = accepted(longest);
+        largest.push((*name, shape(good)));
+    }
+    largest
+}
+
+#[test]
+fn the_largest_accepted_conditions_compile_and_run_on_a_2_mib_thread() {
+    let largest = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(largest_accepted)
+        .unwrap()
+        .join()
+        .unwrap();
+    // Generous enough for real rules.
+    let steps = |name: &str| {
+        let (_, when) = largest.iter().find(|(n, _)| *n == name).unwrap();
+        when.clone()
+    };
+    assert!(steps("parentheses").starts_with(&"(".repeat(30)));
+    assert!(steps("or chain").len() > 4_000);
+    assert!(steps("sum").matches('+').count() >= 20);
+}
+
+#[test]
+fn the_largest_accepted_conditions_pass_check_on_the_main_thread() {
+    // On the test's own thread too (2 MiB unless RUST_MIN_STACK says otherwise).
+    let largest = largest_accepted();
+    let text: String = largest
+        .iter()
+        .enumerate()
+        .map(|(i, (_, when))| rule_toml(&format!("r{i}"), when))
+        .collect();
+    let o = check(&text);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn the_worst_texts_within_the_limits_are_parsed_without_crashing() {
+    // Pads `unit` between `head` and `tail` up to the length limit.
+    let fill = |head: &str, unit: &str, tail: &str| {
+        let room = 4096 - head.len() - tail.len();
+        format!("{head}{}{tail}", unit.repeat(room / unit.len()))
+    };
+    let texts = [
+        format!("{}1{} != []", "[".repeat(32), "]".repeat(32)),
+        format!("{}local{}", "(".repeat(32), ")".repeat(32)),
+        fill(
+            &format!("{}stream_bitrate", "(".repeat(32)),
+            "+1",
+            &format!("{}>0", ")".repeat(32)),
+        ),
+        fill("stream_bitrate", "+1", ">0"),
+        fill("user", ".a", "==''"),
+        fill("[1]", "[0]", "==1"),
+        fill(
+            &format!("{}stream_bitrate", "[1].all(x,".repeat(32)),
+            "+1",
+            &format!(">0{}", ")".repeat(32)),
+        ),
+        fill(
+            &format!("{}user=='a'", "(".repeat(32)),
+            "||user=='a'",
+            &")".repeat(32),
+        ),
+    ];
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            for when in &texts {
+                assert!(when.len() <= 4096);
+                if let Err(e) = compile_and_evaluate("worst", when) {
+                    assert!(e[0].contains("at most"), "{e:?}");
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn an_unknown_variable_after_non_ascii_text_is_placed_by_characters() {
+    let e = compile(&one_rule("title == \"é\" && usr == \"x\"")).unwrap_err();
+    assert!(e[0].starts_with("rules.toml:3:25:"), "{}", e[0]);
+    assert!(e[0].contains("(at 1:17 of the expression)"), "{}", e[0]);
 }

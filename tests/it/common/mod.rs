@@ -3,8 +3,11 @@
 
 pub mod capture;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use axum::Router;
 
 pub const TOKEN: &str = "tok-SECRET-4f9a1c";
 
@@ -88,4 +91,40 @@ pub fn stderr(o: &Output) -> String {
 pub fn assert_no_token(o: &Output) {
     let all = format!("{}{}", stdout(o), stderr(o));
     assert!(!all.contains(TOKEN), "the token leaked into output:\n{all}");
+}
+
+/// A real HTTP server on 127.0.0.1:0 running any router, on its own thread; it stops
+/// when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts `app` on 127.0.0.1:0 and returns once it accepts connections.
+pub fn serve(app: Router) -> TestServer {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    TestServer {
+        addr,
+        url: format!("http://{addr}"),
+        _shutdown: tx,
+    }
 }
