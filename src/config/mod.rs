@@ -145,7 +145,7 @@ struct RawConfig {
 }
 
 /// `[http]`: the local endpoint for /metrics and /api/streams. Off unless `listen` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// e.g. "127.0.0.1:9090".
@@ -186,7 +186,7 @@ pub struct RawRule {
 }
 
 /// `[plex]`, resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlexConfig {
     pub url: Option<String>,
     pub token: Option<String>,
@@ -194,6 +194,27 @@ pub struct PlexConfig {
     pub poll_interval: Duration,
     pub timeout: Duration,
     pub tls_verify: bool,
+}
+
+impl Config {
+    /// The settings a running daemon cannot take over on a reload, named as in the file,
+    /// where `other` differs from this configuration.
+    pub fn restart_needed(&self, other: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.plex != other.plex {
+            out.push("[plex]");
+        }
+        if self.capture != other.capture {
+            out.push("[capture]");
+        }
+        if self.http != other.http {
+            out.push("[http]");
+        }
+        if self.enforce.audit_log != other.enforce.audit_log {
+            out.push("[enforce] audit_log");
+        }
+        out
+    }
 }
 
 impl Default for PlexConfig {

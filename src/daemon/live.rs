@@ -13,7 +13,7 @@ use crate::engine::setup::{compile, open_audit, plex_client};
 use crate::meter::Metering;
 use crate::rules::RuleSet;
 
-use super::{Feed, Reload, Setup, Summary, SystemClock, View};
+use super::{Feed, Reload, Reloaded, Setup, Summary, SystemClock, View};
 
 /// Everything `run` needs, loaded and checked.
 pub struct Live {
@@ -71,7 +71,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             clock: Arc::new(SystemClock),
             view,
             http,
-            reload: Some(reloader(config_path, dry_run)),
+            reload: Some(reloader(config.clone(), config_path, dry_run)),
             tick: Duration::from_secs(1),
         },
         control,
@@ -82,13 +82,18 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
 }
 
 /// Re-reads the same config file (and PLEX_URL/PLEX_TOKEN) on SIGHUP; `--dry-run` stays.
-fn reloader(path: Option<PathBuf>, dry_run: bool) -> Reload {
+/// What changed in settings a reload cannot apply is named against `running`.
+fn reloader(running: Config, path: Option<PathBuf>, dry_run: bool) -> Reload {
     Box::new(move || {
         let mut config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
         if dry_run {
             config.enforce.dry_run = true;
         }
         let rules = compile(&config).map_err(|f| f.to_string())?;
-        Ok((rules, config.enforce))
+        Ok(Reloaded {
+            rules,
+            restart_needed: running.restart_needed(&config),
+            enforce: config.enforce,
+        })
     })
 }

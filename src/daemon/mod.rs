@@ -56,7 +56,16 @@ pub struct Setup<P> {
 
 /// How the daemon re-reads its configuration: new rules and enforcement settings, or why
 /// not (the running ones stay).
-pub type Reload = Box<dyn Fn() -> Result<(RuleSet, EnforceConfig), String> + Send>;
+pub type Reload = Box<dyn Fn() -> Result<Reloaded, String> + Send>;
+
+/// A configuration re-read on a reload.
+pub struct Reloaded {
+    pub rules: RuleSet,
+    pub enforce: EnforceConfig,
+    /// Changed settings a reload cannot apply (named as in the file): they wait for a
+    /// restart.
+    pub restart_needed: Vec<&'static str>,
+}
 
 /// What the daemon did, for the caller's summary.
 #[derive(Debug, Default)]
@@ -116,12 +125,22 @@ where
             c = control.recv() => match c {
                 Some(Control::Reload) => {
                     match reload.as_ref().map(|r| r()) {
-                        Some(Ok((new_rules, new_enforce))) => {
-                            tracing::info!(rules = new_rules.rules.len(), dry_run = new_enforce.dry_run, "configuration reloaded");
-                            // Holds of rules that changed start again; kills and the budget carry on.
-                            tracker.sustain = Default::default();
-                            rules = new_rules;
-                            kills.enforcer.reconfigure(&new_enforce);
+                        Some(Ok(new)) => {
+                            tracing::info!(rules = new.rules.rules.len(), dry_run = new.enforce.dry_run, "configuration reloaded");
+                            if !new.restart_needed.is_empty() {
+                                tracing::warn!(
+                                    "reload: {} changed and take effect only after a restart; the running settings stay",
+                                    new.restart_needed.join(", ")
+                                );
+                            }
+                            // Holds of unchanged rules go on; those of rules that changed or
+                            // went away start again. Kills and the budget carry on.
+                            let (old, fresh) = (&rules, &new.rules);
+                            tracker.sustain.retain_rules(|name| {
+                                matches!((old.get(name), fresh.get(name)), (Some(a), Some(b)) if a.same_condition(b))
+                            });
+                            rules = new.rules;
+                            kills.enforcer.reconfigure(&new.enforce);
                         }
                         Some(Err(e)) => tracing::error!("reload failed, keeping the running configuration: {e}"),
                         None => tracing::warn!("SIGHUP: nothing to reload"),

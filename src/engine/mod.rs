@@ -197,6 +197,12 @@ impl Sustain {
         out
     }
 
+    /// Keeps only the holds of rules for which `keep` says yes (a reload drops the holds
+    /// of rules that changed or went away).
+    pub fn retain_rules(&mut self, keep: impl Fn(&str) -> bool) {
+        self.held.retain(|(_, rule), _| keep(rule));
+    }
+
     /// Marks a due decision as acted on: it is not due again while its condition holds.
     pub fn acted(&mut self, d: &Decision) {
         if let Some(h) = self.held.get_mut(&(d.session.identity(), d.rule.clone())) {

@@ -41,6 +41,17 @@ pub struct Rule {
     program: cel::Program,
 }
 
+impl Rule {
+    /// Whether `other` holds under the same circumstances: same name, condition, action
+    /// and sustain (a reload keeps the holds of such rules).
+    pub fn same_condition(&self, other: &Rule) -> bool {
+        self.name == other.name
+            && self.when == other.when
+            && self.action == other.action
+            && self.sustain == other.sustain
+    }
+}
+
 /// The rules of a configuration, with the CEL environment they were compiled in.
 #[derive(Default)]
 pub struct RuleSet {
@@ -109,6 +120,11 @@ impl RuleSet {
         } else {
             Err(errors)
         }
+    }
+
+    /// The rule of this name.
+    pub fn get(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -435,7 +435,11 @@ async fn a_reload_applies_new_rules_and_a_refused_one_keeps_the_running_rules() 
                 "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n"
             };
             let cfg = config(&dir, rules);
-            Ok((compile(&cfg).map_err(|e| e.to_string())?, cfg.enforce))
+            Ok(daemon::Reloaded {
+                rules: compile(&cfg).map_err(|e| e.to_string())?,
+                enforce: cfg.enforce,
+                restart_needed: Vec::new(),
+            })
         })
     };
     let opts = Options {
@@ -545,5 +549,45 @@ async fn plex_down_from_the_start_is_said_once_and_the_daemon_stops_cleanly() {
         log.matches("cannot reach Plex").count(),
         1,
         "said once per state change: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_holds_of_unchanged_rules_and_names_what_needs_a_restart() {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let plex = FakePlex::start(&mixed_sessions());
+    let rule = "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"4s\"\n";
+    let reload: daemon::Reload = Box::new(move || {
+        // The same rule, one more, and a changed poll interval.
+        let text = format!("{rule}\n[[rules]]\nname = \"other\"\nwhen = 'user_id == 99'\n");
+        let cfg = config(&std::env::temp_dir(), &text);
+        Ok(daemon::Reloaded {
+            rules: compile(&cfg).map_err(|e| e.to_string())?,
+            enforce: cfg.enforce,
+            restart_needed: vec!["[plex]"],
+        })
+    });
+    let opts = Options {
+        reload: Some(reload),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let d = start(plex, rule, opts).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    d.control.send(Control::Reload).await.unwrap();
+    d.until(Duration::from_secs(10), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (_, plex, _) = d.stop().await;
+    let log = logs.text();
+    let at = plex.state.lock().unwrap().terminate_times[0] - t0;
+    // Held since about 1 s: due about 5 s in. A reset at 2.5 s would put it past 6.5 s.
+    assert!(
+        at < Duration::from_millis(6300),
+        "killed {at:?} in: the hold was reset\n{log}"
+    );
+    assert!(
+        log.contains("[plex] changed and take effect only after a restart"),
+        "{log}"
     );
 }

@@ -174,3 +174,16 @@ mod engine_holds {
         assert_eq!(tick.due.len(), 1);
     }
 }
+
+#[test]
+fn a_reload_names_the_settings_that_need_a_restart() {
+    use streamwarden::config::Config;
+    let a = Config::parse("[plex]\npoll_interval = \"10s\"\n", None).unwrap();
+    let b = Config::parse(
+        "[plex]\npoll_interval = \"5s\"\n[http]\nlisten = \"127.0.0.1:9\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(a.restart_needed(&b), vec!["[plex]", "[http]"]);
+    assert!(a.restart_needed(&a.clone()).is_empty());
+}
