@@ -24,6 +24,20 @@ pub(super) struct World<'a, P> {
     pub metrics: &'a Metrics,
 }
 
+/// How many times a failed kill is tried again, and the wait before the first retry
+/// (doubled for each next one): 2, 4 and 8 s.
+pub const KILL_RETRIES: u32 = 3;
+const FIRST_RETRY_MICROS: i64 = 2_000_000;
+
+/// A failed kill waiting for its next attempt.
+struct Retry {
+    decision: Decision,
+    /// Attempts made so far.
+    attempts: u32,
+    /// When to try again (the clock's microseconds).
+    at: i64,
+}
+
 /// A kill waiting to be confirmed by a later poll.
 struct Pending {
     decision: Decision,
@@ -35,6 +49,8 @@ struct Pending {
 pub(super) struct Kills<P: Terminator> {
     pub enforcer: Enforcer<Arc<P>>,
     pending: HashMap<String, Pending>,
+    /// Failed kills to try again, by stream identity and rule.
+    retries: HashMap<(String, String), Retry>,
     pub summary: Summary,
 }
 
@@ -43,6 +59,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         Self {
             enforcer,
             pending: HashMap::new(),
+            retries: HashMap::new(),
             summary: Summary::default(),
         }
     }
@@ -53,15 +70,51 @@ impl<P: SessionSource + Terminator> Kills<P> {
     }
 
     /// Acts on a due decision. A kill re-reads the session from Plex and re-evaluates it
-    /// first: no kill on stale data.
+    /// first: no kill on stale data. A kill that fails is tried again later.
     pub async fn act(&mut self, d: &Decision, generation: u64, w: &World<'_, P>) {
+        self.attempt(d, 1, generation, w).await;
+    }
+
+    /// Tries again the failed kills whose wait is over: each re-reads and re-evaluates
+    /// first, like the first attempt, and each outcome is audited.
+    pub async fn retry_due(&mut self, generation: u64, w: &World<'_, P>) {
+        let now = w.clock.now_micros();
+        let due: Vec<(String, String)> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let Some(r) = self.retries.remove(&key) else {
+                continue;
+            };
+            tracing::info!(
+                rule = %r.decision.rule,
+                session = r.decision.session.session_id.as_deref().unwrap_or("-"),
+                "trying the failed kill again (retry {} of {KILL_RETRIES})",
+                r.attempts
+            );
+            self.enforcer.forget_reported(&r.decision);
+            self.attempt(&r.decision, r.attempts + 1, generation, w)
+                .await;
+        }
+    }
+
+    async fn attempt(&mut self, d: &Decision, attempt: u32, generation: u64, w: &World<'_, P>) {
         let labels = RuleLabels {
             rule: d.rule.clone(),
         };
         let d = if d.action == Action::Kill && !self.enforcer.dry_run() {
             match recheck(d, w).await {
-                Some(fresh) => fresh,
-                None => return,
+                Recheck::Holds(fresh) => *fresh,
+                Recheck::Not => return,
+                Recheck::Unread if attempt > 1 => {
+                    // A retry waits for Plex to answer again rather than being dropped.
+                    self.schedule(d, attempt - 1, w);
+                    return;
+                }
+                Recheck::Unread => return,
             }
         } else {
             d.clone()
@@ -99,9 +152,37 @@ impl<P: SessionSource + Terminator> Kills<P> {
             Applied::Failed(r) => {
                 w.metrics.kill_failures.get_or_create(&labels).inc();
                 self.summary.failures.push((d.clone(), r.clone()));
+                if attempt <= KILL_RETRIES && d.session.session_id.is_some() {
+                    self.schedule(&d, attempt, w);
+                } else {
+                    tracing::error!(
+                        rule = %d.rule,
+                        session = d.session.session_id.as_deref().unwrap_or("-"),
+                        "the kill failed {attempt} times: giving up on this hold"
+                    );
+                }
             }
             _ => {}
         }
+    }
+
+    /// Schedules the next try of a kill that failed `attempts` times.
+    fn schedule(&mut self, d: &Decision, attempts: u32, w: &World<'_, P>) {
+        let wait = FIRST_RETRY_MICROS << (attempts.clamp(1, 16) - 1);
+        tracing::warn!(
+            rule = %d.rule,
+            session = d.session.session_id.as_deref().unwrap_or("-"),
+            "the kill failed; trying again in {} s (retry {attempts} of {KILL_RETRIES})",
+            wait / 1_000_000
+        );
+        self.retries.insert(
+            (d.session.identity(), d.rule.clone()),
+            Retry {
+                decision: d.clone(),
+                attempts,
+                at: w.clock.now_micros().saturating_add(wait),
+            },
+        );
     }
 
     /// Checks earlier kills against a newer poll: gone is confirmed; a survivor that is a
@@ -159,19 +240,19 @@ impl<P: SessionSource + Terminator> Kills<P> {
 
 /// Re-reads the sessions and re-evaluates `d`'s rule for its stream; the fresh decision
 /// when it still holds.
-async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Option<Decision> {
+async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Recheck {
     let sessions = match w.plex.sessions().await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(rule = %d.rule, "not killing: cannot re-read the session before the kill: {e}");
-            return None;
+            return Recheck::Unread;
         }
     };
     let id = d.session.identity();
     let session = d.session.session_id.as_deref().unwrap_or("-");
     let Some(i) = sessions.iter().position(|s| s.identity() == id) else {
         tracing::info!(rule = %d.rule, session, "the stream ended before the kill");
-        return None;
+        return Recheck::Not;
     };
     let now = w.clock.now_micros();
     let attributed = {
@@ -189,7 +270,20 @@ async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Option<Dec
         .any(|e| e.rule.name == d.rule && e.outcome == Outcome::Match);
     if !still {
         tracing::info!(rule = %d.rule, session, "no longer holds on fresh data: not killing");
-        return None;
+        return Recheck::Not;
     }
-    eval.decisions().into_iter().find(|x| x.rule == d.rule)
+    match eval.decisions().into_iter().find(|x| x.rule == d.rule) {
+        Some(fresh) => Recheck::Holds(Box::new(fresh)),
+        None => Recheck::Not,
+    }
+}
+
+/// What a re-read before a kill found.
+enum Recheck {
+    /// The rule still holds on fresh data: this decision.
+    Holds(Box<Decision>),
+    /// The stream ended or the rule no longer holds.
+    Not,
+    /// Plex could not be read.
+    Unread,
 }

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod http;
 pub mod io;
 mod kill;
+pub use kill::KILL_RETRIES;
 pub mod live;
 pub mod metrics;
 mod poll;
@@ -187,6 +188,7 @@ where
                 tracker: &tracker,
                 metrics: &metrics,
             };
+            kills.retry_due(snap.generation, &world).await;
             for d in &tick.due {
                 kills.act(d, snap.generation, &world).await;
             }

@@ -257,6 +257,14 @@ impl<T: Terminator> Enforcer<T> {
             })
     }
 
+    /// Forgets which skips and failures of `d`'s stream and rule were audited, so that
+    /// the next attempt's outcome is audited again (a retried kill).
+    pub fn forget_reported(&mut self, d: &Decision) {
+        let id = d.session.identity();
+        self.reported
+            .retain(|(s, r, _)| !(*s == id && *r == d.rule));
+    }
+
     /// Whether this run already killed (or saw a kill of) the session.
     pub fn already_killed(&self, session_id: &str) -> bool {
         self.killed.contains(session_id)

@@ -37,6 +37,8 @@ pub struct PlexState {
     pub metadata: HashMap<String, String>,
     /// Remove a session from the listing once it is terminated.
     pub remove_on_kill: bool,
+    /// Answer this many terminates with a 500 (they take no effect).
+    pub terminate_failures: u32,
     /// Answer a terminate only after this long (it still takes effect at once).
     pub terminate_delay: Option<Duration>,
     /// Answer /status/sessions only after this long.
@@ -234,6 +236,10 @@ fn record_terminate(
     }
     if !st.sessions_body.contains(&format!("id=\"{id}\"")) {
         return Err(StatusCode::NOT_FOUND);
+    }
+    if st.terminate_failures > 0 {
+        st.terminate_failures -= 1;
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
     }
     if st.announce {
         let user = crate::plex::session::parse_sessions(&st.sessions_body)

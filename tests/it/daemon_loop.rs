@@ -151,7 +151,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         url: opts.url.unwrap_or_else(|| plex.url.clone()),
         token: TOKEN.into(),
         client_identifier: "test".into(),
-        timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
         tls_verify: true,
     })
     .unwrap();
@@ -374,7 +374,7 @@ async fn plex_answering_garbage() {
 #[tokio::test]
 async fn plex_answering_slowly() {
     outage(
-        |s| s.sessions_delay = Some(Duration::from_secs(3)),
+        |s| s.sessions_delay = Some(Duration::from_secs(5)),
         |s| s.sessions_delay = None,
         "did not answer",
     )
@@ -590,4 +590,55 @@ async fn a_reload_keeps_the_holds_of_unchanged_rules_and_names_what_needs_a_rest
         log.contains("[plex] changed and take effect only after a restart"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_failed_kill_is_tried_again_with_backoff_and_each_attempt_is_audited() {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.terminate_failures = 1);
+    let rule = "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n";
+    let d = start(plex, rule, Options::default()).await;
+    d.until(Duration::from_secs(12), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (_, plex, audit) = d.stop().await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|l| l["session_id"] == FAST)
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["kill-failed", "kill"],
+        "{audit:?}\n{}",
+        logs.text()
+    );
+    assert_eq!(plex.terminates().len(), 1);
+}
+
+#[tokio::test]
+async fn a_kill_that_keeps_failing_is_given_up_after_its_retries() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.terminate_failures = 100);
+    let rule = "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n";
+    let d = start(plex, rule, Options::default()).await;
+    // 2 + 4 + 8 s of waits after the first attempt (each on a one-second tick), then no
+    // more.
+    tokio::time::sleep(Duration::from_secs(26)).await;
+    let (_, plex, audit) = d.stop().await;
+    let failed = audit
+        .iter()
+        .filter(|l| l["action"] == "kill-failed")
+        .count();
+    assert_eq!(failed, 1 + daemon::KILL_RETRIES as usize, "{audit:?}");
+    let sent = plex
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.starts_with("/status/sessions/terminate"))
+        .count();
+    assert_eq!(sent, 1 + daemon::KILL_RETRIES as usize);
 }
