@@ -50,6 +50,9 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
     if config.enforce.dry_run {
         println!("  dry run: decisions are audited, nothing is killed");
     }
+    for w in config.warnings() {
+        println!("  warning: {w}");
+    }
     if config.plex.url.is_none() || config.plex.token.is_none() {
         println!(
             "  note: no Plex url/token yet; set [plex] url and token, or PLEX_URL and PLEX_TOKEN"

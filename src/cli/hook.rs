@@ -19,6 +19,7 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
     for w in args.warnings(&plan) {
         eprintln!("warning: {w}");
     }
+    setup::warn(&config);
     let client = setup::plex_client(&config)?;
     let audit = setup::open_audit(&config)?;
     let mut enforcer = Enforcer::new(client, &config.enforce, audit);

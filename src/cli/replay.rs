@@ -18,6 +18,10 @@ pub struct ReplayArgs {
     /// The sessions to attribute traffic to: a saved /status/sessions response.
     #[arg(long, value_name = "FILE.xml")]
     pub sessions: Option<PathBuf>,
+    /// Saved /library/metadata/{ratingKey} responses (files or folders of .xml), for the
+    /// rules that read source_bitrate or source_resolution. Repeatable.
+    #[arg(long, value_name = "PATH", requires = "sessions")]
+    pub metadata: Vec<PathBuf>,
     /// Ignore the port filter and meter every TCP connection.
     #[arg(long)]
     pub all_tcp: bool,
@@ -32,10 +36,11 @@ pub struct ReplayArgs {
 pub async fn run(args: ReplayArgs, config: Option<&Path>) -> Result<Done, Failure> {
     let config = setup::load(config)?;
     let rules = setup::compile(&config)?;
-    let sessions = match &args.sessions {
+    let mut sessions = match &args.sessions {
         None => Vec::new(),
         Some(p) => replay::load_sessions(p)?,
     };
+    replay::fill_sources(&mut sessions, &args.metadata)?;
     // No BPF filter on a file: the meter checks ports after decoding, which also sees
     // inside VLAN tags that a plain "tcp and port N" filter would miss.
     let source =

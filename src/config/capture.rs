@@ -44,3 +44,68 @@ impl Default for CaptureConfig {
         }
     }
 }
+
+/// The smallest useful snaplen: link, IP and TCP headers.
+pub const MIN_SNAPLEN: i32 = 96;
+/// The smallest kernel buffer accepted: 64 KiB.
+pub const MIN_BUFFER_SIZE: i32 = 64 << 10;
+
+/// `[capture]` as written, with the places of the values that are checked.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCapture {
+    interface: Option<String>,
+    ports: Option<toml::Spanned<Vec<u16>>>,
+    snaplen: Option<toml::Spanned<i32>>,
+    buffer_size: Option<toml::Spanned<i32>>,
+    immediate: Option<bool>,
+    all_tcp: Option<bool>,
+    user: Option<String>,
+}
+
+impl RawCapture {
+    /// The settings, or a located error for a value that cannot work.
+    pub(super) fn resolve(
+        self,
+        source: &super::SourceMap,
+    ) -> Result<CaptureConfig, super::ConfigError> {
+        let d = CaptureConfig::default();
+        let all_tcp = self.all_tcp.unwrap_or(d.all_tcp);
+        if let Some(p) = &self.ports
+            && p.get_ref().is_empty()
+            && !all_tcp
+        {
+            return Err(source.error(
+                Some(p.span()),
+                "ports: empty, so nothing would be captured: list Plex's port (32400), or set all_tcp = true",
+            ));
+        }
+        if let Some(s) = &self.snaplen
+            && *s.get_ref() < MIN_SNAPLEN
+        {
+            return Err(source.error(
+                Some(s.span()),
+                format!("snaplen: at least {MIN_SNAPLEN} bytes (the headers must fit; the default is {DEFAULT_SNAPLEN})"),
+            ));
+        }
+        if let Some(b) = &self.buffer_size
+            && *b.get_ref() < MIN_BUFFER_SIZE
+        {
+            return Err(source.error(
+                Some(b.span()),
+                format!("buffer_size: at least {MIN_BUFFER_SIZE} bytes (the default is {DEFAULT_BUFFER_SIZE})"),
+            ));
+        }
+        Ok(CaptureConfig {
+            interface: self.interface.filter(|i| !i.trim().is_empty()),
+            ports: self.ports.map_or(d.ports, toml::Spanned::into_inner),
+            snaplen: self.snaplen.map_or(d.snaplen, toml::Spanned::into_inner),
+            buffer_size: self
+                .buffer_size
+                .map_or(d.buffer_size, toml::Spanned::into_inner),
+            immediate: self.immediate.unwrap_or(d.immediate),
+            all_tcp,
+            user: self.user,
+        })
+    }
+}

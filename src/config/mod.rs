@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod capture;
+mod validate;
 
 use crate::plex::PlexSettings;
 pub use capture::CaptureConfig;
@@ -139,7 +140,7 @@ struct RawConfig {
     #[serde(default)]
     rules: Vec<RawRule>,
     #[serde(default)]
-    capture: CaptureConfig,
+    capture: capture::RawCapture,
     #[serde(default)]
     http: HttpConfig,
 }
@@ -155,19 +156,19 @@ pub struct HttpConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlex {
-    url: Option<String>,
+    url: Option<Spanned<String>>,
     token: Option<String>,
     client_identifier: Option<String>,
     poll_interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    tls_verify: Option<bool>,
+    tls_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnforce {
     dry_run: Option<bool>,
-    audit_log: Option<PathBuf>,
+    audit_log: Option<Spanned<PathBuf>>,
     max_kills_per_minute: Option<Spanned<i64>>,
     #[serde(default)]
     exempt_users: Vec<String>,
@@ -262,6 +263,16 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub http: HttpConfig,
     pub source: SourceMap,
+    /// Where checked values stand in the file (none when they came from elsewhere).
+    pub spans: Spans,
+}
+
+/// The places in the file of values checked after the environment is applied.
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    pub plex_url: Option<std::ops::Range<usize>>,
+    pub tls_verify: Option<std::ops::Range<usize>>,
+    pub audit_log: Option<std::ops::Range<usize>>,
 }
 
 /// The default places a config file is looked for, in order.
@@ -297,10 +308,19 @@ impl Config {
         };
         let mut config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                let bytes = std::fs::read(&p).map_err(|e| ConfigError {
                     file: Some(p.clone()),
                     position: None,
                     message: format!("cannot read the config file: {e}"),
+                })?;
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                    let before = String::from_utf8_lossy(valid);
+                    ConfigError {
+                        file: Some(p.clone()),
+                        position: Some(SourceMap::new(None, &before).position(before.len())),
+                        message: "not UTF-8 text: save the file as UTF-8".into(),
+                    }
                 })?;
                 Self::parse(&text, Some(p))?
             }
@@ -309,53 +329,6 @@ impl Config {
         config.apply_env(|k| std::env::var(k).ok());
         config.validate()?;
         Ok(config)
-    }
-
-    /// Checks what can only be checked once the environment is applied: the Plex URL and
-    /// token, and the audit log's path. Errors never echo a secret.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |message: String| ConfigError {
-            file: self.source.file.clone(),
-            position: None,
-            message,
-        };
-        if let Some(url) = &self.plex.url {
-            let parsed = reqwest::Url::parse(url).map_err(|_| {
-                err("the Plex url is not a URL: write it as http://HOST:32400 (or https://...plex.direct:32400)".into())
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                return Err(err(
-                    "the Plex url must start with http:// or https:// and name a host, e.g. http://127.0.0.1:32400".into(),
-                ));
-            }
-            if parsed.query().is_some()
-                || !parsed.username().is_empty()
-                || parsed.password().is_some()
-            {
-                return Err(err(format!(
-                    "the Plex url must be the server's base address ({}://{}), without a query or credentials: give the token as PLEX_TOKEN or [plex] token",
-                    parsed.scheme(),
-                    parsed.host_str().unwrap_or("HOST"),
-                )));
-            }
-        }
-        if let Some(token) = &self.plex.token
-            && token.chars().any(|c| c.is_control() || c == ' ')
-        {
-            return Err(err(
-                "the Plex token contains spaces or control characters (a stray newline?)".into(),
-            ));
-        }
-        if let Some(audit) = &self.enforce.audit_log
-            && audit.is_dir()
-        {
-            return Err(err(format!(
-                "audit_log {} is a directory: name a file, e.g. {}/audit.jsonl",
-                audit.display(),
-                audit.display()
-            )));
-        }
-        Ok(())
     }
 
     /// Parses config text. `file` is only used to name the file in errors.
@@ -370,7 +343,12 @@ impl Config {
             })
         };
         let plex = PlexConfig {
-            url: raw.plex.url.filter(|u| !u.trim().is_empty()),
+            url: raw
+                .plex
+                .url
+                .as_ref()
+                .map(|u| u.get_ref().clone())
+                .filter(|u| !u.trim().is_empty()),
             token: raw.plex.token.filter(|t| !t.trim().is_empty()),
             client_identifier: raw.plex.client_identifier.filter(|t| !t.trim().is_empty()),
             poll_interval: duration(
@@ -379,7 +357,7 @@ impl Config {
                 "poll_interval",
             )?,
             timeout: duration(&raw.plex.timeout, Duration::from_secs(10), "timeout")?,
-            tls_verify: raw.plex.tls_verify.unwrap_or(true),
+            tls_verify: raw.plex.tls_verify.as_ref().is_none_or(|t| *t.get_ref()),
         };
         if plex.poll_interval < Duration::from_secs(1) {
             return Err(source.error(
@@ -407,16 +385,22 @@ impl Config {
         };
         let enforce = EnforceConfig {
             dry_run: raw.enforce.dry_run.unwrap_or(false),
-            audit_log: raw.enforce.audit_log,
+            audit_log: raw.enforce.audit_log.as_ref().map(|a| a.get_ref().clone()),
             max_kills_per_minute: max_kills,
             exempt_users: raw.enforce.exempt_users,
             act_on_estimates: raw.enforce.act_on_estimates.unwrap_or(false),
         };
+        let spans = Spans {
+            plex_url: raw.plex.url.as_ref().map(Spanned::span),
+            tls_verify: raw.plex.tls_verify.as_ref().map(Spanned::span),
+            audit_log: raw.enforce.audit_log.as_ref().map(Spanned::span),
+        };
         Ok(Self {
             plex,
             enforce,
+            spans,
             rules: raw.rules,
-            capture: raw.capture,
+            capture: raw.capture.resolve(&source)?,
             http: raw.http,
             source,
         })
@@ -426,6 +410,7 @@ impl Config {
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(url) = get("PLEX_URL").filter(|v| !v.trim().is_empty()) {
             self.plex.url = Some(url.trim().to_string());
+            self.spans.plex_url = None;
         }
         if let Some(token) = get("PLEX_TOKEN").filter(|v| !v.trim().is_empty()) {
             self.plex.token = Some(token.trim().to_string());

@@ -35,6 +35,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         dry_run,
         view,
     } = live;
+    crate::engine::setup::warn(&config);
     let plex = plex_client(&config)?;
     let audit = open_audit(&config)?;
     let http = match config.http.listen {

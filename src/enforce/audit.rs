@@ -54,11 +54,9 @@ impl AuditLog {
         Self { file: None }
     }
 
-    /// Opens (creating) the file for appending.
+    /// Opens (creating) the file for appending. Its directory must exist: creating one
+    /// here would leave it owned by root when the daemon starts as root.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             file: Some((path.to_path_buf(), file)),

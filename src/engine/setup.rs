@@ -25,6 +25,13 @@ pub fn load(path: Option<&Path>) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| config_failure(&[e]))
 }
 
+/// Logs what the configuration sets that does nothing (check prints it instead).
+pub fn warn(config: &Config) {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+}
+
 /// Compiles the configuration's rules.
 pub fn compile(config: &Config) -> Result<RuleSet, Failure> {
     RuleSet::compile(config).map_err(|errors| config_failure(&errors))

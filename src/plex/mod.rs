@@ -272,6 +272,9 @@ impl PlexClient {
             {
                 reason.push_str(" (the server answered in plain HTTP: use an http:// URL)");
             }
+            if let Some(hint) = tls_hint(&reason) {
+                reason.push_str(hint);
+            }
             PlexError::Unreachable {
                 url: self.base.clone(),
                 reason: redact(&reason, &self.settings.token),
@@ -484,12 +487,43 @@ fn path_key(s: &str) -> Result<&str, PlexError> {
     }
 }
 
+/// What to do when the server's certificate was refused, from rustls's reason.
+fn tls_hint(reason: &str) -> Option<&'static str> {
+    const REFUSALS: &[&str] = &[
+        "CaUsedAsEndEntity",
+        "UnknownIssuer",
+        "NotValidForName",
+        "Expired",
+        "BadSignature",
+        "SelfSigned",
+        "invalid peer certificate",
+    ];
+    REFUSALS.iter().any(|r| reason.contains(r)).then_some(
+        " (the server's TLS certificate does not verify for this address: use its plex.direct \
+         address, https://IP-WITH-DASHES.SERVER-HASH.plex.direct:32400 as Plex's own apps do \
+         (shown in Plex Web's network tab or at plex.tv/api/resources), use http://, or set \
+         [plex] tls_verify = false)",
+    )
+}
+
 /// Replaces every occurrence of the token in `text`.
 pub fn redact(text: &str, token: &str) -> String {
     if token.len() < 4 {
         return text.to_string();
     }
     text.replace(token, "<redacted>")
+}
+
+#[cfg(test)]
+mod tls_tests {
+    #[test]
+    fn a_refused_certificate_says_what_to_do() {
+        let reason = "error sending request: client error (Connect): invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        let hint = super::tls_hint(reason).expect("a hint");
+        assert!(hint.contains("plex.direct"), "{hint}");
+        assert!(hint.contains("tls_verify = false"), "{hint}");
+        assert!(super::tls_hint("connection refused").is_none());
+    }
 }
 
 #[cfg(test)]

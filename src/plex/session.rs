@@ -259,6 +259,18 @@ pub fn parse_source_facts(
         .unwrap_or_default())
 }
 
+/// The ratingKeys of the items in a `/library/metadata/{ratingKey}` response.
+pub fn rating_keys(body: &str) -> Result<Vec<String>, quick_xml::DeError> {
+    Ok(parse_container(body)?
+        .items
+        .into_iter()
+        .filter_map(|item| match item {
+            xml::Item::Video(m) | xml::Item::Track(m) | xml::Item::Photo(m) => m.rating_key,
+            xml::Item::Other => None,
+        })
+        .collect())
+}
+
 fn normalise(kind: ItemKind, m: Metadata) -> Session {
     let media = m
         .media

@@ -187,3 +187,192 @@ fn a_reload_names_the_settings_that_need_a_restart() {
     assert_eq!(a.restart_needed(&b), vec!["[plex]", "[http]"]);
     assert!(a.restart_needed(&a.clone()).is_empty());
 }
+
+mod config_gaps {
+    use crate::common::*;
+
+    /// `check` on `text` (bytes), as c.toml: its exit code and what it said.
+    fn check(text: &[u8]) -> (Option<i32>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.toml"), text).unwrap();
+        let o = run(dir.path(), "", "", &["check", "--config", "c.toml"]);
+        (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_located() {
+        let (code, out) = check(b"[plex]\npoll_interval = \"10s\"\n# caf\xe9\n");
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("c.toml:3:6: not UTF-8"), "{out}");
+    }
+
+    #[test]
+    fn a_bad_plex_url_is_located() {
+        let (code, out) = check(b"[plex]\nurl = \"htp:/x\"\n");
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("c.toml:2:7: [plex] url must start with http://"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_audit_log_that_is_a_directory_or_in_a_missing_one_is_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let (code, out) = check(format!("[enforce]\naudit_log = \"{d}\"\n").as_bytes());
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("c.toml:2:13: audit_log"), "{out}");
+        assert!(out.contains("is a directory"), "{out}");
+        let (code, out) =
+            check(format!("[enforce]\naudit_log = \"{d}/missing/a.jsonl\"\n").as_bytes());
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("c.toml:2:13: audit_log: the directory"),
+            "{out}"
+        );
+        assert!(
+            !dir.path().join("missing").exists(),
+            "created as a side effect"
+        );
+    }
+
+    #[test]
+    fn capture_settings_that_cannot_work_are_refused_where_they_stand() {
+        for (text, at, what) in [
+            (
+                "[capture]\nsnaplen = 0\n",
+                "c.toml:2:11",
+                "snaplen: at least",
+            ),
+            (
+                "[capture]\nbuffer_size = 0\n",
+                "c.toml:2:15",
+                "buffer_size: at least",
+            ),
+            ("[capture]\nports = []\n", "c.toml:2:9", "ports: empty"),
+        ] {
+            let (code, out) = check(text.as_bytes());
+            assert_eq!(code, Some(2), "{text}: {out}");
+            assert!(out.contains(&format!("{at}: {what}")), "{text}: {out}");
+        }
+        // No ports with all_tcp is fine.
+        let (code, out) = check(b"[capture]\nports = []\nall_tcp = true\n");
+        assert_eq!(code, Some(0), "{out}");
+    }
+
+    #[test]
+    fn tls_verify_false_on_plain_http_is_pointed_out() {
+        let (code, out) = check(b"[plex]\nurl = \"http://127.0.0.1:32400\"\ntls_verify = false\n");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("tls_verify = false (line 3, column 14) has no effect"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_http_port_in_use_is_a_configuration_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let plex = FakePlex::start("<MediaContainer size=\"0\"></MediaContainer>");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.toml"),
+            format!("[http]\nlisten = \"{addr}\"\n[capture]\ninterface = \"lo\"\n"),
+        )
+        .unwrap();
+        let o = run(dir.path(), &plex.url, TOKEN, &["run", "--config", "c.toml"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("cannot listen on [http] listen = \"{addr}\"")));
+    }
+}
+
+mod replay_source_facts {
+    use crate::common::capture::*;
+    use crate::common::*;
+
+    const CLIENT: [u8; 4] = [198, 51, 100, 7];
+
+    /// One stream to the HA session (ratingKey 1, Media 2637) for 20 s, its sessions file
+    /// and a rule on the source file's bitrate.
+    fn setup(dir: &std::path::Path) -> (String, String) {
+        let mut cap = Cap::default();
+        cap.stream(SERVER, 32400, CLIENT, 50000, 0, 20, 100, 1250);
+        let file = dir.join("one.pcap");
+        cap.write(&file);
+        let body = fixture("ha_session_base.xml")
+            .replace("{user_id}", "7")
+            .replace("address=\"1.2.3.11\"", "address=\"198.51.100.7\"");
+        std::fs::write(dir.join("sessions.xml"), body).unwrap();
+        std::fs::write(
+            dir.join("streamwarden.toml"),
+            "[[rules]]\nname = \"big-source\"\nwhen = 'source_bitrate > 10000'\n",
+        )
+        .unwrap();
+        (
+            file.display().to_string(),
+            dir.join("sessions.xml").display().to_string(),
+        )
+    }
+
+    #[test]
+    fn replay_says_which_rules_it_could_not_judge_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, xml) = setup(dir.path());
+        let o = run(dir.path(), "", "", &["replay", &file, "--sessions", &xml]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("rule \"big-source\" could not be evaluated for session session_id_1: unknown source_bitrate"),
+            "{out}"
+        );
+        assert!(out.contains("--metadata"), "{out}");
+        let o = run(
+            dir.path(),
+            "",
+            "",
+            &["replay", &file, "--sessions", &xml, "--json"],
+        );
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["unevaluated"][0]["rule"], "big-source");
+        assert_eq!(v["unevaluated"][0]["missing"][0], "source_bitrate");
+    }
+
+    #[test]
+    fn replay_reads_source_facts_from_saved_library_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, xml) = setup(dir.path());
+        let meta = dir.path().join("metadata");
+        std::fs::create_dir(&meta).unwrap();
+        std::fs::write(
+            meta.join("1.xml"),
+            r#"<MediaContainer size="1"><Video ratingKey="1"><Media id="2637" bitrate="40000" videoResolution="4k"/></Video></MediaContainer>"#,
+        )
+        .unwrap();
+        let args = [
+            "replay",
+            &file,
+            "--sessions",
+            &xml,
+            "--metadata",
+            meta.to_str().unwrap(),
+            "--json",
+        ];
+        let o = run(dir.path(), "", "", &args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["unevaluated"], serde_json::json!([]), "{v}");
+        assert_eq!(v["decisions"][0]["rule"], "big-source", "{v}");
+        assert_eq!(v["decisions"][0]["action"], "would-kill", "{v}");
+        // A file that is not a metadata response is refused by name.
+        std::fs::write(meta.join("2.xml"), "<html>").unwrap();
+        let o = run(dir.path(), "", "", &args);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("2.xml is not a saved /library/metadata response"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

@@ -4,7 +4,8 @@
 
 mod report;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::Failure;
@@ -13,7 +14,9 @@ use crate::capture::{CaptureError, Next, Packet, PacketSource};
 use crate::config::EnforceConfig;
 use crate::enforce::{Applied, AuditLog, Enforcer, Terminator};
 use crate::meter::Metering;
-use crate::plex::{Session, session::parse_sessions};
+use crate::plex::Session;
+use crate::plex::session::{parse_sessions, parse_source_facts, rating_keys};
+use crate::rules::Outcome;
 use crate::rules::{Decision, RuleSet};
 
 use super::Tracker;
@@ -46,6 +49,8 @@ pub struct Replay {
     pub sessions: Vec<Session>,
     pub attributed: Vec<Option<Attributed>>,
     pub made: Vec<Made>,
+    /// Rules that could not be judged at the end, per session.
+    pub unevaluated: Vec<Unevaluated>,
     pub ports: Vec<u16>,
     pub all_tcp: bool,
     /// The capture's last packet time.
@@ -80,6 +85,81 @@ pub fn load_sessions(path: &Path) -> Result<Vec<Session>, Failure> {
     })
 }
 
+/// Fills the sessions' source facts from saved `/library/metadata/{ratingKey}` responses:
+/// files, or folders of them (every `.xml` inside). Returns how many sessions got facts.
+pub fn fill_sources(sessions: &mut [Session], paths: &[PathBuf]) -> Result<usize, Failure> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| {
+                Failure::Usage(format!("cannot read the folder {}: {e}", p.display()))
+            })?;
+            let mut inside: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "xml"))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut by_key: HashMap<String, String> = HashMap::new();
+    for f in &files {
+        let body = std::fs::read_to_string(f).map_err(|e| {
+            Failure::Usage(format!("cannot read metadata file {}: {e}", f.display()))
+        })?;
+        let keys = rating_keys(&body).map_err(|e| {
+            Failure::Usage(format!(
+                "{} is not a saved /library/metadata response: {e}",
+                f.display()
+            ))
+        })?;
+        for k in keys {
+            by_key.insert(k, body.clone());
+        }
+    }
+    let mut filled = 0;
+    for s in sessions.iter_mut().filter(|s| !s.live) {
+        let Some(body) = s.rating_key.as_ref().and_then(|k| by_key.get(k)) else {
+            continue;
+        };
+        if let Ok(f) = parse_source_facts(body, s.media_id.as_deref()) {
+            s.source_bitrate_kbps = f.bitrate_kbps;
+            s.source_resolution = f.resolution;
+            filled += 1;
+        }
+    }
+    Ok(filled)
+}
+
+/// A rule that could not be judged for a session at the end of the capture.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unevaluated {
+    pub rule: String,
+    pub session_id: Option<String>,
+    /// The variables whose values were unknown.
+    pub missing: Vec<String>,
+    /// Why, and what would help.
+    pub why: String,
+}
+
+/// Says why each of `missing` was unknown in a replay.
+fn why(missing: &[&str]) -> String {
+    let has = |names: &[&str]| missing.iter().any(|m| names.contains(m));
+    let mut out = Vec::new();
+    if has(&["source_bitrate", "source_resolution"]) {
+        out.push("a saved /status/sessions has no source facts: add --metadata with the /library/metadata/{ratingKey} responses (a file or a folder)");
+    }
+    if missing.iter().any(|m| m.starts_with("measured_")) {
+        out.push("no traffic in the capture was attributed to this session");
+    }
+    if out.is_empty() {
+        out.push("Plex did not report it in the saved sessions");
+    }
+    out.join("; ")
+}
+
 /// Replays `source` through the engine.
 pub async fn replay(
     mut source: PacketSource,
@@ -102,6 +182,7 @@ pub async fn replay(
         tracker: Tracker::default(),
         enforcer: Enforcer::new(NeverKill, &cfg, AuditLog::none()),
         made: Vec::new(),
+        unevaluated: Vec::new(),
         first: None,
     };
     let evaluate = !rules.is_empty() && !sessions.is_empty();
@@ -127,13 +208,14 @@ pub async fn replay(
     if evaluate {
         run.step(&metering, now).await;
     }
-    let made = run.made;
+    let (made, unevaluated) = (run.made, run.unevaluated);
     let attributed = crate::attribute::attribute(&metering.meter, &sessions, &ports, now);
     Ok(Replay {
         metering,
         sessions,
         attributed,
         made,
+        unevaluated,
         ports,
         all_tcp,
         now,
@@ -191,6 +273,8 @@ struct Run<'a> {
     tracker: Tracker,
     enforcer: Enforcer<NeverKill>,
     made: Vec<Made>,
+    /// As of the latest round.
+    unevaluated: Vec<Unevaluated>,
     first: Option<i64>,
 }
 
@@ -206,6 +290,21 @@ impl Run<'_> {
             true,
             &mut self.tracker,
         );
+        self.unevaluated = tick
+            .streams
+            .iter()
+            .flat_map(|e| {
+                e.evaluations.iter().filter_map(|ev| match &ev.outcome {
+                    Outcome::Unknown { missing } => Some(Unevaluated {
+                        rule: ev.rule.name.clone(),
+                        session_id: e.session.session_id.clone(),
+                        missing: missing.iter().map(|m| m.to_string()).collect(),
+                        why: why(missing),
+                    }),
+                    _ => None,
+                })
+            })
+            .collect();
         let first = self.first.unwrap_or(at);
         for d in tick.due {
             self.tracker.sustain.acted(&d);

@@ -75,6 +75,8 @@ struct Report<'a> {
     as_of: Option<String>,
     sessions: Vec<Row>,
     decisions: Vec<DecisionRow<'a>>,
+    /// Rules that could not be judged at the end, and why.
+    unevaluated: &'a [super::Unevaluated],
     packets: Packets,
     #[serde(skip_serializing_if = "Option::is_none")]
     flows: Option<Vec<FlowRow>>,
@@ -178,6 +180,7 @@ impl Replay {
             as_of: self.metering.meter.latest_micros().map(time_of),
             sessions,
             decisions,
+            unevaluated: &self.unevaluated,
             packets: Packets {
                 read: s.read,
                 decoded: s.decoded,
@@ -258,6 +261,16 @@ impl Replay {
                 m.decision.session.session_id.as_deref().unwrap_or("-"),
                 m.decision.session.user.as_deref().unwrap_or("-"),
                 m.decision.message
+            );
+        }
+        for u in &self.unevaluated {
+            let _ = writeln!(
+                out,
+                "rule {:?} could not be evaluated for session {}: unknown {} ({})",
+                u.rule,
+                u.session_id.as_deref().unwrap_or("-"),
+                u.missing.join(", "),
+                u.why
             );
         }
         if flows {
