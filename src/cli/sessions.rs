@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::Failure;
+use crate::enforce::escape;
 use crate::engine::setup;
 use crate::plex::Session;
 
@@ -66,6 +67,7 @@ pub fn table(sessions: &[Session]) -> String {
     let header = [
         "SESSION", "USER", "ADDRESS", "STATE", "DECISION", "RES", "MBPS", "RESERVED", "TITLE",
     ];
+    // Every cell is escaped: Plex's names and titles stay on their row.
     let rows: Vec<[String; 9]> = sessions
         .iter()
         .map(|s| {
@@ -84,6 +86,7 @@ pub fn table(sessions: &[Session]) -> String {
                 kbps(s.bandwidth_kbps),
                 s.display_title(),
             ]
+            .map(|c| escape(&c).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);

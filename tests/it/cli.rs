@@ -221,3 +221,26 @@ fn a_json_answer_is_named_as_such() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("the body is JSON"), "{}", stderr(&o));
 }
+
+#[test]
+fn sessions_table_escapes_control_characters_from_plex() {
+    let body = mixed_sessions().replace(
+        r#"title="example_usr""#,
+        r#"title="example_usr&#10;killed session 99&#13;&#27;[2K""#,
+    );
+    let plex = FakePlex::start(&body);
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert!(
+        !out.lines().any(|l| l.starts_with("killed session 99")),
+        "{out}"
+    );
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert!(
+        out.contains(r"example_usr\nkilled session 99\r\u{1b}[2K"),
+        "{out}"
+    );
+}

@@ -789,3 +789,121 @@ fn rules_mode_without_rules_is_a_configuration_error() {
     assert!(stderr(&o).contains("has no [[rules]]"), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
 }
+
+/// The homarr stream (user 1, Session HOMARR) with a user name and a title that try to
+/// forge report lines: a newline, a carriage return, ESC and C1 controls.
+fn forged_sessions() -> String {
+    let body = mixed_sessions()
+        .replace(
+            r#"title="example_usr""#,
+            r#"title="example_usr&#10;killed session 99 (someone, x) [jbop:stream]: bye&#13;&#27;[2K&#133;!""#,
+        )
+        .replace(
+            r#"title="A long title""#,
+            r#"title="A long title&#10;killed session 98&#x9b;1m""#,
+        );
+    assert!(body.contains("killed session 99") && body.contains("killed session 98"));
+    body
+}
+
+/// No line of `text` starts with forged text, and no control character but the line ends
+/// reaches the output.
+fn assert_no_forged_lines(text: &str) {
+    for line in text.lines() {
+        let bare = line
+            .trim_start_matches("error: ")
+            .trim_start_matches("warning: ");
+        assert!(
+            !bare.starts_with("killed session 99") && !bare.starts_with("killed session 98"),
+            "a forged line:\n{text}"
+        );
+    }
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character reached the output: {text:?}"
+    );
+}
+
+#[test]
+fn control_characters_from_plex_cannot_forge_report_lines() {
+    let plex = FakePlex::start(&forged_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HOMARR],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(plex.terminates().len(), 1);
+    assert_no_forged_lines(&stdout(&o));
+    assert_no_forged_lines(&stderr(&o));
+    // The data is still shown, escaped.
+    assert!(
+        stdout(&o).contains(r"example_usr\nkilled session 99")
+            && stdout(&o).contains(r"\r\u{1b}[2K\u{85}!"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(r"A long title\nkilled session 98\u{9b}1m"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn control_characters_cannot_forge_skip_and_failure_lines() {
+    let plex = FakePlex::start(&forged_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    // Exempt: the skip reason names the user.
+    let user = "example_usr\nkilled session 99 (someone, x) [jbop:stream]: bye\r\u{1b}[2K\u{85}!";
+    write_config(
+        dir.path(),
+        &format!("[enforce]\nexempt_users = [{:?}]\n", user)
+            .replace("\\u{1b}", "\\u001b")
+            .replace("\\u{85}", "\\u0085"),
+    );
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert!(
+        stdout(&o).contains("exempt"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_no_forged_lines(&stdout(&o));
+    assert_no_forged_lines(&stderr(&o));
+    // A failed kill: no Plex Pass.
+    plex.set(|s| s.plex_pass = false);
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HOMARR],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("could not kill"), "{}", stderr(&o));
+    assert_no_forged_lines(&stdout(&o));
+    assert_no_forged_lines(&stderr(&o));
+}
+
+#[test]
+fn escape_writes_every_line_breaking_or_terminal_character_as_an_escape() {
+    use streamwarden::enforce::escape;
+    assert_eq!(escape("plain \\ text é"), "plain \\ text é");
+    assert_eq!(escape("a\nb\rc\td"), r"a\nb\rc\td");
+    assert_eq!(
+        escape("\u{1b}[2J\u{7f}\u{85}\u{9b}"),
+        r"\u{1b}[2J\u{7f}\u{85}\u{9b}"
+    );
+    // Unicode line breaks and bidirectional overrides too.
+    assert_eq!(escape("a\u{2028}b\u{202e}c"), r"a\u{2028}b\u{202e}c");
+    let once = escape("x\n\u{1b}y").into_owned();
+    assert_eq!(escape(&once), once, "escaping twice changes nothing");
+}
