@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::Failure;
-use crate::enforce::Enforcer;
+use crate::enforce::{Applied, Enforcer};
 use crate::engine::{self, Clock, Pauses, SystemClock};
 use crate::plex::{PlexClient, Session};
 use crate::rules::{Action, Decision, Observed, Outcome as RuleOutcome, Vars};
@@ -127,11 +127,27 @@ pub(super) async fn all_streams(
         )));
         return Ok(Outcome::Done);
     }
-    let decisions: Vec<Decision> = wanted
-        .iter()
-        .map(|s| manual_decision("jbop:allStreams", s, &sessions, message))
-        .collect();
-    Ok(apply_all(enforcer, &decisions, say).await)
+    // What Plex cannot stop is skipped with a note: only a stoppable stream whose kill
+    // failed makes the run a failure.
+    let mut outcome = Outcome::Done;
+    for s in wanted {
+        let d = manual_decision("jbop:allStreams", s, &sessions, message);
+        if !s.killable() {
+            skip_unstoppable(enforcer, &d, say);
+        } else if apply_all(enforcer, std::slice::from_ref(&d), say).await == Outcome::KillFailed {
+            outcome = Outcome::KillFailed;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Notes and audits a stream Plex gave no Session id: there is nothing to terminate.
+fn skip_unstoppable(enforcer: &mut Enforcer<PlexClient>, d: &Decision, say: &mut dyn FnMut(Say)) {
+    let skipped = Applied::Skipped(
+        "Plex gave it no Session id (a photo, some Plexamp streams, synced content or an old server), so it cannot be stopped".into(),
+    );
+    enforcer.note(d, skipped.action(), skipped.reason().map(str::to_string));
+    say(Say::Info(skipped.describe(d)));
 }
 
 pub(super) async fn paused(

@@ -176,9 +176,10 @@ fn all_streams_kills_every_killable_stream_of_that_user_only() {
     let mut killed: Vec<String> = plex.terminates().into_iter().map(|t| t.0).collect();
     killed.sort();
     assert_eq!(killed, vec![HOMARR.to_string(), PLEXOPEDIA.to_string()]);
-    // The two old-server items of user 1 have no Session id: those kills fail, exit 1.
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot be stopped"), "{}", stderr(&o));
+    // The two old-server items of user 1 have no Session id: skipped with a note, and
+    // everything stoppable was stopped, so exit 0.
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("cannot be stopped"), "{}", stdout(&o));
     assert!(
         stderr(&o).contains("--notify is accepted"),
         "{}",
@@ -390,9 +391,13 @@ fn kill_budget_stops_further_kills_and_audits_them() {
     );
     assert_eq!(plex.terminates().len(), 1, "{}", stdout(&o));
     let lines = audit_lines(&dir.path().join("a.jsonl"));
+    // (The two streams without a Session id are skipped too, for another reason.)
     let skipped: Vec<_> = lines
         .iter()
-        .filter(|l| l["action"] == "kill-skipped")
+        .filter(|l| {
+            l["action"] == "kill-skipped"
+                && !l["reason"].as_str().unwrap().contains("cannot be stopped")
+        })
         .collect();
     assert_eq!(skipped.len(), 1, "{lines:?}");
     assert!(skipped[0]["reason"].as_str().unwrap().contains("budget"));
@@ -891,6 +896,68 @@ fn control_characters_cannot_forge_skip_and_failure_lines() {
     assert!(stderr(&o).contains("could not kill"), "{}", stderr(&o));
     assert_no_forged_lines(&stdout(&o));
     assert_no_forged_lines(&stderr(&o));
+}
+
+#[test]
+fn all_streams_skips_what_plex_cannot_stop_and_exits_0() {
+    // User 1 has two killable streams and two without a Session id (go_plex_client).
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "[enforce]\naudit_log = \"a.jsonl\"\n");
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let mut killed: Vec<String> = plex.terminates().into_iter().map(|t| t.0).collect();
+    killed.sort();
+    assert_eq!(killed, vec![HOMARR.to_string(), PLEXOPEDIA.to_string()]);
+    let out = stdout(&o);
+    assert_eq!(out.matches("killed session").count(), 2, "{out}");
+    assert_eq!(out.matches("cannot be stopped").count(), 2, "{out}");
+    assert!(out.contains("no Session id"), "{out}");
+    assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+    let actions: Vec<String> = audit_lines(&dir.path().join("a.jsonl"))
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["kill", "kill", "kill-skipped", "kill-skipped"],
+        "{actions:?}"
+    );
+    // A stoppable stream that fails still fails the run (a fresh audit log: the first
+    // run's kills are not repeated).
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.plex_pass = false);
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Plex Pass"), "{}", stderr(&o));
+}
+
+#[test]
+fn all_streams_dry_run_skips_what_plex_cannot_stop_and_exits_0() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--dry-run", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(plex.terminates().is_empty());
+    let out = stdout(&o);
+    assert_eq!(out.matches("would kill").count(), 2, "{out}");
+    assert_eq!(out.matches("cannot be stopped").count(), 2, "{out}");
 }
 
 #[test]
