@@ -7,13 +7,14 @@ use serde_json::json;
 use crate::Failure;
 use crate::enforce::escape;
 use crate::engine::setup;
-use crate::plex::Session;
+use crate::plex::{ONE_SHOT_BUDGET, Session};
 
 use super::Done;
 
 pub async fn run(config: Option<&Path>, as_json: bool) -> Result<Done, Failure> {
     let config = setup::load(config)?;
     let client = setup::plex_client(&config)?;
+    client.set_budget(Some(ONE_SHOT_BUDGET));
     let sessions = client
         .sessions_with_sources()
         .await

@@ -244,3 +244,21 @@ fn sessions_table_escapes_control_characters_from_plex() {
         "{out}"
     );
 }
+
+#[test]
+fn a_slow_plex_fails_sessions_well_within_30_seconds() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.sessions_delay = Some(std::time::Duration::from_secs(120)));
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions"]);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Plex did not answer /status/sessions within 20s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < std::time::Duration::from_secs(25), "took {took:?}");
+    assert_no_token(&o);
+}

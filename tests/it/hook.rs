@@ -961,6 +961,117 @@ fn all_streams_dry_run_skips_what_plex_cannot_stop_and_exits_0() {
 }
 
 #[test]
+fn an_overlong_kill_message_is_a_usage_error_naming_the_limit() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(100 * 1024);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HA,
+            "--killMessage",
+            &long,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--killMessage"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1024"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).len() < 1000,
+        "the message is not echoed: {}",
+        stderr(&o).len()
+    );
+    assert!(plex.state.lock().unwrap().requests.is_empty());
+    // The limit counts characters, not bytes: 1024 two-byte characters pass.
+    let most = "é".repeat(1024);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HA,
+            "--killMessage",
+            &most,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(plex.terminates(), vec![(HA.to_string(), most)]);
+}
+
+#[test]
+fn delay_limit_and_interval_are_bounded() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let huge = u64::MAX.to_string();
+    for (flag, max) in [
+        ("--delay", "3600"),
+        ("--limit", "86400"),
+        ("--interval", "3600"),
+    ] {
+        let started = std::time::Instant::now();
+        let o = run(
+            dir.path(),
+            &plex.url,
+            TOKEN,
+            &["hook", "--jbop", "paused", "--sessionId", HA, flag, &huge],
+        );
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+        assert!(stderr(&o).contains(max), "{flag}: {}", stderr(&o));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let over = (max.parse::<u64>().unwrap() + 1).to_string();
+        let o = run(
+            dir.path(),
+            &plex.url,
+            TOKEN,
+            &["hook", "--jbop", "paused", "--sessionId", HA, flag, &over],
+        );
+        assert_eq!(o.status.code(), Some(2), "{flag} {over}: {}", stderr(&o));
+    }
+    assert!(plex.state.lock().unwrap().requests.is_empty());
+    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    for text in ["at most 3600", "at most 86400", "at most 1024 characters"] {
+        assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+    }
+}
+
+#[test]
+fn a_slow_plex_fails_the_hook_before_tautullis_30_second_timeout() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.sessions_delay = Some(std::time::Duration::from_secs(120)));
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Plex did not answer /status/sessions within 20s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < std::time::Duration::from_secs(25), "took {took:?}");
+    assert!(plex.terminates().is_empty());
+    assert_no_token(&o);
+}
+
+#[test]
 fn escape_writes_every_line_breaking_or_terminal_character_as_an_escape() {
     use streamwarden::enforce::escape;
     assert_eq!(escape("plain \\ text é"), "plain \\ text é");
