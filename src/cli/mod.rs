@@ -51,7 +51,7 @@ pub enum Command {
     Check,
     /// List the server's current streams.
     Sessions {
-        /// A JSON array instead of a table.
+        /// A JSON array instead of a table, with every rule variable (unknown: null).
         #[arg(long)]
         json: bool,
     },

@@ -2,23 +2,26 @@
 
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{Map, Value as Json, json};
 
 use crate::Failure;
+use crate::enforce::escape;
 use crate::engine::setup;
-use crate::plex::Session;
+use crate::plex::{ONE_SHOT_BUDGET, Session};
+use crate::rules::{Observed, Value, Vars};
 
 use super::Done;
 
 pub async fn run(config: Option<&Path>, as_json: bool) -> Result<Done, Failure> {
     let config = setup::load(config)?;
     let client = setup::plex_client(&config)?;
+    client.set_budget(Some(ONE_SHOT_BUDGET));
     let sessions = client
         .sessions_with_sources()
         .await
         .map_err(|e| Failure::Failed(e.to_string()))?;
     if as_json {
-        let list: Vec<_> = sessions.iter().map(to_json).collect();
+        let list: Vec<_> = sessions.iter().map(|s| to_json(s, &sessions)).collect();
         let text =
             serde_json::to_string_pretty(&list).map_err(|e| Failure::Failed(e.to_string()))?;
         println!("{text}");
@@ -28,9 +31,15 @@ pub async fn run(config: Option<&Path>, as_json: bool) -> Result<Done, Failure> 
     Ok(Done::Ok)
 }
 
-/// A session as `sessions --json` prints it.
-pub fn to_json(s: &Session) -> serde_json::Value {
-    json!({
+/// A session as `sessions --json` prints it, seen among `all`: its fields, then every rule
+/// variable not already a key, with the value rules see (unknown: null), and all of them
+/// again under `vars` (there `title` is the rules' title, not "Show - Title").
+pub fn to_json(s: &Session, all: &[Session]) -> Json {
+    let vars: Map<String, Json> = Vars::for_session(s, all, &Observed::default())
+        .listing()
+        .map(|(name, v)| (name.to_string(), var_json(v)))
+        .collect();
+    let mut out = json!({
         "session_id": s.session_id,
         "session_key": s.session_key,
         "user": s.user,
@@ -52,7 +61,23 @@ pub fn to_json(s: &Session) -> serde_json::Value {
         "source_resolution": s.source_resolution,
         "bandwidth_kbps": s.bandwidth_kbps,
         "killable": s.killable(),
-    })
+    });
+    if let Json::Object(fields) = &mut out {
+        for (name, v) in &vars {
+            fields.entry(name.as_str()).or_insert_with(|| v.clone());
+        }
+        fields.insert("vars".into(), Json::Object(vars));
+    }
+    out
+}
+
+/// A rule variable's value in JSON; whole numbers print as integers.
+fn var_json(v: Option<&Value>) -> Json {
+    match v {
+        None => Json::Null,
+        Some(Value::Number(n)) if n.fract() == 0.0 && n.abs() < 1e15 => Json::from(*n as i64),
+        Some(v) => serde_json::to_value(v).unwrap_or(Json::Null),
+    }
 }
 
 /// The sessions as an aligned text table.
@@ -66,6 +91,7 @@ pub fn table(sessions: &[Session]) -> String {
     let header = [
         "SESSION", "USER", "ADDRESS", "STATE", "DECISION", "RES", "MBPS", "RESERVED", "TITLE",
     ];
+    // Every cell is escaped: Plex's names and titles stay on their row.
     let rows: Vec<[String; 9]> = sessions
         .iter()
         .map(|s| {
@@ -84,6 +110,7 @@ pub fn table(sessions: &[Session]) -> String {
                 kbps(s.bandwidth_kbps),
                 s.display_title(),
             ]
+            .map(|c| escape(&c).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);

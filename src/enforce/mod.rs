@@ -3,6 +3,7 @@
 
 pub mod audit;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -60,24 +61,55 @@ impl Applied {
         }
     }
 
-    /// One line for people: what became of `d`.
+    /// One line for people: what became of `d`. Everything from outside (Plex's names
+    /// and titles, the message, the reason) is `escape`d, so it stays on this one line.
     pub fn describe(&self, d: &Decision) -> String {
         let who = format!(
             "session {} ({}, {})",
-            d.session.session_id.as_deref().unwrap_or("-"),
-            d.session.user.as_deref().unwrap_or("?"),
-            d.session.display_title()
+            escape(d.session.session_id.as_deref().unwrap_or("-")),
+            escape(d.session.user.as_deref().unwrap_or("?")),
+            escape(&d.session.display_title())
         );
-        let rule = &d.rule;
+        let rule = escape(&d.rule);
+        let message = escape(&d.message);
         match self {
-            Applied::Killed => format!("killed {who} [{rule}]: {}", d.message),
-            Applied::WouldKill => format!("dry run: would kill {who} [{rule}]: {}", d.message),
-            Applied::Logged => format!("rule {rule} matched {who}: {}", d.message),
-            Applied::Failed(r) => format!("could not kill {who} [{rule}]: {r}"),
-            Applied::Skipped(r) => format!("not killing {who} [{rule}]: {r}"),
+            Applied::Killed => format!("killed {who} [{rule}]: {message}"),
+            Applied::WouldKill => format!("dry run: would kill {who} [{rule}]: {message}"),
+            Applied::Logged => format!("rule {rule} matched {who}: {message}"),
+            Applied::Failed(r) => format!("could not kill {who} [{rule}]: {}", escape(r)),
+            Applied::Skipped(r) => format!("not killing {who} [{rule}]: {}", escape(r)),
             Applied::AlreadyKilled => format!("{who} was already killed"),
         }
     }
+}
+
+/// Text from outside (Plex's titles and names, messages, reasons) made safe to print on
+/// one line of a report or a log: a control character (C0, DEL, C1), a Unicode line or
+/// paragraph separator, or a bidirectional override is written as an escape (`\n`, `\r`,
+/// `\t`, else `\u{1b}`), so it can neither start a forged line nor drive a terminal.
+/// Everything else, backslashes included, is kept, so escaping twice changes nothing.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            )
+    }
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// What actually stops a stream: the Plex client, or a test double.
@@ -295,10 +327,10 @@ impl<T: Terminator> Enforcer<T> {
         }
         match &applied {
             Applied::Failed(r) => {
-                tracing::error!(rule = %d.rule, session = d.session.session_id.as_deref().unwrap_or("-"), "kill failed: {r}")
+                tracing::error!(rule = %escape(&d.rule), session = d.session.session_id.as_deref().unwrap_or("-"), "kill failed: {}", escape(r))
             }
             Applied::Skipped(r) => {
-                tracing::warn!(rule = %d.rule, session = d.session.session_id.as_deref().unwrap_or("-"), "kill skipped: {r}")
+                tracing::warn!(rule = %escape(&d.rule), session = d.session.session_id.as_deref().unwrap_or("-"), "kill skipped: {}", escape(r))
             }
             _ => {}
         }

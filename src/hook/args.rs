@@ -10,6 +10,15 @@ use crate::rules::DEFAULT_MESSAGE;
 
 use super::{Mode, Plan};
 
+/// The longest `--killMessage`, in characters: Plex shows the viewer a short message.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+/// The longest `--delay`, in seconds.
+pub const MAX_DELAY_SECS: u64 = 3600;
+/// The longest paused `--limit`, in seconds (a day).
+pub const MAX_LIMIT_SECS: u64 = 86_400;
+/// The longest paused `--interval`, in seconds.
+pub const MAX_INTERVAL_SECS: u64 = 3600;
+
 /// kill_stream.py's modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Jbop {
@@ -38,19 +47,22 @@ pub struct HookArgs {
     /// The user's name (Tautulli's {username}); allStreams also accepts it instead of --userId.
     #[arg(long = "username", value_name = "NAME")]
     pub username: Option<String>,
-    /// The message the viewer sees; several words are joined with single spaces.
-    /// Like kill_stream.py's argparse, the words stop at the next option, so
-    /// `--killMessage Bye now. --dry-run` is a dry run.
+    /// The message the viewer sees, at most 1024 characters; several words are joined
+    /// with single spaces. Like kill_stream.py's argparse, the words stop at the next
+    /// option, so `--killMessage Bye now. --dry-run` is a dry run.
     #[arg(long = "killMessage", value_name = "WORDS", num_args = 1..)]
     pub kill_message: Vec<String>,
-    /// Seconds to wait before acting; the session is re-checked after the wait.
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds to wait before acting, at most 3600; the session is re-checked after the wait.
+    #[arg(long, value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(..=MAX_DELAY_SECS))]
     pub delay: Option<u64>,
-    /// paused: seconds a stream may stay paused.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    /// paused: seconds a stream may stay paused, at most 86400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1200,
+        value_parser = clap::value_parser!(u64).range(..=MAX_LIMIT_SECS))]
     pub limit: u64,
-    /// paused: seconds between checks.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    /// paused: seconds between checks, at most 3600.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(..=MAX_INTERVAL_SECS))]
     pub interval: u64,
     /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
     #[arg(long, value_name = "ID", num_args = 1..)]
@@ -140,6 +152,12 @@ impl HookArgs {
         } else {
             self.kill_message.join(" ")
         };
+        let length = message.chars().count();
+        if length > MAX_MESSAGE_CHARS {
+            return Err(Failure::Usage(format!(
+                "--killMessage is {length} characters long; at most {MAX_MESSAGE_CHARS} are allowed (Plex shows the viewer a short message)"
+            )));
+        }
         Ok(Plan {
             mode,
             message,

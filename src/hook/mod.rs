@@ -10,7 +10,8 @@ mod modes;
 
 use std::time::Duration;
 
-use crate::enforce::Enforcer;
+use crate::Failure;
+use crate::enforce::{Enforcer, escape};
 use crate::plex::PlexClient;
 use crate::rules::RuleSet;
 
@@ -22,6 +23,18 @@ pub enum Say {
     Info(String),
     Warn(String),
     Error(String),
+}
+
+impl Say {
+    /// The same, with outside data escaped so that it stays on one line.
+    fn escaped(self) -> Say {
+        let e = |s: String| escape(&s).into_owned();
+        match self {
+            Say::Info(s) => Say::Info(e(s)),
+            Say::Warn(s) => Say::Warn(e(s)),
+            Say::Error(s) => Say::Error(e(s)),
+        }
+    }
 }
 
 /// What to do, worked out from the arguments before Plex is touched.
@@ -71,12 +84,26 @@ pub struct Context<'a> {
     pub daemon: Option<std::net::SocketAddr>,
 }
 
-/// Carries out `plan`, telling `say` what happens.
+/// Carries out `plan`, telling `say` what happens. Every line said, and the failure
+/// returned, may carry outside data (Plex's names and titles, Tautulli's ids, the message):
+/// it is escaped, so that each stays one line of Tautulli's log.
 pub async fn run(
     plan: &Plan,
     cx: Context<'_>,
     say: &mut dyn FnMut(Say),
-) -> Result<Outcome, crate::Failure> {
+) -> Result<Outcome, Failure> {
+    let mut escaped = |s: Say| say(s.escaped());
+    run_plan(plan, cx, &mut escaped).await.map_err(|f| match f {
+        Failure::Usage(m) => Failure::Usage(escape(&m).into_owned()),
+        Failure::Failed(m) => Failure::Failed(escape(&m).into_owned()),
+    })
+}
+
+async fn run_plan(
+    plan: &Plan,
+    cx: Context<'_>,
+    say: &mut dyn FnMut(Say),
+) -> Result<Outcome, Failure> {
     let message = plan.message.as_str();
     match &plan.mode {
         Mode::Rules(id) => modes::rules(cx, id, plan.delay, say).await,

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use crate::Failure;
-use crate::enforce::Enforcer;
+use crate::enforce::{Applied, Enforcer};
 use crate::engine::{self, Clock, Pauses, SystemClock};
-use crate::plex::{PlexClient, Session};
+use crate::plex::{ONE_SHOT_BUDGET, PlexClient, Session};
 use crate::rules::{Action, Decision, Observed, Outcome as RuleOutcome, Vars};
 
 use super::{Context, Outcome, Say, daemon_client};
@@ -16,10 +16,13 @@ pub(super) struct Who<'a> {
     pub username: Option<&'a str>,
 }
 
+/// Reads the sessions, the start of each step (after any delay; each poll of paused). A
+/// step's Plex requests, from this read to the kill, get `ONE_SHOT_BUDGET` in all, so that
+/// a slow Plex fails the step with its reason inside Tautulli's script timeout.
 async fn read_sessions(enforcer: &Enforcer<PlexClient>) -> Result<Vec<Session>, Failure> {
-    enforcer
-        .terminator()
-        .sessions()
+    let plex = enforcer.terminator();
+    plex.set_budget(Some(ONE_SHOT_BUDGET));
+    plex.sessions()
         .await
         .map_err(|e| Failure::Failed(e.to_string()))
 }
@@ -127,11 +130,27 @@ pub(super) async fn all_streams(
         )));
         return Ok(Outcome::Done);
     }
-    let decisions: Vec<Decision> = wanted
-        .iter()
-        .map(|s| manual_decision("jbop:allStreams", s, &sessions, message))
-        .collect();
-    Ok(apply_all(enforcer, &decisions, say).await)
+    // What Plex cannot stop is skipped with a note: only a stoppable stream whose kill
+    // failed makes the run a failure.
+    let mut outcome = Outcome::Done;
+    for s in wanted {
+        let d = manual_decision("jbop:allStreams", s, &sessions, message);
+        if !s.killable() {
+            skip_unstoppable(enforcer, &d, say);
+        } else if apply_all(enforcer, std::slice::from_ref(&d), say).await == Outcome::KillFailed {
+            outcome = Outcome::KillFailed;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Notes and audits a stream Plex gave no Session id: there is nothing to terminate.
+fn skip_unstoppable(enforcer: &mut Enforcer<PlexClient>, d: &Decision, say: &mut dyn FnMut(Say)) {
+    let skipped = Applied::Skipped(
+        "Plex gave it no Session id (a photo, some Plexamp streams, synced content or an old server), so it cannot be stopped".into(),
+    );
+    enforcer.note(d, skipped.action(), skipped.reason().map(str::to_string));
+    say(Say::Info(skipped.describe(d)));
 }
 
 pub(super) async fn paused(
@@ -169,7 +188,7 @@ pub(super) async fn paused(
             return Ok(Outcome::Done);
         }
         watched = true;
-        let held = Duration::from_secs_f64(paused_for);
+        let held = Duration::try_from_secs_f64(paused_for).unwrap_or_default();
         if held >= limit {
             let d = manual_decision("jbop:paused", session, &sessions, message);
             return Ok(apply_all(enforcer, &[d], say).await);

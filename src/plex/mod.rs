@@ -113,9 +113,15 @@ pub struct PlexClient {
     base: String,
     sources: Mutex<HashMap<String, SourceFacts>>,
     read_attempts: u32,
+    /// When every request must be over, retries included, and the budget it was set from.
+    deadline: Mutex<Option<(tokio::time::Instant, Duration)>>,
 }
 
 const PRODUCT: &str = "streamwarden";
+
+/// The most a one-shot command (`sessions`, each step of `hook`) spends talking to Plex,
+/// retries included: well inside Tautulli's 30 s script timeout, so the reason is printed.
+pub const ONE_SHOT_BUDGET: Duration = Duration::from_secs(20);
 
 /// How many redirects within the server's own origin one request may follow.
 const MAX_REDIRECTS: usize = 10;
@@ -222,6 +228,7 @@ impl PlexClient {
             base,
             sources: Mutex::new(HashMap::new()),
             read_attempts: 3,
+            deadline: Mutex::new(None),
         })
     }
 
@@ -233,6 +240,34 @@ impl PlexClient {
     /// How many times a read is tried before giving up (at least once).
     pub fn set_read_attempts(&mut self, n: u32) {
         self.read_attempts = n.max(1);
+    }
+
+    /// Gives the reads and terminates made from now on `budget` in all, retries included;
+    /// one still running then fails as a timeout, and none starts after. `None` lifts the
+    /// bound (each try still has the configured timeout).
+    pub fn set_budget(&self, budget: Option<Duration>) {
+        *crate::lock(&self.deadline) = budget.map(|b| (tokio::time::Instant::now() + b, b));
+    }
+
+    /// `work` (a request, or a read with its retries) within the budget, if one is set.
+    async fn within<T>(
+        &self,
+        endpoint: &str,
+        work: impl Future<Output = Result<T, PlexError>>,
+    ) -> Result<T, PlexError> {
+        let Some((deadline, budget)) = *crate::lock(&self.deadline) else {
+            return work.await;
+        };
+        let spent = || PlexError::Timeout {
+            endpoint: endpoint.to_string(),
+            timeout: budget,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(spent());
+        }
+        tokio::time::timeout_at(deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(spent()))
     }
 
     fn map_send_error(&self, endpoint: &str, e: reqwest::Error) -> PlexError {
@@ -300,8 +335,13 @@ impl PlexClient {
         Ok(body)
     }
 
-    /// A read with bounded retries and backoff on transient failures.
+    /// A read, retries included, within the budget.
     async fn read(&self, endpoint: &str) -> Result<String, PlexError> {
+        self.within(endpoint, self.read_retrying(endpoint)).await
+    }
+
+    /// A read with bounded retries and backoff on transient failures.
+    async fn read_retrying(&self, endpoint: &str) -> Result<String, PlexError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
@@ -421,12 +461,11 @@ impl PlexClient {
     /// `GET /status/sessions/terminate`. Never retried: a caller that is unsure whether
     /// it landed re-reads the sessions instead.
     pub async fn terminate(&self, session_id: &str, reason: &str) -> Result<(), PlexError> {
-        self.get_once(
-            "/status/sessions/terminate",
-            &[("sessionId", session_id), ("reason", reason)],
-        )
-        .await
-        .map(|_| ())
+        let endpoint = "/status/sessions/terminate";
+        let query = [("sessionId", session_id), ("reason", reason)];
+        self.within(endpoint, self.get_once(endpoint, &query))
+            .await
+            .map(|_| ())
     }
 
     /// `DELETE /transcode/sessions/KEY`: stops a transcode that survived a terminate.

@@ -220,4 +220,12 @@ impl Vars {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> {
         self.values.iter().map(|(k, v)| (*k, v))
     }
+
+    /// Every variable a rule may name, in `VARIABLES` order, with its value (`None`:
+    /// unknown).
+    pub fn listing(&self) -> impl Iterator<Item = (&'static str, Option<&Value>)> {
+        VARIABLES
+            .iter()
+            .map(|(name, _)| (*name, self.values.get(name)))
+    }
 }

@@ -221,3 +221,84 @@ fn a_json_answer_is_named_as_such() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("the body is JSON"), "{}", stderr(&o));
 }
+
+#[test]
+fn sessions_json_shows_every_rule_variable_as_the_rules_see_it() {
+    use streamwarden::rules::vars::{MEASURED, VARIABLES};
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let list = v.as_array().unwrap();
+    for s in list {
+        let vars = s["vars"].as_object().expect("a vars object");
+        for (name, _) in VARIABLES {
+            assert!(vars.contains_key(*name), "vars lacks {name}: {s}");
+            if MEASURED.contains(name) || *name == "paused_for" {
+                assert_eq!(vars[*name], serde_json::Value::Null, "{name}");
+                continue;
+            }
+            assert!(s.get(*name).is_some(), "missing {name}: {s}");
+        }
+    }
+    // ha_session_base: user 7, a local, not relayed movie from the Movies library.
+    let ha = &list[0];
+    assert_eq!(ha["local"], true);
+    assert_eq!(ha["relayed"], false);
+    assert_eq!(ha["library"], "Movies");
+    assert_eq!(ha["username"], "User 7");
+    assert_eq!(ha["user_streams"], 1);
+    assert_eq!(ha["stream_bitrate"], 6000);
+    assert_eq!(ha["vars"]["user_id"], 7);
+    // The rules' title is the episode's own; `title` keeps "Show - Episode".
+    let shiva = &list[4];
+    assert_eq!(shiva["title"], "Talking Dead - Shiva");
+    assert_eq!(shiva["vars"]["title"], "Shiva");
+    assert_eq!(shiva["grandparent_title"], "Talking Dead");
+    assert_eq!(shiva["killable"], false);
+    // Unknown is null, not absent: no metadata means no source bitrate.
+    assert_eq!(ha["source_bitrate"], serde_json::Value::Null);
+    assert_no_token(&o);
+}
+
+#[test]
+fn sessions_table_escapes_control_characters_from_plex() {
+    let body = mixed_sessions().replace(
+        r#"title="example_usr""#,
+        r#"title="example_usr&#10;killed session 99&#13;&#27;[2K""#,
+    );
+    let plex = FakePlex::start(&body);
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert!(
+        !out.lines().any(|l| l.starts_with("killed session 99")),
+        "{out}"
+    );
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert!(
+        out.contains(r"example_usr\nkilled session 99\r\u{1b}[2K"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_slow_plex_fails_sessions_well_within_30_seconds() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.sessions_delay = Some(std::time::Duration::from_secs(120)));
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = run(dir.path(), &plex.url, TOKEN, &["sessions"]);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Plex did not answer /status/sessions within 20s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < std::time::Duration::from_secs(25), "took {took:?}");
+    assert_no_token(&o);
+}

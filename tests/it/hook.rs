@@ -176,9 +176,10 @@ fn all_streams_kills_every_killable_stream_of_that_user_only() {
     let mut killed: Vec<String> = plex.terminates().into_iter().map(|t| t.0).collect();
     killed.sort();
     assert_eq!(killed, vec![HOMARR.to_string(), PLEXOPEDIA.to_string()]);
-    // The two old-server items of user 1 have no Session id: those kills fail, exit 1.
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot be stopped"), "{}", stderr(&o));
+    // The two old-server items of user 1 have no Session id: skipped with a note, and
+    // everything stoppable was stopped, so exit 0.
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("cannot be stopped"), "{}", stdout(&o));
     assert!(
         stderr(&o).contains("--notify is accepted"),
         "{}",
@@ -390,9 +391,13 @@ fn kill_budget_stops_further_kills_and_audits_them() {
     );
     assert_eq!(plex.terminates().len(), 1, "{}", stdout(&o));
     let lines = audit_lines(&dir.path().join("a.jsonl"));
+    // (The two streams without a Session id are skipped too, for another reason.)
     let skipped: Vec<_> = lines
         .iter()
-        .filter(|l| l["action"] == "kill-skipped")
+        .filter(|l| {
+            l["action"] == "kill-skipped"
+                && !l["reason"].as_str().unwrap().contains("cannot be stopped")
+        })
         .collect();
     assert_eq!(skipped.len(), 1, "{lines:?}");
     assert!(skipped[0]["reason"].as_str().unwrap().contains("budget"));
@@ -788,4 +793,295 @@ fn rules_mode_without_rules_is_a_configuration_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("has no [[rules]]"), "{}", stderr(&o));
     assert!(plex.terminates().is_empty());
+}
+
+/// The homarr stream (user 1, Session HOMARR) with a user name and a title that try to
+/// forge report lines: a newline, a carriage return, ESC and C1 controls.
+fn forged_sessions() -> String {
+    let body = mixed_sessions()
+        .replace(
+            r#"title="example_usr""#,
+            r#"title="example_usr&#10;killed session 99 (someone, x) [jbop:stream]: bye&#13;&#27;[2K&#133;!""#,
+        )
+        .replace(
+            r#"title="A long title""#,
+            r#"title="A long title&#10;killed session 98&#x9b;1m""#,
+        );
+    assert!(body.contains("killed session 99") && body.contains("killed session 98"));
+    body
+}
+
+/// No line of `text` starts with forged text, and no control character but the line ends
+/// reaches the output.
+fn assert_no_forged_lines(text: &str) {
+    for line in text.lines() {
+        let bare = line
+            .trim_start_matches("error: ")
+            .trim_start_matches("warning: ");
+        assert!(
+            !bare.starts_with("killed session 99") && !bare.starts_with("killed session 98"),
+            "a forged line:\n{text}"
+        );
+    }
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character reached the output: {text:?}"
+    );
+}
+
+#[test]
+fn control_characters_from_plex_cannot_forge_report_lines() {
+    let plex = FakePlex::start(&forged_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HOMARR],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(plex.terminates().len(), 1);
+    assert_no_forged_lines(&stdout(&o));
+    assert_no_forged_lines(&stderr(&o));
+    // The data is still shown, escaped.
+    assert!(
+        stdout(&o).contains(r"example_usr\nkilled session 99")
+            && stdout(&o).contains(r"\r\u{1b}[2K\u{85}!"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(r"A long title\nkilled session 98\u{9b}1m"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn control_characters_cannot_forge_skip_and_failure_lines() {
+    let plex = FakePlex::start(&forged_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    // Exempt: the skip reason names the user.
+    let user = "example_usr\nkilled session 99 (someone, x) [jbop:stream]: bye\r\u{1b}[2K\u{85}!";
+    write_config(
+        dir.path(),
+        &format!("[enforce]\nexempt_users = [{:?}]\n", user)
+            .replace("\\u{1b}", "\\u001b")
+            .replace("\\u{85}", "\\u0085"),
+    );
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert!(
+        stdout(&o).contains("exempt"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_no_forged_lines(&stdout(&o));
+    assert_no_forged_lines(&stderr(&o));
+    // A failed kill: no Plex Pass.
+    plex.set(|s| s.plex_pass = false);
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HOMARR],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("could not kill"), "{}", stderr(&o));
+    assert_no_forged_lines(&stdout(&o));
+    assert_no_forged_lines(&stderr(&o));
+}
+
+#[test]
+fn all_streams_skips_what_plex_cannot_stop_and_exits_0() {
+    // User 1 has two killable streams and two without a Session id (go_plex_client).
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "[enforce]\naudit_log = \"a.jsonl\"\n");
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let mut killed: Vec<String> = plex.terminates().into_iter().map(|t| t.0).collect();
+    killed.sort();
+    assert_eq!(killed, vec![HOMARR.to_string(), PLEXOPEDIA.to_string()]);
+    let out = stdout(&o);
+    assert_eq!(out.matches("killed session").count(), 2, "{out}");
+    assert_eq!(out.matches("cannot be stopped").count(), 2, "{out}");
+    assert!(out.contains("no Session id"), "{out}");
+    assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+    let actions: Vec<String> = audit_lines(&dir.path().join("a.jsonl"))
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["kill", "kill", "kill-skipped", "kill-skipped"],
+        "{actions:?}"
+    );
+    // A stoppable stream that fails still fails the run (a fresh audit log: the first
+    // run's kills are not repeated).
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.plex_pass = false);
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Plex Pass"), "{}", stderr(&o));
+}
+
+#[test]
+fn all_streams_dry_run_skips_what_plex_cannot_stop_and_exits_0() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--dry-run", "--jbop", "allStreams", "--userId", "1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(plex.terminates().is_empty());
+    let out = stdout(&o);
+    assert_eq!(out.matches("would kill").count(), 2, "{out}");
+    assert_eq!(out.matches("cannot be stopped").count(), 2, "{out}");
+}
+
+#[test]
+fn an_overlong_kill_message_is_a_usage_error_naming_the_limit() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(100 * 1024);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HA,
+            "--killMessage",
+            &long,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--killMessage"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1024"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).len() < 1000,
+        "the message is not echoed: {}",
+        stderr(&o).len()
+    );
+    assert!(plex.state.lock().unwrap().requests.is_empty());
+    // The limit counts characters, not bytes: 1024 two-byte characters pass.
+    let most = "é".repeat(1024);
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HA,
+            "--killMessage",
+            &most,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(plex.terminates(), vec![(HA.to_string(), most)]);
+}
+
+#[test]
+fn delay_limit_and_interval_are_bounded() {
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    let huge = u64::MAX.to_string();
+    for (flag, max) in [
+        ("--delay", "3600"),
+        ("--limit", "86400"),
+        ("--interval", "3600"),
+    ] {
+        let started = std::time::Instant::now();
+        let o = run(
+            dir.path(),
+            &plex.url,
+            TOKEN,
+            &["hook", "--jbop", "paused", "--sessionId", HA, flag, &huge],
+        );
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+        assert!(stderr(&o).contains(max), "{flag}: {}", stderr(&o));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let over = (max.parse::<u64>().unwrap() + 1).to_string();
+        let o = run(
+            dir.path(),
+            &plex.url,
+            TOKEN,
+            &["hook", "--jbop", "paused", "--sessionId", HA, flag, &over],
+        );
+        assert_eq!(o.status.code(), Some(2), "{flag} {over}: {}", stderr(&o));
+    }
+    assert!(plex.state.lock().unwrap().requests.is_empty());
+    let o = run(dir.path(), &plex.url, TOKEN, &["hook", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    for text in ["at most 3600", "at most 86400", "at most 1024 characters"] {
+        assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+    }
+}
+
+#[test]
+fn a_slow_plex_fails_the_hook_before_tautullis_30_second_timeout() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.sessions_delay = Some(std::time::Duration::from_secs(120)));
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = run(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &["hook", "--jbop", "stream", "--sessionId", HA],
+    );
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Plex did not answer /status/sessions within 20s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < std::time::Duration::from_secs(25), "took {took:?}");
+    assert!(plex.terminates().is_empty());
+    assert_no_token(&o);
+}
+
+#[test]
+fn escape_writes_every_line_breaking_or_terminal_character_as_an_escape() {
+    use streamwarden::enforce::escape;
+    assert_eq!(escape("plain \\ text é"), "plain \\ text é");
+    assert_eq!(escape("a\nb\rc\td"), r"a\nb\rc\td");
+    assert_eq!(
+        escape("\u{1b}[2J\u{7f}\u{85}\u{9b}"),
+        r"\u{1b}[2J\u{7f}\u{85}\u{9b}"
+    );
+    // Unicode line breaks and bidirectional overrides too.
+    assert_eq!(escape("a\u{2028}b\u{202e}c"), r"a\u{2028}b\u{202e}c");
+    let once = escape("x\n\u{1b}y").into_owned();
+    assert_eq!(escape(&once), once, "escaping twice changes nothing");
 }
