@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::enforce::{Applied, Enforcer, Terminator};
+use crate::enforce::{Applied, Enforcer, Terminator, escape};
 use crate::engine::{self, Tracker};
 use crate::lock;
 use crate::plex::{Session, SessionSource};
@@ -201,7 +201,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                 .find(|s| s.session_id.as_deref() == Some(id.as_str()));
             match alive {
                 None => {
-                    tracing::info!(session = %id, "kill confirmed: the stream is gone");
+                    tracing::info!(session = %escape(&id), "kill confirmed: the stream is gone");
                     self.pending.remove(&id);
                 }
                 Some(s) if !p.transcode_stopped && s.transcode_key.is_some() => {
@@ -230,7 +230,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                                 .into(),
                         ),
                     );
-                    tracing::warn!(session = %id, "zombie: the stream survived the kill");
+                    tracing::warn!(session = %escape(&id), "zombie: the stream survived the kill");
                     self.pending.remove(&id);
                 }
             }

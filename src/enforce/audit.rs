@@ -79,7 +79,7 @@ impl AuditLog {
                 user = record.user.as_deref().unwrap_or("-"),
                 session_id = record.session_id.as_deref().unwrap_or("-"),
                 "{}",
-                record.message
+                super::escape(&record.message)
             );
         }
         if let Some((_, f)) = &mut self.file {

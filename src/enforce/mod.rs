@@ -378,7 +378,7 @@ impl<T: Terminator> Enforcer<T> {
             );
         };
         if self.killed.contains(&id) {
-            tracing::debug!(session = %id, "already killed; not killing twice");
+            tracing::debug!(session = %escape(&id), "already killed; not killing twice");
             return Applied::AlreadyKilled;
         }
         if d.estimated && !self.act_on_estimates {

@@ -642,3 +642,27 @@ async fn a_kill_that_keeps_failing_is_given_up_after_its_retries() {
         .count();
     assert_eq!(sent, 1 + daemon::KILL_RETRIES as usize);
 }
+
+#[tokio::test]
+async fn control_characters_from_plex_cannot_forge_lines_in_the_text_log() {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let body = mixed_sessions().replace(
+        "title=\"User 7\"",
+        "title=\"User 7&#10;2026-01-01T00:00:00Z  INFO streamwarden: forged\"",
+    );
+    assert!(body.contains("forged"), "the fixture changed");
+    let plex = FakePlex::start(&body);
+    let rule = "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\nmessage = \"Bye {user}\"\n";
+    let d = start(plex, rule, Options::default()).await;
+    d.until(Duration::from_secs(10), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (_, plex, _) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1);
+    let log = logs.text();
+    assert!(log.contains("forged"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line:\n{log}"
+    );
+}
