@@ -373,7 +373,8 @@ impl<T: Terminator> Enforcer<T> {
             ));
         }
         let Some(id) = d.session.session_id.clone() else {
-            return Applied::Failed(
+            // Nothing can be sent: not a failure of a kill, and not worth an error.
+            return Applied::Skipped(
                 "Plex gave no Session id for this stream (synced content, some Plexamp streams or an old server): it cannot be stopped".into(),
             );
         };

@@ -376,3 +376,39 @@ mod replay_source_facts {
         );
     }
 }
+
+#[test]
+fn replay_notes_a_stream_plex_cannot_stop_without_an_error() {
+    use crate::common::capture::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cap = Cap::default();
+    cap.stream(SERVER, 32400, [198, 51, 100, 7], 50000, 0, 5, 10, 1250);
+    let file = dir.path().join("c.pcap");
+    cap.write(&file);
+    // go_plex_client's items have no Session element: Plex cannot stop them.
+    let xml = dir.path().join("s.xml");
+    std::fs::write(&xml, mixed_sessions()).unwrap();
+    std::fs::write(
+        dir.path().join("streamwarden.toml"),
+        "[[rules]]\nname = \"any\"\nwhen = 'server_streams > 0'\n",
+    )
+    .unwrap();
+    let o = run(
+        dir.path(),
+        "",
+        "",
+        &[
+            "replay",
+            file.to_str().unwrap(),
+            "--sessions",
+            xml.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("ERROR"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("kill failed"), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("kill-skipped [any] session -"), "{out}");
+    assert!(out.contains("cannot be stopped"), "{out}");
+    assert!(!out.contains("kill-failed"), "{out}");
+}
