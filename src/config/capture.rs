@@ -11,6 +11,9 @@ pub const DEFAULT_BUFFER_SIZE: i32 = 16 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
+    /// Capture packets at all. Default true; false runs polling, rules (measured variables
+    /// unknown), the HTTP endpoint and kills without any privilege.
+    pub enabled: bool,
     /// Interface to capture on; `None` picks the interface of the default route. `"any"`
     /// captures on every interface (Linux cooked capture).
     pub interface: Option<String>,
@@ -34,6 +37,7 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
+            enabled: true,
             interface: None,
             ports: vec![PLEX_PORT],
             snaplen: DEFAULT_SNAPLEN,
@@ -54,6 +58,7 @@ pub const MIN_BUFFER_SIZE: i32 = 64 << 10;
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCapture {
+    enabled: Option<bool>,
     interface: Option<String>,
     ports: Option<toml::Spanned<Vec<u16>>>,
     snaplen: Option<toml::Spanned<i32>>,
@@ -97,6 +102,7 @@ impl RawCapture {
             ));
         }
         Ok(CaptureConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
             interface: self.interface.filter(|i| !i.trim().is_empty()),
             ports: self.ports.map_or(d.ports, toml::Spanned::into_inner),
             snaplen: self.snaplen.map_or(d.snaplen, toml::Spanned::into_inner),

@@ -44,20 +44,34 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         })?),
         None => None,
     };
-    let source =
-        PacketSource::open_live(&config.capture).map_err(|e| Failure::Usage(e.to_string()))?;
-    let done = privileges::drop_privileges(config.capture.user.as_deref())
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    tracing::info!("capture open; {done}");
+    let (feed, feeder) = if config.capture.enabled {
+        let source =
+            PacketSource::open_live(&config.capture).map_err(|e| Failure::Usage(e.to_string()))?;
+        let done = privileges::drop_privileges(config.capture.user.as_deref())
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        tracing::info!("capture open; {done}");
+        let feed = Feed::new(Metering::new(
+            source.linktype(),
+            (!config.capture.all_tcp).then(|| config.capture.ports.clone()),
+        ));
+        let feeder = Feeder::spawn(source, feed.clone())
+            .map_err(|e| Failure::Failed(format!("cannot start the capture thread: {e}")))?;
+        (feed, Some(feeder))
+    } else {
+        let done = privileges::drop_privileges(config.capture.user.as_deref())
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        tracing::info!(
+            "capture off ([capture] enabled = false): measured variables are unknown; {done}"
+        );
+        let feed = Feed::new(Metering::new(
+            crate::capture::decode::LINKTYPE_ETHERNET,
+            Some(config.capture.ports.clone()),
+        ));
+        (feed, None)
+    };
     if config.enforce.dry_run {
         tracing::info!("dry run: decisions are audited, nothing is killed");
     }
-    let feed = Feed::new(Metering::new(
-        source.linktype(),
-        (!config.capture.all_tcp).then(|| config.capture.ports.clone()),
-    ));
-    let feeder = Feeder::spawn(source, feed.clone())
-        .map_err(|e| Failure::Failed(format!("cannot start the capture thread: {e}")))?;
     let control =
         super::signals().map_err(|e| Failure::Failed(format!("cannot watch signals: {e}")))?;
     let summary = super::run(
@@ -78,7 +92,9 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         control,
     )
     .await;
-    feeder.stop();
+    if let Some(f) = feeder {
+        f.stop();
+    }
     Ok(summary)
 }
 

@@ -15,6 +15,7 @@ mod hook;
 mod meter_windows;
 mod plex_client;
 mod plex_parse;
+mod reach;
 mod replay;
 mod rules;
 mod trust;

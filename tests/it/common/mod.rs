@@ -128,3 +128,22 @@ pub fn serve(app: Router) -> TestServer {
         _shutdown: tx,
     }
 }
+
+/// A plain HTTP/1.1 GET over a std socket, for tests outside an async runtime: the body,
+/// or "" when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut all = String::new();
+    let _ = s.read_to_string(&mut all);
+    all.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
