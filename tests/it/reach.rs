@@ -71,3 +71,177 @@ fn the_daemon_runs_without_capture_and_without_any_privilege() {
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(!audit.contains("\"fast\""), "{audit}");
 }
+
+/// Whether this test may run privileged steps: root is needed; under `CI` it must be.
+fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run {what} as root"
+    );
+    eprintln!("skipping {what}: needs root");
+    false
+}
+
+/// The syscalls a systemd syscall group (or a single name) stands for, nested groups
+/// resolved, as systemd-analyze lists them.
+fn syscalls_of(token: &str, out: &mut std::collections::BTreeSet<String>) {
+    if !token.starts_with('@') {
+        out.insert(token.to_string());
+        return;
+    }
+    let o = Command::new("systemd-analyze")
+        .args(["syscall-filter", token])
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) is needed");
+    assert!(o.status.success(), "systemd-analyze syscall-filter {token}");
+    for line in String::from_utf8_lossy(&o.stdout).lines().skip(1) {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        syscalls_of(t, out);
+    }
+}
+
+/// The unit's effective allow list, by systemd's rules: the first SystemCallFilter= line
+/// sets an allow list, `~` lines take from it, later plain lines add to it.
+fn unit_allowed(unit: &str) -> std::collections::BTreeSet<String> {
+    let mut allowed = std::collections::BTreeSet::new();
+    for line in unit.lines().filter_map(|l| l.trim().strip_prefix("SystemCallFilter=")) {
+        let (deny, list) = match line.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let mut set = std::collections::BTreeSet::new();
+        for token in list.split_whitespace() {
+            syscalls_of(token, &mut set);
+        }
+        if deny {
+            allowed.retain(|s| !set.contains(s));
+        } else {
+            allowed.extend(set);
+        }
+    }
+    allowed
+}
+
+#[test]
+fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
+    if !root_or_skip("the systemd unit's syscall filter test") {
+        return;
+    }
+    let unit = std::fs::read_to_string(format!(
+        "{}/contrib/systemd/streamwarden.service",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let allowed = unit_allowed(&unit);
+    assert!(allowed.contains("read") && !allowed.contains("reboot"), "{allowed:?}");
+    // Run the daemon as the unit does: an unprivileged user holding only CAP_NET_RAW
+    // (ambient), capturing, serving HTTP, killing, then stopped by SIGTERM; every syscall
+    // it makes is recorded.
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[plex]\npoll_interval = \"1s\"\n[capture]\ninterface = \"lo\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[enforce]\naudit_log = \"audit.jsonl\"\n\n[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let exe = dir.path().join("streamwarden");
+    std::fs::copy(bin(), &exe).unwrap();
+    let trace = dir.path().join("trace.txt");
+    let child = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+net_raw",
+            "--ambient-caps=+net_raw",
+            "--",
+        ])
+        .arg(&exe)
+        .args(["run", "--config", "c.toml", "--log-format", "json"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PLEX_URL", &plex.url)
+        .env("PLEX_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace (Debian's strace package) is needed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while plex.terminates().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = http_get(&format!("127.0.0.1:{port}"), "/metrics");
+    // SIGTERM to the daemon itself (strace's child).
+    let exec = format!("execve(\"{}\"", exe.display());
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    let Some(pid) = text
+        .lines()
+        .find(|l| l.contains(&exec))
+        .and_then(|l| l.split_whitespace().next()?.parse::<i32>().ok())
+    else {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "no execve of the daemon in the trace:\n{}\n{}",
+            text.lines().take(20).collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(plex.terminates().len(), 1, "{err}");
+    // Every syscall after the daemon's own execve.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut started = false;
+    let mut used = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if !started {
+            started = line.contains(&exec);
+            continue;
+        }
+        let rest = line.split_once(' ').map_or("", |(_, r)| r.trim_start());
+        if let Some(name) = rest.split('(').next()
+            && !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            used.insert(name.to_string());
+        }
+    }
+    assert!(used.contains("capset"), "the privilege drop was not traced: {used:?}");
+    let denied: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
+    assert!(
+        denied.is_empty(),
+        "the unit's SystemCallFilter would kill the daemon (SIGSYS) on: {denied:?}"
+    );
+}
