@@ -27,6 +27,13 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of a connection the HTTP endpoint closed on one of its limits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// header-timeout, idle, evicted (to make room) or refused (no room).
+    pub reason: String,
+}
+
 /// Every metric the daemon exports; names start with `streamwarden_`.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub capture_drops: Counter,
     pub decode_skipped: Counter,
     pub poll_errors: Counter,
+    pub http_connections: Gauge,
+    pub http_dropped: Family<DropLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +65,8 @@ impl Default for Metrics {
             capture_drops: Counter::default(),
             decode_skipped: Counter::default(),
             poll_errors: Counter::default(),
+            http_connections: Gauge::default(),
+            http_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,6 +111,16 @@ impl Default for Metrics {
             "Failed reads of /status/sessions",
             m.poll_errors.clone(),
         );
+        registry.register(
+            "http_connections",
+            "Connections open to this HTTP endpoint",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "http_connections_dropped",
+            "Connections the HTTP endpoint closed or refused on a limit, by reason",
+            m.http_dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -112,6 +133,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts a connection the HTTP endpoint closed or refused on a limit.
+    pub fn dropped(&self, reason: &str) {
+        self.http_dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Brings the per-round metrics up to date: each stream's measured rates, the stream
