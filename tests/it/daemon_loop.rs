@@ -789,3 +789,97 @@ async fn idle_and_stalled_clients_cannot_starve_metrics() {
     assert!(timed_out >= 6.0, "{metrics}");
     d.stop().await;
 }
+
+/// `promtool check metrics`, Prometheus's own linter: its complaints (empty when none),
+/// or None when promtool is not installed (outside CI only).
+fn promtool(metrics: &str) -> Option<(bool, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: promtool cannot run ({e}); scripts/deps.sh --tests installs it");
+            return None;
+        }
+        Err(e) => panic!("promtool cannot run under CI ({e}); scripts/deps.sh --tests installs it"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), said))
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    // One kill ("fast"), then a kill that fails ("homarr": Plex refuses the terminate with a
+    // 401), with the slow stream measured throughout.
+    let plex = FakePlex::start(&mixed_sessions());
+    let rules = "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"1s\"\n\n[[rules]]\nname = \"homarr\"\nwhen = 'audio_decision == \"transcode\" && user == \"example_usr\"'\nsustain = \"6s\"\n";
+    let opts = Options {
+        flows: vec![
+            ([1, 2, 3, 11], 50_000, 20_000),
+            ([127, 0, 0, 1], 50_001, 2_000),
+        ],
+        http: true,
+        ..Default::default()
+    };
+    let d = start(plex, rules, opts).await;
+    d.until(Duration::from_secs(15), |d| !d.plex.terminates().is_empty())
+        .await;
+    d.plex.set(|s| s.plex_pass = false);
+    d.until(Duration::from_secs(20), |d| {
+        d.audit().iter().any(|l| l["action"] == "kill-failed")
+    })
+    .await;
+    let addr = d.http.unwrap();
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let metrics = response.text().await.unwrap();
+    let (_, _, audit) = d.stop().await;
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let failed = sample(
+        &metrics,
+        "streamwarden_kill_failures_total{rule=\"homarr\"}",
+    );
+    assert!(failed >= Some(1.0), "{metrics}\n{audit:?}");
+    for series in [
+        "streamwarden_kills_total{rule=\"fast\"} 1",
+        "streamwarden_stream_measured_kbps{",
+        "streamwarden_rule_evaluations_total ",
+        "streamwarden_http_connections ",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} in:\n{metrics}\n{audit:?}"
+        );
+    }
+    let Some((ok, said)) = promtool(&metrics) else {
+        return;
+    };
+    assert!(
+        ok && said.is_empty(),
+        "promtool says:\n{said}\nof:\n{metrics}"
+    );
+}
