@@ -18,3 +18,4 @@ mod plex_parse;
 mod replay;
 mod rules;
 mod trust;
+mod view;
