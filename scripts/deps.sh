@@ -2,6 +2,7 @@
 # Installs the system packages streamwarden needs on Debian/Ubuntu, only when missing:
 #   libpcap-dev  headers and library for packet capture (build and run)
 #   tshark       the oracle the capture tests compare against (tests only)
+#   prometheus   for promtool, the linter /metrics must pass (tests only)
 set -euo pipefail
 
 want=()
@@ -9,6 +10,7 @@ dpkg -s libpcap-dev >/dev/null 2>&1 || want+=(libpcap-dev)
 if [ "${1:-}" = "--tests" ]; then
   command -v tshark >/dev/null 2>&1 || want+=(tshark)
   command -v tcpdump >/dev/null 2>&1 || want+=(tcpdump)
+  command -v promtool >/dev/null 2>&1 || want+=(prometheus)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 

@@ -1,5 +1,7 @@
-//! The daemon's Prometheus metrics.
+//! The daemon's Prometheus metrics, served in Prometheus's text format (0.0.4): what
+//! Prometheus scrapes and `promtool check metrics` lints.
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,6 +29,16 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of a connection the HTTP endpoint closed on one of its limits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// header-timeout, idle, evicted (to make room) or refused (no room).
+    pub reason: String,
+}
+
+/// The `Content-Type` of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Every metric the daemon exports; names start with `streamwarden_`.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +52,8 @@ pub struct Metrics {
     pub capture_drops: Counter,
     pub decode_skipped: Counter,
     pub poll_errors: Counter,
+    pub http_connections: Gauge,
+    pub http_dropped: Family<DropLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +70,8 @@ impl Default for Metrics {
             capture_drops: Counter::default(),
             decode_skipped: Counter::default(),
             poll_errors: Counter::default(),
+            http_connections: Gauge::default(),
+            http_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,18 +116,37 @@ impl Default for Metrics {
             "Failed reads of /status/sessions",
             m.poll_errors.clone(),
         );
+        registry.register(
+            "http_connections",
+            "Connections open to this HTTP endpoint",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "http_connections_dropped",
+            "Connections the HTTP endpoint closed or refused on a limit, by reason",
+            m.http_dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4, see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        openmetrics_to_prometheus(&out)
+    }
+
+    /// Counts a connection the HTTP endpoint closed or refused on a limit.
+    pub fn dropped(&self, reason: &str) {
+        self.http_dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Brings the per-round metrics up to date: each stream's measured rates, the stream
@@ -152,5 +187,80 @@ impl Metrics {
         }
         self.decode_skipped
             .inc_by(feed.decode.skipped.saturating_sub(last.decode.skipped));
+    }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter family is named without the
+/// `_total` its samples carry and the text ends in `# EOF`. In Prometheus's text format a
+/// family is named as its samples are: read that way, every counter's samples would have no
+/// HELP or TYPE (`promtool check metrics` says "no help text"). So counters' HELP and TYPE
+/// lines get the `_total` name and `# EOF` goes; samples are the same in both formats.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 16 * counters.len());
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match described {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(p);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_described_under_their_sample_names() {
+        let m = Metrics::default();
+        m.kills
+            .get_or_create(&RuleLabels {
+                rule: "fast".into(),
+            })
+            .inc();
+        m.poll_errors.inc();
+        let text = m.encode();
+        assert!(
+            text.contains("# HELP streamwarden_kills_total Streams killed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE streamwarden_kills_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamwarden_kills_total{rule=\"fast\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE streamwarden_plex_poll_errors_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE streamwarden_streams gauge\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("_total_total"), "{text}");
     }
 }

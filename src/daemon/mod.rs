@@ -120,12 +120,17 @@ where
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    let mut last_reload: Option<view::LastReload> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             c = control.recv() => match c {
                 Some(Control::Reload) => {
-                    match reload.as_ref().map(|r| r()) {
+                    let result = reload.as_ref().map(|r| r());
+                    last_reload = result
+                        .as_ref()
+                        .map(|r| view::LastReload::of(r, clock.now_micros()));
+                    match result {
                         Some(Ok(new)) => {
                             tracing::info!(rules = new.rules.rules.len(), dry_run = new.enforce.dry_run, "configuration reloaded");
                             if !new.restart_needed.is_empty() {
@@ -213,12 +218,18 @@ where
         let table: Vec<StreamRow> = engine::row::rows(&tick, |id| kills.is_pending(id));
         if view == View::Terminal {
             let up = Duration::from_micros(now.saturating_sub(started).max(0) as u64);
+            let acted = view::Acted::of(&table, &kills.summary, |id| {
+                kills.enforcer.already_killed(id)
+            });
             let status = view::Status {
                 plex_error: snap.error.as_deref(),
                 fresh,
                 feed: &stats,
                 rules: rules.rules.len(),
                 up,
+                dry_run: kills.enforcer.dry_run(),
+                reload: last_reload.as_ref(),
+                acted: &acted,
             };
             view::render(&table, &status, &kills.summary.events);
         } else if ticks % 60 == 1 {

@@ -1,11 +1,12 @@
 //! The terminal view: one line per stream with its rule states, and the latest events.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use crate::engine::row::StreamRow;
 
-use super::FeedStats;
+use super::{FeedStats, Reloaded, Summary};
 
 /// How the daemon shows what it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +28,99 @@ impl View {
     }
 }
 
-/// The header line's facts.
+/// The header's facts, and what was done to the streams.
 pub struct Status<'a> {
     pub plex_error: Option<&'a str>,
     pub fresh: bool,
     pub feed: &'a FeedStats,
     pub rules: usize,
     pub up: Duration,
+    /// The enforcer is in dry run: decisions are audited, nothing is killed.
+    pub dry_run: bool,
+    /// The last reload's result, shown until the next reload.
+    pub reload: Option<&'a LastReload>,
+    /// What the enforcer did to the streams shown.
+    pub acted: &'a Acted,
+}
+
+/// What the last reload (SIGHUP) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReload {
+    /// When, on the daemon's clock (microseconds since the epoch).
+    pub at_micros: i64,
+    /// Applied, or why the new configuration was refused (the running one stays).
+    pub result: Result<ReloadApplied, String>,
+}
+
+/// A reload that was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadApplied {
+    /// Rules running since.
+    pub rules: usize,
+    /// Changed settings that wait for a restart (named as in the file).
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl LastReload {
+    /// From what the daemon's [`super::Reload`] returned, at `at_micros`.
+    pub fn of(reloaded: &Result<Reloaded, String>, at_micros: i64) -> Self {
+        LastReload {
+            at_micros,
+            result: match reloaded {
+                Ok(new) => Ok(ReloadApplied {
+                    rules: new.rules.rules.len(),
+                    restart_needed: new.restart_needed.clone(),
+                }),
+                Err(e) => Err(e.clone()),
+            },
+        }
+    }
+}
+
+/// What the enforcer did to streams, by Plex Session id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acted {
+    /// Killed, by this run or (per the audit log) an earlier one.
+    pub killed: BTreeSet<String>,
+    /// (Session id, rule): a dry run decided to kill and did not.
+    pub would_kill: BTreeSet<(String, String)>,
+    /// (Session id, rule): the kill failed.
+    pub failed: BTreeSet<(String, String)>,
+}
+
+impl Acted {
+    /// For the sessions of `rows`: what this run did (`done`), and which sessions the
+    /// enforcer will not kill again (`never_again`: killed, or would-killed in dry run).
+    pub fn of(rows: &[StreamRow], done: &Summary, never_again: impl Fn(&str) -> bool) -> Self {
+        let mut acted = Acted::default();
+        for id in rows.iter().filter_map(|r| r.session_id.as_deref()) {
+            let of = |d: &crate::rules::Decision| d.session.session_id.as_deref() == Some(id);
+            let would: Vec<&str> = done
+                .would_kills
+                .iter()
+                .filter(|d| of(d))
+                .map(|d| d.rule.as_str())
+                .collect();
+            if done.kills.iter().any(of) || (never_again(id) && would.is_empty()) {
+                acted.killed.insert(id.to_string());
+            }
+            for rule in would {
+                acted.would_kill.insert((id.to_string(), rule.to_string()));
+            }
+            for (d, _) in done.failures.iter().filter(|(d, _)| of(d)) {
+                acted.failed.insert((id.to_string(), d.rule.clone()));
+            }
+        }
+        acted
+    }
+}
+
+/// `micros` since the epoch as hh:mm:ss UTC (as the events are stamped).
+fn hms(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_or_else(
+        |_| "--:--:--".to_string(),
+        |t| format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+    )
 }
 
 /// The whole screen as text.
@@ -47,20 +134,55 @@ pub fn screen(rows: &[StreamRow], st: &Status<'_>, events: &[String]) -> String 
     let drops = st.feed.capture.map_or_else(String::new, |c| {
         format!(", {} dropped by the kernel", c.dropped)
     });
+    let dry = if st.dry_run {
+        "  DRY RUN (nothing is killed)"
+    } else {
+        ""
+    };
     out.push_str(&format!(
-        "streamwarden  up {}s  {} rules  {plex}  packets {}{drops}\n\n",
+        "streamwarden{dry}  up {}s  {} rules  {plex}  packets {}{drops}\n",
         st.up.as_secs(),
         st.rules,
         st.feed.decode.read
     ));
+    match st.reload.map(|r| (hms(r.at_micros), &r.result)) {
+        Some((at, Ok(applied))) => {
+            out.push_str(&format!("reload {at}: applied, {} rules", applied.rules));
+            if !applied.restart_needed.is_empty() {
+                out.push_str(&format!(
+                    "; {} changed and wait for a restart",
+                    applied.restart_needed.join(", ")
+                ));
+            }
+            out.push('\n');
+        }
+        Some((at, Err(e))) => {
+            out.push_str(&format!(
+                "reload {at}: REFUSED, still running the previous configuration:\n"
+            ));
+            for line in e.lines() {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        None => {}
+    }
+    out.push('\n');
     if rows.is_empty() {
         out.push_str("no streams\n");
     }
     let mbps = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |k| format!("{:.2}", k / 1000.0));
     let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     for r in rows {
+        let id = r.session_id.as_deref().unwrap_or_default();
+        let pair = |rule: &str| (id.to_string(), rule.to_string());
         let state = if r.killed {
+            // Killed, and Plex has not yet been seen to stop listing it.
             "killed".to_string()
+        } else if r.session_id.is_some() && st.acted.killed.contains(id) {
+            // Killed before, and listed after the kill was checked (a zombie).
+            "killed (still listed)".to_string()
         } else {
             let parts: Vec<String> = r
                 .rules
@@ -72,6 +194,12 @@ pub fn screen(rows: &[StreamRow], st: &Status<'_>, events: &[String]) -> String 
                         rule.held_s.unwrap_or(0),
                         rule.sustain_s
                     )),
+                    "acted" if st.acted.would_kill.contains(&pair(&rule.rule)) => {
+                        Some(format!("{} would kill", rule.rule))
+                    }
+                    "acted" if st.acted.failed.contains(&pair(&rule.rule)) => {
+                        Some(format!("{} kill failed", rule.rule))
+                    }
                     "due" | "acted" => Some(format!("{} matched", rule.rule)),
                     _ => None,
                 })

@@ -666,3 +666,220 @@ async fn control_characters_from_plex_cannot_forge_lines_in_the_text_log() {
         "a forged line:\n{log}"
     );
 }
+
+/// Reads from `s` until the server closes it (end of stream or a reset); what it sent
+/// before (a 408, say) is skipped.
+async fn closed(s: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// A value of `metrics`' text: the first sample line starting with `series`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn idle_and_stalled_clients_cannot_starve_metrics() {
+    use streamwarden::daemon::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let opts = Options {
+        http: true,
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(&mixed_sessions()), RULE, opts).await;
+    let addr = d.http.unwrap();
+    let opened = Instant::now();
+    // More idle connections than the endpoint serves at once...
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 72 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // ...and some that send part of a request's headers, then a byte of a header name every
+    // half second (so they never look idle), never finishing.
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: streamwarden\r\nX-Slow")
+            .await
+            .unwrap();
+        stalled.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let (mut rx, mut tx) = s.split();
+            let mut buf = [0u8; 256];
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    n = rx.read(&mut buf) => if matches!(n, Ok(0) | Err(_)) {
+                        return started.elapsed();
+                    },
+                    _ = tick.tick() => { let _ = tx.write_all(b"w").await; }
+                }
+            }
+        }));
+    }
+
+    // A scrape is answered at once, long before any of them times out.
+    let asked = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers while idle and stalled clients are connected");
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    // Never more than the cap open: the idlest made room for the newcomers.
+    let open = sample(&metrics, "streamwarden_http_connections ").expect(&metrics);
+    assert!(open <= MAX_CONNECTIONS as f64, "{open} open:\n{metrics}");
+    let evicted = sample(
+        &metrics,
+        "streamwarden_http_connections_dropped_total{reason=\"evicted\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(evicted >= 72.0, "{evicted} evicted:\n{metrics}");
+
+    // The stalled ones are closed by the header timeout, though bytes keep coming.
+    for s in stalled {
+        let after = tokio::time::timeout(HEADER_READ_TIMEOUT * 3, s)
+            .await
+            .expect("a stalled request is closed")
+            .unwrap();
+        assert!(
+            after >= HEADER_READ_TIMEOUT - Duration::from_millis(500)
+                && after <= HEADER_READ_TIMEOUT + Duration::from_secs(3),
+            "closed after {after:?}"
+        );
+    }
+    // And every idle one is gone by then too.
+    for mut s in idle {
+        let left = (opened + HEADER_READ_TIMEOUT * 2).saturating_duration_since(Instant::now());
+        tokio::time::timeout(left + Duration::from_secs(1), closed(&mut s))
+            .await
+            .expect("an idle connection is closed");
+    }
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let timed_out = sample(
+        &metrics,
+        "streamwarden_http_connections_dropped_total{reason=\"header-timeout\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(timed_out >= 6.0, "{metrics}");
+    d.stop().await;
+}
+
+/// `promtool check metrics`, Prometheus's own linter: its complaints (empty when none),
+/// or None when promtool is not installed (outside CI only).
+fn promtool(metrics: &str) -> Option<(bool, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: promtool cannot run ({e}); scripts/deps.sh --tests installs it");
+            return None;
+        }
+        Err(e) => panic!("promtool cannot run under CI ({e}); scripts/deps.sh --tests installs it"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), said))
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    // One kill ("fast"), then a kill that fails ("homarr": Plex refuses the terminate with a
+    // 401), with the slow stream measured throughout.
+    let plex = FakePlex::start(&mixed_sessions());
+    let rules = "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"1s\"\n\n[[rules]]\nname = \"homarr\"\nwhen = 'audio_decision == \"transcode\" && user == \"example_usr\"'\nsustain = \"6s\"\n";
+    let opts = Options {
+        flows: vec![
+            ([1, 2, 3, 11], 50_000, 20_000),
+            ([127, 0, 0, 1], 50_001, 2_000),
+        ],
+        http: true,
+        ..Default::default()
+    };
+    let d = start(plex, rules, opts).await;
+    d.until(Duration::from_secs(15), |d| !d.plex.terminates().is_empty())
+        .await;
+    d.plex.set(|s| s.plex_pass = false);
+    d.until(Duration::from_secs(20), |d| {
+        d.audit().iter().any(|l| l["action"] == "kill-failed")
+    })
+    .await;
+    let addr = d.http.unwrap();
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let metrics = response.text().await.unwrap();
+    let (_, _, audit) = d.stop().await;
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let failed = sample(
+        &metrics,
+        "streamwarden_kill_failures_total{rule=\"homarr\"}",
+    );
+    assert!(failed >= Some(1.0), "{metrics}\n{audit:?}");
+    for series in [
+        "streamwarden_kills_total{rule=\"fast\"} 1",
+        "streamwarden_stream_measured_kbps{",
+        "streamwarden_rule_evaluations_total ",
+        "streamwarden_http_connections ",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} in:\n{metrics}\n{audit:?}"
+        );
+    }
+    let Some((ok, said)) = promtool(&metrics) else {
+        return;
+    };
+    assert!(
+        ok && said.is_empty(),
+        "promtool says:\n{said}\nof:\n{metrics}"
+    );
+}

@@ -19,3 +19,4 @@ mod reach;
 mod replay;
 mod rules;
 mod trust;
+mod view;
