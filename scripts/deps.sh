@@ -3,6 +3,8 @@
 #   libpcap-dev  headers and library for packet capture (build and run)
 #   tshark       the oracle the capture tests compare against (tests only)
 #   prometheus   for promtool, the linter /metrics must pass (tests only)
+#   strace, systemd  to check the systemd unit's syscall filter against what the daemon
+#                calls (strace, systemd-analyze; tests only)
 set -euo pipefail
 
 want=()
@@ -11,6 +13,9 @@ if [ "${1:-}" = "--tests" ]; then
   command -v tshark >/dev/null 2>&1 || want+=(tshark)
   command -v tcpdump >/dev/null 2>&1 || want+=(tcpdump)
   command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+  command -v strace >/dev/null 2>&1 || want+=(strace)
+  command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+  command -v setpriv >/dev/null 2>&1 || want+=(util-linux)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 

@@ -110,7 +110,10 @@ fn syscalls_of(token: &str, out: &mut std::collections::BTreeSet<String>) {
 /// sets an allow list, `~` lines take from it, later plain lines add to it.
 fn unit_allowed(unit: &str) -> std::collections::BTreeSet<String> {
     let mut allowed = std::collections::BTreeSet::new();
-    for line in unit.lines().filter_map(|l| l.trim().strip_prefix("SystemCallFilter=")) {
+    for line in unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SystemCallFilter="))
+    {
         let (deny, list) = match line.strip_prefix('~') {
             Some(rest) => (true, rest),
             None => (false, line),
@@ -139,7 +142,10 @@ fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
     ))
     .unwrap();
     let allowed = unit_allowed(&unit);
-    assert!(allowed.contains("read") && !allowed.contains("reboot"), "{allowed:?}");
+    assert!(
+        allowed.contains("read") && !allowed.contains("reboot"),
+        "{allowed:?}"
+    );
     // Run the daemon as the unit does: an unprivileged user holding only CAP_NET_RAW
     // (ambient), capturing, serving HTTP, killing, then stopped by SIGTERM; every syscall
     // it makes is recorded.
@@ -238,7 +244,10 @@ fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
             used.insert(name.to_string());
         }
     }
-    assert!(used.contains("capset"), "the privilege drop was not traced: {used:?}");
+    assert!(
+        used.contains("capset"),
+        "the privilege drop was not traced: {used:?}"
+    );
     let denied: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
     assert!(
         denied.is_empty(),
