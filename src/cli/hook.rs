@@ -27,6 +27,7 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
         enforcer: &mut enforcer,
         rules: &rules,
         daemon: config.http.listen,
+        daemon_token: config.http.token.clone(),
     };
     let outcome = hook::run(&plan, cx, &mut |said| match said {
         Say::Info(s) => println!("{s}"),

@@ -11,10 +11,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod capture;
+pub mod http;
 mod validate;
 
 use crate::plex::PlexSettings;
 pub use capture::CaptureConfig;
+pub use http::{HttpConfig, Secret};
 
 /// A configuration problem, located in its file where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,15 +144,7 @@ struct RawConfig {
     #[serde(default)]
     capture: capture::RawCapture,
     #[serde(default)]
-    http: HttpConfig,
-}
-
-/// `[http]`: the local endpoint for /metrics and /api/streams. Off unless `listen` is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// e.g. "127.0.0.1:9090".
-    pub listen: Option<std::net::SocketAddr>,
+    http: http::RawHttp,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +267,7 @@ pub struct Spans {
     pub plex_url: Option<std::ops::Range<usize>>,
     pub tls_verify: Option<std::ops::Range<usize>>,
     pub audit_log: Option<std::ops::Range<usize>>,
+    pub http_listen: Option<std::ops::Range<usize>>,
 }
 
 /// The default places a config file is looked for, in order.
@@ -390,7 +385,9 @@ impl Config {
             exempt_users: raw.enforce.exempt_users,
             act_on_estimates: raw.enforce.act_on_estimates.unwrap_or(false),
         };
+        let (http, listen_span) = raw.http.resolve(&source)?;
         let spans = Spans {
+            http_listen: listen_span,
             plex_url: raw.plex.url.as_ref().map(Spanned::span),
             tls_verify: raw.plex.tls_verify.as_ref().map(Spanned::span),
             audit_log: raw.enforce.audit_log.as_ref().map(Spanned::span),
@@ -401,7 +398,7 @@ impl Config {
             spans,
             rules: raw.rules,
             capture: raw.capture.resolve(&source)?,
-            http: raw.http,
+            http,
             source,
         })
     }
@@ -414,6 +411,9 @@ impl Config {
         }
         if let Some(token) = get("PLEX_TOKEN").filter(|v| !v.trim().is_empty()) {
             self.plex.token = Some(token.trim().to_string());
+        }
+        if let Some(token) = get(http::TOKEN_ENV).filter(|v| !v.trim().is_empty()) {
+            self.http.token = Some(Secret::new(token.trim()));
         }
     }
 

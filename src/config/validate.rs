@@ -48,6 +48,18 @@ impl Config {
                 "the Plex token contains spaces or control characters (a stray newline?)".into(),
             ));
         }
+        if let Some(listen) = self.http.listen
+            && !listen.ip().is_loopback()
+            && self.http.token.is_none()
+        {
+            return Err(self.located(
+                self.spans.http_listen.as_ref(),
+                format!(
+                    "[http] listen = \"{listen}\" is reachable from other hosts, so it needs a token: set [http] token (or token_file, or {}), which clients send as Authorization: Bearer TOKEN",
+                    super::http::TOKEN_ENV
+                ),
+            ));
+        }
         if let Some(audit) = &self.enforce.audit_log {
             let at = self.spans.audit_log.as_ref();
             if audit.is_dir() {

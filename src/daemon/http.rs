@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::config::Secret;
 use crate::engine::row::StreamRow;
 use crate::lock;
 
@@ -61,11 +62,14 @@ struct AppState {
     rows: Rows,
 }
 
-/// Serves on `listener` until `stop` turns true.
+/// Serves on `listener` until `stop` turns true. With a `token`, every request must carry
+/// it (see [`authorised`]); without one, the listener is loopback (the config refuses
+/// anything else).
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     rows: Rows,
+    token: Option<Secret>,
     stop: watch::Receiver<bool>,
 ) {
     let app = Router::new()
@@ -74,11 +78,62 @@ pub fn serve(
         .with_state(AppState {
             metrics: metrics.clone(),
             rows,
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
     if let Ok(bound) = listener.local_addr() {
         tracing::info!(%bound, "serving /metrics and /api/streams");
     }
     tokio::spawn(accept(listener, app, metrics, stop));
+}
+
+/// Refuses a request without the token with 401 (and a Basic challenge, so a browser asks).
+async fn require_token(
+    State(token): State<Arc<Option<Secret>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(t) = token.as_ref()
+        && !authorised(request.headers(), t)
+    {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"streamwarden\"")],
+            "401: send the [http] token as Authorization: Bearer TOKEN (or, in a browser, as the password)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether the request carries the token: `Authorization: Bearer TOKEN`, or HTTP Basic
+/// with any user name and the token as password. Compared in constant time.
+pub fn authorised(headers: &axum::http::HeaderMap, token: &Secret) -> bool {
+    use base64::Engine;
+    use subtle::ConstantTimeEq;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let given: Vec<u8> = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.trim().as_bytes().to_vec()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+            return false;
+        };
+        match decoded.iter().position(|b| *b == b':') {
+            Some(i) => decoded[i + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    bool::from(given.ct_eq(token.expose().as_bytes()))
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {

@@ -86,6 +86,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             clock: Arc::new(SystemClock),
             view,
             http,
+            http_token: config.http.token.clone(),
             reload: Some(reloader(config.clone(), config_path, dry_run)),
             tick: Duration::from_secs(1),
         },

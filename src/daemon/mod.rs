@@ -49,6 +49,8 @@ pub struct Setup<P> {
     pub view: View,
     /// Serves /metrics and /api/streams when given.
     pub http: Option<tokio::net::TcpListener>,
+    /// The token every HTTP request must carry, when set.
+    pub http_token: Option<crate::config::Secret>,
     /// Re-reads the configuration on [`Control::Reload`].
     pub reload: Option<Reload>,
     /// How often the engine evaluates (1 s).
@@ -94,6 +96,7 @@ where
         clock,
         view,
         http: listener,
+        http_token,
         reload,
         tick: every,
     } = setup;
@@ -101,7 +104,13 @@ where
     let rows: http::Rows = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
-        http::serve(listener, metrics.clone(), rows.clone(), stop_rx.clone());
+        http::serve(
+            listener,
+            metrics.clone(),
+            rows.clone(),
+            http_token.clone(),
+            stop_rx.clone(),
+        );
     }
     let polled = poll::Polled::default();
     let poller = tokio::spawn(poll::run(

@@ -126,6 +126,7 @@ impl Demo {
                 clock: Arc::new(SystemClock),
                 view,
                 http,
+                http_token: self.config.http.token.clone(),
                 reload: None,
                 tick: Duration::from_secs(1),
             },

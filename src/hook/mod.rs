@@ -82,6 +82,8 @@ pub struct Context<'a> {
     pub rules: &'a RuleSet,
     /// A running daemon's HTTP endpoint, for measured figures in rules mode.
     pub daemon: Option<std::net::SocketAddr>,
+    /// The token the daemon's endpoint requires.
+    pub daemon_token: Option<crate::config::Secret>,
 }
 
 /// Carries out `plan`, telling `say` what happens. Every line said, and the failure

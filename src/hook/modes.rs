@@ -218,7 +218,7 @@ pub(super) async fn rules(
     plex.fill_source(&mut sessions[pos]).await;
     // With a daemon running, rules see its real measured bandwidth too.
     let measured = match cx.daemon {
-        Some(addr) => daemon_client::measured(addr, id).await,
+        Some(addr) => daemon_client::measured(addr, cx.daemon_token.as_ref(), id).await,
         None => None,
     };
     if let (Some(_), Some(addr)) = (measured, cx.daemon) {

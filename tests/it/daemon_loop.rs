@@ -115,6 +115,8 @@ struct Daemon {
 }
 
 struct Options {
+    /// The token the HTTP endpoint requires.
+    http_token: Option<String>,
     /// Point the client elsewhere than the fake server.
     url: Option<String>,
     dry_run: bool,
@@ -127,6 +129,7 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            http_token: None,
             url: None,
             dry_run: false,
             poll_interval: Duration::from_millis(500),
@@ -174,6 +177,10 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         clock: Arc::new(SystemClock),
         view: View::Logs,
         http: listener,
+        http_token: opts
+            .http_token
+            .clone()
+            .map(streamwarden::config::Secret::new),
         reload: opts.reload,
         tick: Duration::from_secs(1),
     };
@@ -881,5 +888,81 @@ async fn metrics_pass_promtool() {
     assert!(
         ok && said.is_empty(),
         "promtool says:\n{said}\nof:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_http_token_is_required_and_the_hook_sends_it() {
+    let logs = Logs::default();
+    let _guard = logs.subscriber();
+    let secret = "http-SECRET-71d3";
+    let plex = FakePlex::start(&mixed_sessions());
+    let opts = Options {
+        http: true,
+        http_token: Some(secret.into()),
+        flows: vec![([1, 2, 3, 11], 50_000, 20_000)],
+        ..Default::default()
+    };
+    let d = start(plex, "", opts).await;
+    let addr = d.http.unwrap();
+    let client = reqwest::Client::new();
+    let get = |path: &str, auth: Option<(&str, String)>| {
+        let mut r = client.get(format!("http://{addr}{path}"));
+        if let Some((k, v)) = auth {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    for path in ["/api/streams", "/metrics"] {
+        let none = get(path, None).await.unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        assert!(none.headers().contains_key("www-authenticate"));
+        let wrong = get(path, Some(("authorization", "Bearer nope".into())))
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let right = get(path, Some(("authorization", format!("Bearer {secret}"))))
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    // A browser: any user name, the token as password.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("owner:{secret}"));
+    let r = get(
+        "/api/streams",
+        Some(("authorization", format!("Basic {basic}"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    // The hook reads the daemon's measured figures with the token from the same config.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("streamwarden.toml"),
+        format!(
+            "[http]\nlisten = \"{addr}\"\ntoken = \"{secret}\"\n\n[[rules]]\nname = \"real\"\nwhen = 'measured_kbps_10s > 8000'\nmessage = \"{{measured_kbps_10s_mbps}} Mbps\"\n[enforce]\ndry_run = true\n"
+        ),
+    )
+    .unwrap();
+    let url = d.plex.url.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        run(dir.path(), &url, TOKEN, &["hook", "--session-id", FAST])
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("measured figures from the daemon"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("would kill"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains(secret) && !stderr(&o).contains(secret));
+    d.stop().await;
+    assert!(
+        !logs.text().contains(secret),
+        "the token leaked into the log"
     );
 }

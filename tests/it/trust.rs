@@ -412,3 +412,60 @@ fn replay_notes_a_stream_plex_cannot_stop_without_an_error() {
     assert!(out.contains("cannot be stopped"), "{out}");
     assert!(!out.contains("kill-failed"), "{out}");
 }
+
+mod http_token_config {
+    use crate::common::*;
+
+    fn check(dir: &std::path::Path, text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        std::fs::write(dir.join("c.toml"), text).unwrap();
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["check", "--config", "c.toml"])
+            .current_dir(dir)
+            .env_clear()
+            .env("HOME", dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out) = check(dir.path(), "[http]\nlisten = \"0.0.0.0:9090\"\n", &[]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("c.toml:2:10: [http] listen = \"0.0.0.0:9090\" is reachable from other hosts, so it needs a token"), "{out}");
+        let (code, out) = check(
+            dir.path(),
+            "[http]\nlisten = \"0.0.0.0:9090\"\ntoken = \"s3cret-token\"\n",
+            &[],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(!out.contains("s3cret-token"), "{out}");
+        // From the environment, or a file.
+        let (code, out) = check(
+            dir.path(),
+            "[http]\nlisten = \"0.0.0.0:9090\"\n",
+            &[("STREAMWARDEN_HTTP_TOKEN", "from-env")],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        std::fs::write(dir.path().join("tok"), "from-file\n").unwrap();
+        let (code, out) = check(
+            dir.path(),
+            "[http]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"tok\"\n",
+            &[],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        let (code, out) = check(
+            dir.path(),
+            "[http]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"missing\"\n",
+            &[],
+        );
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("c.toml:3:14: token_file: cannot read missing"),
+            "{out}"
+        );
+    }
+}
