@@ -60,6 +60,7 @@ pub type Rows = Arc<Mutex<Vec<StreamRow>>>;
 struct AppState {
     metrics: Arc<Metrics>,
     rows: Rows,
+    hooks: Option<super::webhook::Hooks>,
 }
 
 /// Serves on `listener` until `stop` turns true. With a `token`, every request must carry
@@ -70,14 +71,17 @@ pub fn serve(
     metrics: Arc<Metrics>,
     rows: Rows,
     token: Option<Secret>,
+    hooks: Option<super::webhook::Hooks>,
     stop: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/api/streams", get(streams_handler))
+        .route("/api/tautulli", axum::routing::post(tautulli_handler))
         .with_state(AppState {
             metrics: metrics.clone(),
             rows,
+            hooks,
         })
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
@@ -141,6 +145,17 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
         s.metrics.encode(),
     )
+}
+
+async fn tautulli_handler(State(s): State<AppState>, body: axum::body::Bytes) -> impl IntoResponse {
+    let (status, reply) = match s.hooks {
+        Some(h) => super::webhook::handle(h, &body).await,
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "the Tautulli endpoint is off in this daemon"}),
+        ),
+    };
+    (status, axum::Json(reply))
 }
 
 async fn streams_handler(State(s): State<AppState>) -> impl IntoResponse {

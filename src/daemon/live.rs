@@ -87,6 +87,12 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             view,
             http,
             http_token: config.http.token.clone(),
+            webhook: Some(super::webhook::Webhook {
+                plex: config
+                    .plex_settings()
+                    .map_err(|e| Failure::Usage(e.to_string()))?,
+                config_file: config.source.file.clone(),
+            }),
             reload: Some(reloader(config.clone(), config_path, dry_run)),
             tick: Duration::from_secs(1),
         },

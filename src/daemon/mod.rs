@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 mod poll;
 pub mod view;
+pub mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct Setup<P> {
     pub http: Option<tokio::net::TcpListener>,
     /// The token every HTTP request must carry, when set.
     pub http_token: Option<crate::config::Secret>,
+    /// Serves `POST /api/tautulli` (Tautulli's Webhook agent) when given.
+    pub webhook: Option<webhook::Webhook>,
     /// Re-reads the configuration on [`Control::Reload`].
     pub reload: Option<Reload>,
     /// How often the engine evaluates (1 s).
@@ -86,7 +89,7 @@ where
     P: SessionSource + Terminator + 'static,
 {
     let Setup {
-        mut rules,
+        rules,
         enforce,
         plex,
         audit,
@@ -97,18 +100,28 @@ where
         view,
         http: listener,
         http_token,
+        webhook,
         reload,
         tick: every,
     } = setup;
+    let mut rules = Arc::new(rules);
+    let current: webhook::Current = Arc::new(Mutex::new((rules.clone(), enforce.clone())));
     let metrics = Arc::new(Metrics::default());
     let rows: http::Rows = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
+        let hooks = webhook.map(|w| webhook::Hooks {
+            setup: Arc::new(w),
+            current: current.clone(),
+            daemon: listener.local_addr().ok(),
+            token: http_token.clone(),
+        });
         http::serve(
             listener,
             metrics.clone(),
             rows.clone(),
             http_token.clone(),
+            hooks,
             stop_rx.clone(),
         );
     }
@@ -154,8 +167,9 @@ where
                             tracker.sustain.retain_rules(|name| {
                                 matches!((old.get(name), fresh.get(name)), (Some(a), Some(b)) if a.same_condition(b))
                             });
-                            rules = new.rules;
+                            rules = Arc::new(new.rules);
                             kills.enforcer.reconfigure(&new.enforce);
+                            *lock(&current) = (rules.clone(), new.enforce);
                         }
                         Some(Err(e)) => tracing::error!("reload failed, keeping the running configuration: {e}"),
                         None => tracing::warn!("SIGHUP: nothing to reload"),

@@ -127,6 +127,7 @@ impl Demo {
                 view,
                 http,
                 http_token: self.config.http.token.clone(),
+                webhook: None,
                 reload: None,
                 tick: Duration::from_secs(1),
             },

@@ -150,14 +150,14 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), rules);
     cfg.enforce.dry_run = opts.dry_run;
-    let client = PlexClient::new(PlexSettings {
+    let settings = PlexSettings {
         url: opts.url.unwrap_or_else(|| plex.url.clone()),
         token: TOKEN.into(),
         client_identifier: "test".into(),
         timeout: Duration::from_secs(2),
         tls_verify: true,
-    })
-    .unwrap();
+    };
+    let client = PlexClient::new(settings.clone()).unwrap();
     let feed = Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400])));
     let listener = if opts.http {
         Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
@@ -182,6 +182,10 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
             .clone()
             .map(streamwarden::config::Secret::new),
         reload: opts.reload,
+        webhook: opts.http.then_some(daemon::webhook::Webhook {
+            plex: settings,
+            config_file: None,
+        }),
         tick: Duration::from_secs(1),
     };
     let (control, rx) = mpsc::channel(4);
@@ -965,4 +969,159 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
         !logs.text().contains(secret),
         "the token leaked into the log"
     );
+}
+
+mod tautulli_webhook {
+    use super::*;
+
+    const SECRET: &str = "hook-SECRET-9a2e";
+
+    async fn post(
+        addr: std::net::SocketAddr,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = reqwest::Client::new()
+            .post(format!("http://{addr}/api/tautulli"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, v)
+    }
+
+    async fn daemon(rules: &str) -> Daemon {
+        let plex = FakePlex::start(&mixed_sessions());
+        let opts = Options {
+            http: true,
+            http_token: Some(SECRET.into()),
+            ..Default::default()
+        };
+        start(plex, rules, opts).await
+    }
+
+    #[tokio::test]
+    async fn a_tautulli_shaped_post_kills_as_the_hook_would() {
+        let d = daemon("").await;
+        // The player ignores the kill: the session stays listed.
+        d.plex.set(|s| s.remove_on_kill = false);
+        let addr = d.http.unwrap();
+        // As Tautulli's JSON Data template fills it in: every value a string.
+        let body = r#"{"jbop": "stream", "sessionId": "session_id_1", "username": "User 7", "userId": "7", "killMessage": "Transcoding streams are not allowed.", "delay": "0"}"#;
+        let (status, v) = post(addr, body, Some(SECRET)).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["outcome"], "done", "{v}");
+        assert!(
+            v["lines"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("killed session session_id_1"),
+            "{v}"
+        );
+        assert_eq!(
+            d.plex.terminates(),
+            vec![(
+                "session_id_1".to_string(),
+                "Transcoding streams are not allowed.".to_string()
+            )]
+        );
+        // Never twice, as the hook: the audit remembers.
+        let (_, v) = post(addr, body, Some(SECRET)).await;
+        assert!(
+            v["lines"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("already killed")
+                || v["lines"].to_string().contains("no such session")
+                || v.to_string().contains("Plex lists no such session"),
+            "{v}"
+        );
+        let (_, plex, audit) = d.stop().await;
+        assert_eq!(plex.terminates().len(), 1);
+        assert_eq!(
+            audit.iter().filter(|l| l["action"] == "kill").count(),
+            1,
+            "{audit:?}"
+        );
+        assert_eq!(audit[0]["rule"], "jbop:stream");
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_get_400_with_the_reason_and_kill_nothing() {
+        let d = daemon("").await;
+        let addr = d.http.unwrap();
+        for (body, reason) in [
+            ("not json", "not JSON"),
+            ("[1]", "JSON object"),
+            (
+                r#"{"jbop": "stream", "sesionId": "x"}"#,
+                "unknown key \"sesionId\"",
+            ),
+            (r#"{"jbop": "everything", "sessionId": "x"}"#, "everything"),
+            (
+                r#"{"jbop": "allStreams"}"#,
+                "refusing --jbop allStreams without --userId",
+            ),
+            (
+                r#"{"jbop": "stream", "sessionId": "x", "delay": "99999"}"#,
+                "99999",
+            ),
+            (r#"{"jbop": "stream", "sessionId": {"a": 1}}"#, "sessionId"),
+            ("{}", "nothing to do"),
+        ] {
+            let (status, v) = post(addr, body, Some(SECRET)).await;
+            assert_eq!(status, 400, "{body}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(reason), "{body}: {v}");
+        }
+        // Without the token: 401, and nothing done.
+        let (status, _) = post(
+            addr,
+            r#"{"jbop": "stream", "sessionId": "session_id_1"}"#,
+            None,
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (_, plex, audit) = d.stop().await;
+        assert!(plex.terminates().is_empty());
+        assert!(audit.is_empty(), "{audit:?}");
+    }
+
+    #[tokio::test]
+    async fn without_jbop_it_applies_the_rules_to_the_session_and_dry_run_is_honoured() {
+        let rule = "[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nmessage = \"Rule says bye\"\n";
+        let d = daemon(rule).await;
+        let addr = d.http.unwrap();
+        let (status, v) = post(
+            addr,
+            r#"{"sessionId": "session_id_1", "dryRun": true}"#,
+            Some(SECRET),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v.to_string().contains("would kill"), "{v}");
+        assert!(d.plex.terminates().is_empty());
+        let (status, v) = post(addr, r#"{"sessionId": "session_id_1"}"#, Some(SECRET)).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            d.plex.terminates(),
+            vec![("session_id_1".to_string(), "Rule says bye".to_string())]
+        );
+        // A delay is accepted at once and done in the background.
+        let (status, v) = post(
+            addr,
+            r#"{"jbop": "stream", "sessionId": "2894294r2jf2038fj3098jgf3gt", "delay": 1}"#,
+            Some(SECRET),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        d.until(Duration::from_secs(8), |d| d.plex.terminates().len() == 2)
+            .await;
+        let (_, plex, _) = d.stop().await;
+        assert_eq!(plex.terminates().len(), 2);
+    }
 }

@@ -22,7 +22,7 @@ fn the_daemon_runs_without_capture_and_without_any_privilege() {
     std::fs::write(
         dir.path().join("c.toml"),
         format!(
-            "[plex]\npoll_interval = \"1s\"\n[capture]\nenabled = false\n[http]\nlisten = \"127.0.0.1:{port}\"\n[enforce]\naudit_log = \"audit.jsonl\"\n\n[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n\n[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_1m > 1'\n"
+            "[plex]\npoll_interval = \"1s\"\n[capture]\nenabled = false\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"tok-http-1\"\n[enforce]\naudit_log = \"audit.jsonl\"\n\n[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n\n[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_1m > 1'\n"
         ),
     )
     .unwrap();
@@ -47,7 +47,17 @@ fn the_daemon_runs_without_capture_and_without_any_privilege() {
     while plex.terminates().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let rows = http_get(&format!("127.0.0.1:{port}"), "/api/streams");
+    let host = format!("127.0.0.1:{port}");
+    let auth = [("Authorization", "Bearer tok-http-1")];
+    let rows = http("GET", &host, "/api/streams", &auth, "").1;
+    // Tautulli's Webhook agent, as its JSON Data template sends it.
+    let (status, reply) = http(
+        "POST",
+        &host,
+        "/api/tautulli",
+        &auth,
+        r#"{"jbop": "stream", "sessionId": "rxiscwekkvkpukgi3pm9nklp", "killMessage": "Bye from Tautulli", "userId": "1"}"#,
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -57,8 +67,17 @@ fn the_daemon_runs_without_capture_and_without_any_privilege() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("capture off"), "{err}");
-    assert_eq!(plex.terminates().len(), 1, "{err}");
+    assert_eq!(status, 200, "{reply}\n{err}");
+    assert!(reply.contains("\"outcome\":\"done\""), "{reply}");
+    assert_eq!(plex.terminates().len(), 2, "{err}");
     assert_eq!(plex.terminates()[0].0, "session_id_1");
+    assert_eq!(
+        plex.terminates()[1],
+        (
+            "rxiscwekkvkpukgi3pm9nklp".to_string(),
+            "Bye from Tautulli".to_string()
+        )
+    );
     // Measured variables are unknown, so the measured rule never matched.
     let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
     assert!(

@@ -129,21 +129,45 @@ pub fn serve(app: Router) -> TestServer {
     }
 }
 
-/// A plain HTTP/1.1 GET over a std socket, for tests outside an async runtime: the body,
-/// or "" when nothing answers.
-pub fn http_get(addr: &str, path: &str) -> String {
+/// A plain HTTP/1.1 request over a std socket, for tests outside an async runtime:
+/// (status, body); (0, "") when nothing answers.
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
+        return (0, String::new());
     };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
     );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let _ = s.write_all(req.as_bytes());
     let mut all = String::new();
     let _ = s.read_to_string(&mut all);
-    all.split_once("\r\n\r\n")
+    let status = all
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = all
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The body of a GET.
+pub fn http_get(addr: &str, path: &str) -> String {
+    http("GET", addr, path, &[], "").1
 }
