@@ -273,3 +273,30 @@ fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
         "the unit's SystemCallFilter would kill the daemon (SIGSYS) on: {denied:?}"
     );
 }
+
+#[test]
+fn the_docker_images_default_config_passes_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dockerfile = std::fs::read_to_string(format!("{root}/contrib/docker/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("prepare-config.sh /etc/streamwarden/config.toml"),
+        "the image no longer prepares its config with contrib/docker/prepare-config.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::copy(format!("{root}/rules.example.toml"), &config).unwrap();
+    let o = Command::new(format!("{root}/contrib/docker/prepare-config.sh"))
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        dir.path(),
+        "",
+        "",
+        &["check", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let c = streamwarden::config::Config::load(Some(&config)).unwrap();
+    assert_eq!(c.capture.user.as_deref(), Some("streamwarden"));
+}
