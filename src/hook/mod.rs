@@ -6,7 +6,9 @@
 
 pub mod args;
 pub mod daemon_client;
+pub mod message;
 mod modes;
+pub mod tautulli;
 
 use std::time::Duration;
 
