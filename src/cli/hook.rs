@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::Failure;
 use crate::enforce::Enforcer;
 use crate::engine::setup;
-use crate::hook::{self, Context, HookArgs, Outcome, Say};
+use crate::hook::{self, Context, HookArgs, Outcome, Say, TautulliEnv};
 
 use super::Done;
 
@@ -27,6 +27,7 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
         enforcer: &mut enforcer,
         rules: &rules,
         daemon: config.http.listen,
+        tautulli: TautulliEnv::from_env(),
     };
     let outcome = hook::run(&plan, cx, &mut |said| match said {
         Say::Info(s) => println!("{s}"),
