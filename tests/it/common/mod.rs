@@ -128,3 +128,24 @@ pub fn serve(app: Router) -> TestServer {
         _shutdown: tx,
     }
 }
+
+/// As `run`, with more environment variables (TAUTULLI_URL and the like).
+pub fn run_env(
+    dir: &std::path::Path,
+    url: &str,
+    token: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("PLEX_URL", url)
+        .env("PLEX_TOKEN", token)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run streamwarden")
+}
