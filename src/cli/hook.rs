@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::Failure;
 use crate::enforce::Enforcer;
 use crate::engine::setup;
-use crate::hook::{self, Context, HookArgs, Outcome, Say};
+use crate::hook::{self, Context, HookArgs, Outcome, Say, TautulliEnv};
 
 use super::Done;
 
@@ -28,6 +28,7 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
         rules: &rules,
         daemon: config.http.listen,
         daemon_token: config.http.token.clone(),
+        tautulli: TautulliEnv::from_env(),
     };
     let outcome = hook::run(&plan, cx, &mut |said| match said {
         Say::Info(s) => println!("{s}"),

@@ -184,6 +184,7 @@ pub async fn handle(hooks: Hooks, body: &[u8]) -> (StatusCode, Value) {
                 rules: &rules,
                 daemon: hooks.daemon,
                 daemon_token: hooks.token.clone(),
+                tautulli: hook::TautulliEnv::from_env(),
             };
             hook::run(&plan, cx, &mut |s| said.push(s)).await
         });

@@ -8,6 +8,8 @@ use clap::{Args, ValueEnum};
 use crate::Failure;
 use crate::rules::DEFAULT_MESSAGE;
 
+use super::message::Look;
+use super::notify::{self, Spec};
 use super::{Mode, Plan};
 
 /// The longest `--killMessage`, in characters: Plex shows the viewer a short message.
@@ -64,22 +66,25 @@ pub struct HookArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(..=MAX_INTERVAL_SECS))]
     pub interval: u64,
-    /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
+    /// Tautulli notifier ids to tell of each kill, through Tautulli's API (TAUTULLI_URL and
+    /// TAUTULLI_APIKEY, which Tautulli sets for its scripts); one notification per killed
+    /// stream and id.
     #[arg(long, value_name = "ID", num_args = 1..)]
     pub notify: Vec<String>,
-    /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
+    /// With --notify: send kill_stream.py's rich message, discord (an embed) or slack (an
+    /// attachment), as the body, for a Tautulli Webhook notifier.
     #[arg(long = "richMessage", value_name = "KIND", num_args = 1..)]
     pub rich_message: Vec<String>,
-    /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
+    /// Rich message: the server name in the footer (default "Plex Server").
     #[arg(long = "serverName", value_name = "NAME")]
     pub server_name: Option<String>,
-    /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
+    /// Rich message: where its title links (default https://app.plex.tv).
     #[arg(long = "plexUrl", value_name = "URL")]
     pub plex_url: Option<String>,
-    /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
+    /// Rich message: its thumbnail (default Tautulli's logo).
     #[arg(long = "posterUrl", value_name = "URL")]
     pub poster_url: Option<String>,
-    /// Accepted for kill_stream.py compatibility; not implemented (ignored with a warning).
+    /// Rich message: its colour, as hex (default #E5A00D).
     #[arg(long = "richColor", value_name = "COLOR")]
     pub rich_color: Option<String>,
     /// Debug logging.
@@ -162,7 +167,42 @@ impl HookArgs {
             mode,
             message,
             delay: self.delay.map(Duration::from_secs),
+            notify: self.notify_spec(&mut Vec::new()),
         })
+    }
+
+    /// Whom to notify of kills, and how; `warn` gets what is ignored.
+    fn notify_spec(&self, warn: &mut Vec<String>) -> Spec {
+        let mut ids: Vec<String> = Vec::new();
+        for v in &self.notify {
+            match notify::notifier_id(v) {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => warn.push(format!(
+                    "--notify {v:?} is not a Tautulli notifier id (a whole number from 1); no notification goes to it"
+                )),
+            }
+        }
+        let kind = notify::rich_kind(&self.rich_message, warn);
+        if kind.is_some() && self.notify.is_empty() {
+            warn.push(
+                "--richMessage changes nothing without --notify, the Tautulli notifier to send it through".into(),
+            );
+        }
+        let look = kind.map(|k| {
+            Look::new(
+                k,
+                self.server_name.as_deref(),
+                self.rich_color.as_deref(),
+                self.plex_url.as_deref(),
+                self.poster_url.as_deref(),
+            )
+        });
+        Spec {
+            ids,
+            username: non_empty(&self.username),
+            look,
+        }
     }
 
     /// Warnings about arguments that are accepted but change nothing.
@@ -173,21 +213,7 @@ impl HookArgs {
                 "--killMessage is ignored with --session-id: each rule's message is used".into(),
             );
         }
-        let ignored = [
-            ("--notify", !self.notify.is_empty()),
-            ("--richMessage", !self.rich_message.is_empty()),
-            ("--serverName", self.server_name.is_some()),
-            ("--plexUrl", self.plex_url.is_some()),
-            ("--posterUrl", self.poster_url.is_some()),
-            ("--richColor", self.rich_color.is_some()),
-        ];
-        for (flag, given) in ignored {
-            if given {
-                out.push(format!(
-                    "{flag} is accepted for kill_stream.py compatibility but not implemented; it changes nothing"
-                ));
-            }
-        }
+        self.notify_spec(&mut out);
         out
     }
 }

@@ -6,7 +6,10 @@
 
 pub mod args;
 pub mod daemon_client;
+pub mod message;
 mod modes;
+pub mod notify;
+pub mod tautulli;
 
 use std::time::Duration;
 
@@ -16,6 +19,10 @@ use crate::plex::PlexClient;
 use crate::rules::RuleSet;
 
 pub use args::{HookArgs, Jbop};
+pub use tautulli::TautulliEnv;
+
+use message::KillKind;
+use notify::Killed;
 
 /// What the hook says as it goes: information for stdout, warnings and errors for stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +72,8 @@ pub struct Plan {
     pub message: String,
     /// Wait this long, then re-check, before acting.
     pub delay: Option<Duration>,
+    /// Whom to tell of the kills through Tautulli (`--notify`).
+    pub notify: notify::Spec,
 }
 
 /// How a hook run ended.
@@ -84,6 +93,8 @@ pub struct Context<'a> {
     pub daemon: Option<std::net::SocketAddr>,
     /// The token the daemon's endpoint requires.
     pub daemon_token: Option<crate::config::Secret>,
+    /// Where `--notify` reaches Tautulli.
+    pub tautulli: TautulliEnv,
 }
 
 /// Carries out `plan`, telling `say` what happens. Every line said, and the failure
@@ -106,21 +117,54 @@ async fn run_plan(
     cx: Context<'_>,
     say: &mut dyn FnMut(Say),
 ) -> Result<Outcome, Failure> {
+    let Context {
+        enforcer,
+        rules,
+        daemon,
+        daemon_token,
+        tautulli,
+    } = cx;
     let message = plan.message.as_str();
-    match &plan.mode {
-        Mode::Rules(id) => modes::rules(cx, id, plan.delay, say).await,
-        Mode::Stream(id) => modes::stream(cx.enforcer, id, message, plan.delay, say).await,
+    let mut killed: Vec<Killed> = Vec::new();
+    let (kind, done) = match &plan.mode {
+        Mode::Rules(id) => {
+            let cx = modes::RulesCx {
+                enforcer,
+                rules,
+                daemon,
+                daemon_token,
+            };
+            let done = modes::rules(cx, id, plan.delay, say, &mut killed).await;
+            (KillKind::Stream, done)
+        }
+        Mode::Stream(id) => {
+            let done = modes::stream(enforcer, id, message, plan.delay, say, &mut killed).await;
+            (KillKind::Stream, done)
+        }
         Mode::AllStreams { user_id, username } => {
             let who = modes::Who {
                 user_id: user_id.as_deref(),
                 username: username.as_deref(),
             };
-            modes::all_streams(cx.enforcer, who, message, plan.delay, say).await
+            let done =
+                modes::all_streams(enforcer, who, message, plan.delay, say, &mut killed).await;
+            (KillKind::AllStreams, done)
         }
         Mode::Paused {
             id,
             limit,
             interval,
-        } => modes::paused(cx.enforcer, id, message, *limit, *interval, say).await,
-    }
+        } => {
+            let timing = modes::Watch {
+                limit: *limit,
+                interval: *interval,
+            };
+            let done = modes::paused(enforcer, id, message, timing, say, &mut killed).await;
+            (KillKind::Paused, done)
+        }
+    };
+    // Only after the kills, so that a slow Tautulli never delays one; whatever became
+    // of the notifications, the outcome is the kills'.
+    notify::send(&plan.notify, kind, &killed, &tautulli, say).await;
+    done
 }

@@ -6,14 +6,29 @@ use crate::Failure;
 use crate::enforce::{Applied, Enforcer};
 use crate::engine::{self, Clock, Pauses, SystemClock};
 use crate::plex::{ONE_SHOT_BUDGET, PlexClient, Session};
-use crate::rules::{Action, Decision, Observed, Outcome as RuleOutcome, Vars};
+use crate::rules::{Action, Decision, Observed, Outcome as RuleOutcome, RuleSet, Vars};
 
-use super::{Context, Outcome, Say, daemon_client};
+use super::notify::Killed;
+use super::{Outcome, Say, daemon_client};
 
 /// Whose streams allStreams kills.
 pub(super) struct Who<'a> {
     pub user_id: Option<&'a str>,
     pub username: Option<&'a str>,
+}
+
+/// What rules mode works with.
+pub(super) struct RulesCx<'a> {
+    pub enforcer: &'a mut Enforcer<PlexClient>,
+    pub rules: &'a RuleSet,
+    pub daemon: Option<std::net::SocketAddr>,
+    pub daemon_token: Option<crate::config::Secret>,
+}
+
+/// paused's timing.
+pub(super) struct Watch {
+    pub limit: Duration,
+    pub interval: Duration,
 }
 
 /// Reads the sessions, the start of each step (after any delay; each poll of paused). A
@@ -35,14 +50,22 @@ async fn wait(delay: Option<Duration>, say: &mut dyn FnMut(Say)) {
 }
 
 /// Applies decisions and says what happened; a failed kill makes the outcome a failure.
+/// What was killed (or in a dry run would have been) goes to `killed`.
 async fn apply_all(
     enforcer: &mut Enforcer<PlexClient>,
     decisions: &[Decision],
     say: &mut dyn FnMut(Say),
+    killed: &mut Vec<Killed>,
 ) -> Outcome {
     let mut outcome = Outcome::Done;
     for d in decisions {
         let applied = enforcer.apply(d).await;
+        if matches!(applied, Applied::Killed | Applied::WouldKill) {
+            killed.push(Killed {
+                decision: d.clone(),
+                dry_run: applied == Applied::WouldKill,
+            });
+        }
         let line = applied.describe(d);
         if applied.is_failure() {
             outcome = Outcome::KillFailed;
@@ -82,6 +105,7 @@ pub(super) async fn stream(
     message: &str,
     delay: Option<Duration>,
     say: &mut dyn FnMut(Say),
+    killed: &mut Vec<Killed>,
 ) -> Result<Outcome, Failure> {
     wait(delay, say).await;
     let sessions = read_sessions(enforcer).await?;
@@ -100,7 +124,7 @@ pub(super) async fn stream(
         )));
     };
     let d = manual_decision("jbop:stream", session, &sessions, message);
-    Ok(apply_all(enforcer, &[d], say).await)
+    Ok(apply_all(enforcer, &[d], say, killed).await)
 }
 
 pub(super) async fn all_streams(
@@ -109,6 +133,7 @@ pub(super) async fn all_streams(
     message: &str,
     delay: Option<Duration>,
     say: &mut dyn FnMut(Say),
+    killed: &mut Vec<Killed>,
 ) -> Result<Outcome, Failure> {
     wait(delay, say).await;
     let sessions = read_sessions(enforcer).await?;
@@ -137,7 +162,9 @@ pub(super) async fn all_streams(
         let d = manual_decision("jbop:allStreams", s, &sessions, message);
         if !s.killable() {
             skip_unstoppable(enforcer, &d, say);
-        } else if apply_all(enforcer, std::slice::from_ref(&d), say).await == Outcome::KillFailed {
+        } else if apply_all(enforcer, std::slice::from_ref(&d), say, killed).await
+            == Outcome::KillFailed
+        {
             outcome = Outcome::KillFailed;
         }
     }
@@ -157,9 +184,9 @@ pub(super) async fn paused(
     enforcer: &mut Enforcer<PlexClient>,
     id: &str,
     message: &str,
-    limit: Duration,
-    interval: Duration,
+    Watch { limit, interval }: Watch,
     say: &mut dyn FnMut(Say),
+    killed: &mut Vec<Killed>,
 ) -> Result<Outcome, Failure> {
     let clock = SystemClock;
     let mut pauses = Pauses::default();
@@ -191,17 +218,18 @@ pub(super) async fn paused(
         let held = Duration::try_from_secs_f64(paused_for).unwrap_or_default();
         if held >= limit {
             let d = manual_decision("jbop:paused", session, &sessions, message);
-            return Ok(apply_all(enforcer, &[d], say).await);
+            return Ok(apply_all(enforcer, &[d], say, killed).await);
         }
         tokio::time::sleep(interval.min(limit - held)).await;
     }
 }
 
 pub(super) async fn rules(
-    cx: Context<'_>,
+    cx: RulesCx<'_>,
     id: &str,
     delay: Option<Duration>,
     say: &mut dyn FnMut(Say),
+    killed: &mut Vec<Killed>,
 ) -> Result<Outcome, Failure> {
     wait(delay, say).await;
     let plex = cx.enforcer.terminator();
@@ -242,5 +270,5 @@ pub(super) async fn rules(
         };
         say(Say::Info(format!("rule {:?} {verdict}", ev.rule.name)));
     }
-    Ok(apply_all(cx.enforcer, &eval.decisions(), say).await)
+    Ok(apply_all(cx.enforcer, &eval.decisions(), say, killed).await)
 }

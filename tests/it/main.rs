@@ -12,6 +12,7 @@ mod daemon;
 mod daemon_loop;
 mod demo;
 mod hook;
+mod hook_notify;
 mod meter_windows;
 mod plex_client;
 mod plex_parse;

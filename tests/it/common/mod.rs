@@ -67,16 +67,7 @@ pub fn bin() -> PathBuf {
 
 /// Runs the binary with PLEX_URL/PLEX_TOKEN and a clean environment, in `dir`.
 pub fn run(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("PLEX_URL", url)
-        .env("PLEX_TOKEN", token)
-        .output()
-        .expect("run streamwarden")
+    run_env(dir, url, token, args, &[])
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -170,4 +161,25 @@ pub fn http(
 /// The body of a GET.
 pub fn http_get(addr: &str, path: &str) -> String {
     http("GET", addr, path, &[], "").1
+}
+
+/// As `run`, with more environment variables (TAUTULLI_URL and the like).
+pub fn run_env(
+    dir: &std::path::Path,
+    url: &str,
+    token: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("PLEX_URL", url)
+        .env("PLEX_TOKEN", token)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run streamwarden")
 }
