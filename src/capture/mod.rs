@@ -17,13 +17,17 @@
 //! ```
 
 pub mod decode;
+pub mod pcapfile;
 pub mod privileges;
 pub mod source;
 
 use std::path::PathBuf;
 
 pub use decode::{Skip, TcpSegment, check_linktype, decode, decode_ip, linktype_name};
-pub use source::{CaptureStats, Next, Packet, PacketSource, default_interface};
+pub use source::{
+    CaptureStats, CaptureWarning, Next, Packet, PacketSource, Savefile, Truncation,
+    default_interface,
+};
 
 /// The default Plex Media Server port.
 pub const PLEX_PORT: u16 = 32400;

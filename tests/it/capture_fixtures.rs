@@ -10,6 +10,8 @@ use std::process::Command;
 use streamwarden::capture::{CaptureError, DecodeStats, Next, PacketSource, decode};
 use streamwarden::meter::Meter;
 
+use crate::common::capture::{Cap, SERVER, eth_tcp};
+
 type Counts = BTreeMap<(IpAddr, u16, IpAddr, u16), u64>;
 
 /// Files on which tshark and the decoder legitimately differ, and why.
@@ -259,4 +261,92 @@ fn nanosecond_file_keeps_microsecond_timestamps() {
         .collect();
     assert_eq!(ours, theirs);
     assert!(ours.len() == 3);
+}
+
+/// Reads a savefile to its end: the packets' (timestamp, captured bytes), or the first error
+/// with the packets read before it.
+fn read_all(source: &mut PacketSource) -> (Vec<(i64, Vec<u8>)>, Option<CaptureError>) {
+    let mut packets = Vec::new();
+    loop {
+        match source.next_packet() {
+            Ok(Next::Packet(p)) => packets.push((p.ts_micros, p.data.to_vec())),
+            Ok(Next::Eof) => return (packets, None),
+            Ok(Next::Idle) => panic!("a savefile never idles"),
+            Err(e) => return (packets, Some(e)),
+        }
+    }
+}
+
+/// Five Ethernet/IPv4/TCP packets of 100, 110, ... 140 IP bytes, written by libpcap.
+fn five_packet_capture(path: &Path) -> Vec<usize> {
+    let mut cap = Cap::default();
+    let mut sizes = Vec::new();
+    for i in 0..5 {
+        let frame = eth_tcp(SERVER, 32400, [10, 0, 0, 9], 50000, &vec![7u8; 60 + 10 * i]);
+        sizes.push(frame.len());
+        cap.packet(i as i64 * 1000, frame);
+    }
+    cap.write(path);
+    sizes
+}
+
+#[test]
+fn truncated_last_record_is_a_warning_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("growing.pcap");
+    let sizes = five_packet_capture(&path);
+    let whole = std::fs::read(&path).unwrap();
+    // 24-byte file header, then 16-byte record headers.
+    let last_record_at = 24 + sizes[..4].iter().map(|s| 16 + s).sum::<usize>();
+    assert_eq!(whole.len(), last_record_at + 16 + sizes[4]);
+
+    // The last record's data cut short, then its header cut short.
+    for (cut_to, detail) in [(whole.len() - 10, "only"), (last_record_at + 7, "header")] {
+        std::fs::write(&path, &whole[..cut_to]).unwrap();
+        for filter in [None, Some("tcp")] {
+            let mut source = PacketSource::open_file(&path, filter).unwrap();
+            let (packets, error) = read_all(&mut source);
+            assert!(error.is_none(), "cut at {cut_to}: {error:?}");
+            assert_eq!(packets.len(), 4, "cut at {cut_to}, filter {filter:?}");
+            for (p, size) in packets.iter().zip(&sizes) {
+                assert_eq!(p.1.len(), *size);
+            }
+            // The end stays the end.
+            assert!(matches!(source.next_packet(), Ok(Next::Eof)));
+            let cut = source.truncated().expect("a truncation warning");
+            assert_eq!((cut.record, cut.complete), (5, 4), "{cut:?}");
+            assert_eq!(cut.offset, Some(last_record_at as u64), "{cut:?}");
+            assert_eq!(source.warnings().len(), 1, "{:?}", source.warnings());
+            let text = cut.to_string();
+            assert!(text.contains("growing.pcap"), "{text}");
+            assert!(text.contains("record 5"), "{text}");
+            assert!(text.contains(&format!("byte {last_record_at}")), "{text}");
+            assert!(text.contains(detail), "{text}");
+        }
+    }
+
+    // An intact file has no warning.
+    std::fs::write(&path, &whole).unwrap();
+    let mut source = PacketSource::open_file(&path, None).unwrap();
+    let (packets, error) = read_all(&mut source);
+    assert!(error.is_none());
+    assert_eq!(packets.len(), 5);
+    assert!(source.truncated().is_none() && source.warnings().is_empty());
+}
+
+#[test]
+fn truncated_pcapng_is_a_warning_not_an_error() {
+    // of13_ericsson.pcapng: 174 packets, the last an Enhanced Packet Block of 100 bytes at
+    // byte 119640.
+    let whole = std::fs::read(fixtures_dir().join("of13_ericsson.pcapng")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.pcapng");
+    std::fs::write(&path, &whole[..whole.len() - 30]).unwrap();
+    let mut source = PacketSource::open_file(&path, None).unwrap();
+    let (packets, error) = read_all(&mut source);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(packets.len(), 173);
+    let cut = source.truncated().expect("a truncation warning");
+    assert_eq!((cut.complete, cut.offset), (173, Some(119_640)), "{cut:?}");
+    assert!(cut.to_string().contains("cut.pcapng"), "{cut}");
 }
