@@ -210,10 +210,12 @@ impl PacketSource {
     /// Opens a pcap or pcapng savefile, optionally with a BPF filter. Timestamps are read at
     /// nanosecond precision whatever the file's own precision.
     ///
-    /// libpcap reads the file. When libpcap gives up in the middle of a classic pcap,
-    /// streamwarden's own reader takes over (reported in [`PacketSource::warnings`]). With a
-    /// filter, the built-in reader filters on the captured bytes (a filter on the wire
-    /// length, `len` or `greater`, sees the captured length).
+    /// libpcap reads the file. A classic pcap that libpcap refuses, or whose first records
+    /// hold more bytes than its header's snaplen (libpcap cuts such records to the snaplen, or
+    /// refuses them), is read by streamwarden's own reader instead, which also takes over when
+    /// libpcap gives up in the middle of a classic pcap; either is reported in
+    /// [`PacketSource::warnings`]. With a filter, the built-in reader filters on the captured
+    /// bytes (a filter on the wire length, `len` or `greater`, sees the captured length).
     pub fn open_file(path: impl AsRef<Path>, filter: Option<&str>) -> Result<Self, CaptureError> {
         let path = path.as_ref();
         let file_err = |reason: String| CaptureError::File {
@@ -224,10 +226,44 @@ impl PacketSource {
             return Err(file_err(e.to_string()));
         }
         let format = pcapfile::sniff(path).map_err(|e| file_err(e.to_string()))?;
-        let capture = Capture::from_file_with_precision(path, Precision::Nano)
-            .map_err(|e| file_err(pcap_reason(e)))?;
-        let linktype = capture.get_datalink().0;
-        let (libpcap, builtin, warnings) = (Some(capture), None, Vec::new());
+        let over_snaplen = match format {
+            Format::Classic(header) => pcapfile::snaplen_exceeded(path).map(|(record, caplen)| {
+                format!(
+                    "record {record} holds {caplen} captured bytes, more than the file's \
+                     snaplen of {} (libpcap cuts or refuses such records)",
+                    header.snaplen
+                )
+            }),
+            _ => None,
+        };
+        let mut warnings = Vec::new();
+        let (libpcap, builtin, linktype) = match over_snaplen {
+            Some(reason) => {
+                let reader = ClassicReader::open(path).map_err(file_err)?;
+                let linktype = reader.header().linktype();
+                warnings.push(fallback_warning(path, 1, reason));
+                (None, Some(Box::new(reader)), linktype)
+            }
+            None => match Capture::from_file_with_precision(path, Precision::Nano) {
+                Ok(capture) => {
+                    let linktype = capture.get_datalink().0;
+                    (Some(capture), None, linktype)
+                }
+                Err(e) => {
+                    let reason = pcap_reason(e);
+                    let reader = match format {
+                        Format::Classic(_) => ClassicReader::open(path).ok(),
+                        Format::Pcapng | Format::Other => None,
+                    };
+                    // libpcap's reason when neither reader can open the file.
+                    let reader = reader.ok_or_else(|| file_err(reason.clone()))?;
+                    let linktype = reader.header().linktype();
+                    let reason = format!("libpcap cannot open it ({reason})");
+                    warnings.push(fallback_warning(path, 1, reason));
+                    (None, Some(Box::new(reader)), linktype)
+                }
+            },
+        };
         check_linktype(linktype)?;
         let mut source = PacketSource::File(Savefile {
             libpcap,

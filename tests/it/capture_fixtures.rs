@@ -7,10 +7,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use streamwarden::capture::{CaptureError, DecodeStats, Next, PacketSource, decode};
+use streamwarden::capture::{
+    CaptureError, CaptureWarning, DecodeStats, Next, PacketSource, decode,
+};
 use streamwarden::meter::Meter;
 
-use crate::common::capture::{Cap, SERVER, eth_tcp};
+use crate::common::capture::{Cap, RawPcap, SERVER, T0, eth_tcp};
 
 type Counts = BTreeMap<(IpAddr, u16, IpAddr, u16), u64>;
 
@@ -349,4 +351,87 @@ fn truncated_pcapng_is_a_warning_not_an_error() {
     let cut = source.truncated().expect("a truncation warning");
     assert_eq!((cut.complete, cut.offset), (173, Some(119_640)), "{cut:?}");
     assert!(cut.to_string().contains("cut.pcapng"), "{cut}");
+}
+
+/// A 100-byte Ethernet/IPv4/TCP frame.
+fn frame_100(n: u8) -> Vec<u8> {
+    let frame = eth_tcp(SERVER, 32400, [10, 0, 0, 9], 50000, &[n; 46]);
+    assert_eq!(frame.len(), 100);
+    frame
+}
+
+#[test]
+fn records_over_the_snaplen_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs: Vec<(i64, Vec<u8>)> = (0..3)
+        .map(|i| (T0 * 1_000_000 + i * 250_001, frame_100(i as u8)))
+        .collect();
+    for big_endian in [false, true] {
+        for nanos in [false, true] {
+            let raw = RawPcap {
+                big_endian,
+                nanos,
+                snaplen: 64,
+                linktype: 1,
+            };
+            let path = dir.path().join(format!("snap64-{big_endian}-{nanos}.pcap"));
+            std::fs::write(&path, raw.bytes(&recs)).unwrap();
+            let mut source = PacketSource::open_file(&path, None).unwrap();
+            assert_eq!(source.linktype(), 1);
+            let (packets, error) = read_all(&mut source);
+            assert!(error.is_none(), "{raw:?}: {error:?}");
+            assert_eq!(packets, recs, "{raw:?}");
+            assert!(source.truncated().is_none());
+            // Said once: which record and why.
+            let [
+                CaptureWarning::Fallback {
+                    record: 1, reason, ..
+                },
+            ] = source.warnings()
+            else {
+                panic!("{:?}", source.warnings());
+            };
+            assert!(reason.contains("snaplen of 64"), "{reason}");
+            let seg = decode(1, &packets[2].1).unwrap();
+            assert_eq!(
+                (seg.ip_len, seg.payload, seg.sport),
+                (86, &[2u8; 46][..], 32400)
+            );
+            // With a filter the same.
+            let mut source = PacketSource::open_file(&path, Some("tcp port 32400")).unwrap();
+            assert_eq!(read_all(&mut source).0.len(), 3, "{raw:?}");
+            let mut source = PacketSource::open_file(&path, Some("udp")).unwrap();
+            assert_eq!(read_all(&mut source).0.len(), 0, "{raw:?}");
+        }
+    }
+}
+
+#[test]
+fn oversized_record_is_an_error_naming_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.pcap");
+    let recs = vec![
+        (T0 * 1_000_000, frame_100(1)),
+        (T0 * 1_000_000 + 1, vec![0u8; 300_000]),
+        (T0 * 1_000_000 + 2, frame_100(3)),
+    ];
+    for snaplen in [64, 65535] {
+        let raw = RawPcap {
+            big_endian: false,
+            nanos: false,
+            snaplen,
+            linktype: 1,
+        };
+        std::fs::write(&path, raw.bytes(&recs)).unwrap();
+        let mut source = PacketSource::open_file(&path, None).unwrap();
+        let (packets, error) = read_all(&mut source);
+        assert_eq!(packets.len(), 1);
+        let error = error.expect("a 300000-byte record is refused");
+        let text = error.to_string();
+        assert!(text.contains("damaged.pcap"), "{text}");
+        assert!(text.contains("record 2"), "{text}");
+        assert!(text.contains("300000"), "{text}");
+        assert_eq!(error.exit_code(), 2);
+        assert!(matches!(source.next_packet(), Ok(Next::Eof)));
+    }
 }
