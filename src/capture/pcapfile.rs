@@ -40,7 +40,8 @@ pub enum Format {
     Classic(ClassicHeader),
     /// pcapng (starts with a Section Header Block).
     Pcapng,
-    /// Anything else (libpcap may still know it, e.g. the modified pcap format).
+    /// Anything else (libpcap may still know it, e.g. the modified pcap format), or not
+    /// looked at (a pipe, which cannot be read twice).
     Other,
 }
 

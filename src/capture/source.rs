@@ -222,10 +222,13 @@ impl PacketSource {
             path: path.to_path_buf(),
             reason,
         };
-        if let Err(e) = std::fs::metadata(path) {
-            return Err(file_err(e.to_string()));
-        }
-        let format = pcapfile::sniff(path).map_err(|e| file_err(e.to_string()))?;
+        let metadata = std::fs::metadata(path).map_err(|e| file_err(e.to_string()))?;
+        // Only a regular file can be read twice: a pipe or a FIFO goes to libpcap untouched.
+        let format = if metadata.is_file() {
+            pcapfile::sniff(path).map_err(|e| file_err(e.to_string()))?
+        } else {
+            Format::Other
+        };
         let over_snaplen = match format {
             Format::Classic(header) => pcapfile::snaplen_exceeded(path).map(|(record, caplen)| {
                 format!(

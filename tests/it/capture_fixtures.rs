@@ -435,3 +435,24 @@ fn oversized_record_is_an_error_naming_the_record() {
         assert!(matches!(source.next_packet(), Ok(Next::Eof)));
     }
 }
+
+#[test]
+fn a_fifo_is_read_by_libpcap_untouched() {
+    // A pipe can be read once: nothing may peek at it before libpcap.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("live.pcap");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let file = dir.path().join("file.pcap");
+    five_packet_capture(&file);
+    let bytes = std::fs::read(&file).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let mut source = PacketSource::open_file(&fifo, None).unwrap();
+    let (packets, error) = read_all(&mut source);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(packets.len(), 5);
+    writer.join().unwrap();
+}
