@@ -13,6 +13,10 @@
 //!                  segment.dst, segment.dport, segment.ip_len);
 //!     }
 //! }
+//! // A file cut short (still being written) ends like any other, with a warning.
+//! for warning in source.warnings() {
+//!     eprintln!("warning: {warning}");
+//! }
 //! # Ok::<(), streamwarden::capture::CaptureError>(())
 //! ```
 
