@@ -13,18 +13,26 @@
 //!                  segment.dst, segment.dport, segment.ip_len);
 //!     }
 //! }
+//! // A file cut short (still being written) ends like any other, with a warning.
+//! for warning in source.warnings() {
+//!     eprintln!("warning: {warning}");
+//! }
 //! # Ok::<(), streamwarden::capture::CaptureError>(())
 //! ```
 
 pub mod decode;
 pub mod feed;
+pub mod pcapfile;
 pub mod privileges;
 pub mod source;
 
 use std::path::PathBuf;
 
 pub use decode::{Skip, TcpSegment, check_linktype, decode, decode_ip, linktype_name};
-pub use source::{CaptureStats, Next, Packet, PacketSource, default_interface};
+pub use source::{
+    CaptureStats, CaptureWarning, Next, Packet, PacketSource, Savefile, Truncation,
+    default_interface,
+};
 
 pub use crate::config::capture::{CaptureConfig, DEFAULT_BUFFER_SIZE, DEFAULT_SNAPLEN, PLEX_PORT};
 

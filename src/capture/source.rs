@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pcap::{Active, Capture, Offline, Precision};
+use pcap::{Active, BpfProgram, Capture, Linktype, Offline, Precision};
 
+use super::pcapfile::{self, ClassicReader, Cut, Format, Step};
 use super::{CaptureConfig, CaptureError, bpf_filter, check_linktype};
 
 /// libpcap's packet buffer timeout for live captures, in milliseconds (batches packets when
@@ -35,12 +36,103 @@ pub enum PacketSource {
         idle_streak: u32,
     },
     /// A pcap or pcapng savefile.
-    File {
-        /// The libpcap handle.
-        capture: Capture<Offline>,
+    File(Savefile),
+}
+
+/// A savefile being read: by libpcap, or by streamwarden's own classic pcap reader when
+/// libpcap refuses sound records (see [`PacketSource::open_file`]).
+pub struct Savefile {
+    /// The libpcap handle; `None` once the built-in reader has taken over.
+    libpcap: Option<Capture<Offline>>,
+    /// Everything else (kept apart so a packet borrowed from `libpcap` leaves it usable).
+    state: FileState,
+}
+
+struct FileState {
+    path: PathBuf,
+    linktype: i32,
+    format: Format,
+    /// The built-in reader, once it has taken over from libpcap.
+    builtin: Option<Box<ClassicReader>>,
+    /// The filter, compiled for the built-in reader.
+    filter: Option<BpfProgram>,
+    /// Packets handed out so far.
+    delivered: u64,
+    /// Matching records the built-in reader still has to pass over: those libpcap had
+    /// already handed out when it gave up.
+    skip: u64,
+    /// Why libpcap gave up mid-file, until the built-in reader hands out a packet.
+    libpcap_failure: Option<String>,
+    /// The end was reached (or an error was reported): every later read is [`Next::Eof`].
+    ended: bool,
+    warnings: Vec<CaptureWarning>,
+}
+
+/// Something about a savefile worth telling the user that did not stop the reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureWarning {
+    /// The file ends in the middle of a record (it may still be being written): every
+    /// complete record before it was read, then the read ended as [`Next::Eof`].
+    Truncated(Truncation),
+    /// libpcap refused part of the file; streamwarden's own pcap reader read it, from
+    /// `record` on.
+    Fallback {
         /// The file.
         path: PathBuf,
+        /// The first record (counting from 1) read by the built-in reader.
+        record: u64,
+        /// Why libpcap could not read it.
+        reason: String,
     },
+}
+
+/// Where a savefile was cut short.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// The file.
+    pub path: PathBuf,
+    /// The number (counting from 1) of the record that is cut short: the complete records
+    /// plus one.
+    pub record: u64,
+    /// The complete records before the cut (all of them were read).
+    pub complete: u64,
+    /// Byte offset where the cut record starts, when known.
+    pub offset: Option<u64>,
+    /// What is missing.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "capture file {} is cut short", self.path.display())?;
+        if let Some(offset) = self.offset {
+            write!(f, " at byte {offset}")?;
+        }
+        write!(
+            f,
+            ": {}; the {} complete records before it were read (is the file still being \
+             written?)",
+            self.detail, self.complete
+        )
+    }
+}
+
+impl std::fmt::Display for CaptureWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureWarning::Truncated(t) => t.fmt(f),
+            CaptureWarning::Fallback {
+                path,
+                record,
+                reason,
+            } => write!(
+                f,
+                "capture file {}: {reason}; read with streamwarden's own pcap reader from \
+                 record {record} on",
+                path.display()
+            ),
+        }
+    }
 }
 
 /// One captured packet.
@@ -117,22 +209,80 @@ impl PacketSource {
 
     /// Opens a pcap or pcapng savefile, optionally with a BPF filter. Timestamps are read at
     /// nanosecond precision whatever the file's own precision.
+    ///
+    /// libpcap reads the file. A classic pcap that libpcap refuses, or whose first records
+    /// hold more bytes than its header's snaplen (libpcap cuts such records to the snaplen, or
+    /// refuses them), is read by streamwarden's own reader instead, which also takes over when
+    /// libpcap gives up in the middle of a classic pcap; either is reported in
+    /// [`PacketSource::warnings`]. With a filter, the built-in reader filters on the captured
+    /// bytes (a filter on the wire length, `len` or `greater`, sees the captured length).
     pub fn open_file(path: impl AsRef<Path>, filter: Option<&str>) -> Result<Self, CaptureError> {
         let path = path.as_ref();
         let file_err = |reason: String| CaptureError::File {
             path: path.to_path_buf(),
             reason,
         };
-        if let Err(e) = std::fs::metadata(path) {
-            return Err(file_err(e.to_string()));
-        }
-        let capture = Capture::from_file_with_precision(path, Precision::Nano)
-            .map_err(|e| file_err(pcap_reason(e)))?;
-        check_linktype(capture.get_datalink().0)?;
-        let mut source = PacketSource::File {
-            capture,
-            path: path.to_path_buf(),
+        let metadata = std::fs::metadata(path).map_err(|e| file_err(e.to_string()))?;
+        // Only a regular file can be read twice: a pipe or a FIFO goes to libpcap untouched.
+        let format = if metadata.is_file() {
+            pcapfile::sniff(path).map_err(|e| file_err(e.to_string()))?
+        } else {
+            Format::Other
         };
+        let over_snaplen = match format {
+            Format::Classic(header) => pcapfile::snaplen_exceeded(path).map(|(record, caplen)| {
+                format!(
+                    "record {record} holds {caplen} captured bytes, more than the file's \
+                     snaplen of {} (libpcap cuts or refuses such records)",
+                    header.snaplen
+                )
+            }),
+            _ => None,
+        };
+        let mut warnings = Vec::new();
+        let (libpcap, builtin, linktype) = match over_snaplen {
+            Some(reason) => {
+                let reader = ClassicReader::open(path).map_err(file_err)?;
+                let linktype = reader.header().linktype();
+                warnings.push(fallback_warning(path, 1, reason));
+                (None, Some(Box::new(reader)), linktype)
+            }
+            None => match Capture::from_file_with_precision(path, Precision::Nano) {
+                Ok(capture) => {
+                    let linktype = capture.get_datalink().0;
+                    (Some(capture), None, linktype)
+                }
+                Err(e) => {
+                    let reason = pcap_reason(e);
+                    let reader = match format {
+                        Format::Classic(_) => ClassicReader::open(path).ok(),
+                        Format::Pcapng | Format::Other => None,
+                    };
+                    // libpcap's reason when neither reader can open the file.
+                    let reader = reader.ok_or_else(|| file_err(reason.clone()))?;
+                    let linktype = reader.header().linktype();
+                    let reason = format!("libpcap cannot open it ({reason})");
+                    warnings.push(fallback_warning(path, 1, reason));
+                    (None, Some(Box::new(reader)), linktype)
+                }
+            },
+        };
+        check_linktype(linktype)?;
+        let mut source = PacketSource::File(Savefile {
+            libpcap,
+            state: FileState {
+                path: path.to_path_buf(),
+                linktype,
+                format,
+                builtin,
+                filter: None,
+                delivered: 0,
+                skip: 0,
+                libpcap_failure: None,
+                ended: false,
+                warnings,
+            },
+        });
         if let Some(filter) = filter {
             source.set_filter(filter)?;
         }
@@ -141,21 +291,31 @@ impl PacketSource {
 
     /// Installs a BPF filter (compiled with optimisation; in the kernel for live captures).
     pub fn set_filter(&mut self, filter: &str) -> Result<(), CaptureError> {
-        let result = match self {
-            PacketSource::Live { capture, .. } => capture.filter(filter, true),
-            PacketSource::File { capture, .. } => capture.filter(filter, true),
-        };
-        result.map_err(|e| CaptureError::Filter {
+        let filter_err = |e: pcap::Error| CaptureError::Filter {
             filter: filter.to_owned(),
             reason: pcap_reason(e),
-        })
+        };
+        match self {
+            PacketSource::Live { capture, .. } => capture.filter(filter, true).map_err(filter_err),
+            PacketSource::File(file) => {
+                // Compiled for the built-in reader too, which may take over at any record.
+                let program = Capture::dead(Linktype(file.state.linktype))
+                    .and_then(|dead| dead.compile(filter, true))
+                    .map_err(filter_err)?;
+                if let Some(capture) = file.libpcap.as_mut() {
+                    capture.filter(filter, true).map_err(filter_err)?;
+                }
+                file.state.filter = Some(program);
+                Ok(())
+            }
+        }
     }
 
     /// The source's link type (the value to pass to [`super::decode`]).
     pub fn linktype(&self) -> i32 {
         match self {
             PacketSource::Live { capture, .. } => capture.get_datalink().0,
-            PacketSource::File { capture, .. } => capture.get_datalink().0,
+            PacketSource::File(file) => file.state.linktype,
         }
     }
 
@@ -165,25 +325,42 @@ impl PacketSource {
     }
 
     /// Reads the next packet. Live captures give [`Next::Idle`] when no packet is waiting
-    /// (after a short sleep, see [`MAX_IDLE_SLEEP`]); savefiles give [`Next::Eof`] at their end. A savefile cut off
-    /// in the middle of a record gives a [`CaptureError::File`] after its last whole packet.
+    /// (after a short sleep, see [`MAX_IDLE_SLEEP`]); savefiles give [`Next::Eof`] at their
+    /// end, and keep giving it.
+    ///
+    /// A savefile cut off in the middle of a record (a file still being written) gives every
+    /// complete record, then [`Next::Eof`]; the cut is a warning, not an error: see
+    /// [`PacketSource::truncated`]. A damaged savefile gives a [`CaptureError::File`] naming
+    /// the record where one is known, then [`Next::Eof`].
     #[inline]
     pub fn next_packet(&mut self) -> Result<Next<'_>, CaptureError> {
         match self {
-            PacketSource::File { capture, path } => match capture.next_packet() {
-                Ok(p) => Ok(Next::Packet(Packet {
-                    ts_micros: ts_micros(p.header, true),
-                    orig_len: p.header.len,
-                    data: p.data,
-                })),
-                Err(e) => file_read_end(path, e),
-            },
+            PacketSource::File(file) => file.next_packet(),
             PacketSource::Live {
                 capture,
                 interface,
                 idle_streak,
             } => next_live(capture, interface, idle_streak),
         }
+    }
+
+    /// What did not stop the reading of a savefile but should be told: a cut-short end, or
+    /// records read with streamwarden's own reader because libpcap refused them. Empty for
+    /// live captures. Each warning is also logged (`tracing::warn!`) when it happens; a
+    /// caller printing a report should print these after [`Next::Eof`].
+    pub fn warnings(&self) -> &[CaptureWarning] {
+        match self {
+            PacketSource::Live { .. } => &[],
+            PacketSource::File(file) => &file.state.warnings,
+        }
+    }
+
+    /// Where the savefile was cut short, once the read has reached that point.
+    pub fn truncated(&self) -> Option<&Truncation> {
+        self.warnings().iter().find_map(|w| match w {
+            CaptureWarning::Truncated(t) => Some(t),
+            CaptureWarning::Fallback { .. } => None,
+        })
     }
 
     /// Live captures: packets received and dropped so far, as libpcap counts them.
@@ -195,9 +372,188 @@ impl PacketSource {
                 dropped: s.dropped,
                 if_dropped: s.if_dropped,
             }),
-            PacketSource::File { .. } => None,
+            PacketSource::File(_) => None,
         }
     }
+}
+
+impl Savefile {
+    /// The next packet: from libpcap while it reads, then from the built-in reader.
+    #[inline]
+    fn next_packet(&mut self) -> Result<Next<'_>, CaptureError> {
+        if self.state.builtin.is_some() || self.state.ended {
+            if self.libpcap.is_some() {
+                self.libpcap = None;
+            }
+            return self.state.next_builtin();
+        }
+        let Some(capture) = self.libpcap.as_mut() else {
+            return Ok(Next::Eof);
+        };
+        match capture.next_packet() {
+            Ok(p) => {
+                self.state.delivered += 1;
+                Ok(Next::Packet(Packet {
+                    ts_micros: ts_micros(p.header, true),
+                    orig_len: p.header.len,
+                    data: p.data,
+                }))
+            }
+            Err(e) => self.state.libpcap_stopped(e),
+        }
+    }
+}
+
+impl FileState {
+    fn error(&self, reason: String) -> CaptureError {
+        CaptureError::File {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// libpcap gave no packet: the end, a cut-short end, or a failure the built-in reader
+    /// may read past (classic pcap only).
+    #[cold]
+    #[inline(never)]
+    fn libpcap_stopped(&mut self, e: pcap::Error) -> Result<Next<'_>, CaptureError> {
+        let reason = match e {
+            pcap::Error::NoMorePackets => {
+                self.ended = true;
+                return Ok(Next::Eof);
+            }
+            pcap::Error::TimeoutExpired => return Ok(Next::Idle),
+            e => pcap_reason(e),
+        };
+        match self.format {
+            Format::Classic(_) => {
+                // Read again from the start with the built-in reader, passing over what
+                // libpcap handed out: it finds the cut, names the damaged record, or reads on.
+                let reader = ClassicReader::open(&self.path).map_err(|again| {
+                    self.ended = true;
+                    self.error(format!("{reason} (and reading it again: {again})"))
+                })?;
+                tracing::debug!(
+                    path = %self.path.display(),
+                    packets = self.delivered,
+                    "libpcap stopped ({reason}); reading on with the built-in pcap reader"
+                );
+                self.builtin = Some(Box::new(reader));
+                self.skip = self.delivered;
+                self.libpcap_failure = Some(format!(
+                    "libpcap stopped after {} packets: {reason}",
+                    self.delivered
+                ));
+                self.next_builtin()
+            }
+            Format::Pcapng | Format::Other => {
+                self.ended = true;
+                if matches!(self.format, Format::Pcapng)
+                    && let Ok(Some(cut)) = pcapfile::pcapng_cut(&self.path)
+                {
+                    record_cut(&self.path, &mut self.warnings, cut);
+                    return Ok(Next::Eof);
+                }
+                Err(self.error(format!("after {} packets: {reason}", self.delivered)))
+            }
+        }
+    }
+
+    /// The next packet from the built-in reader.
+    fn next_builtin(&mut self) -> Result<Next<'_>, CaptureError> {
+        let FileState {
+            path,
+            builtin,
+            filter,
+            delivered,
+            skip,
+            libpcap_failure,
+            ended,
+            warnings,
+            ..
+        } = self;
+        if *ended {
+            return Ok(Next::Eof);
+        }
+        let Some(reader) = builtin.as_mut() else {
+            *ended = true;
+            return Ok(Next::Eof);
+        };
+        loop {
+            let step = match reader.next_record() {
+                Ok(step) => step,
+                Err(reason) => {
+                    *ended = true;
+                    return Err(CaptureError::File {
+                        path: path.clone(),
+                        reason,
+                    });
+                }
+            };
+            match step {
+                Step::Record(header) => {
+                    if let Some(program) = filter.as_ref()
+                        && !program.filter(reader.data())
+                    {
+                        continue;
+                    }
+                    if *skip > 0 {
+                        *skip -= 1;
+                        continue;
+                    }
+                    if let Some(reason) = libpcap_failure.take() {
+                        warnings.push(fallback_warning(path, reader.records(), reason));
+                    }
+                    *delivered += 1;
+                    return Ok(Next::Packet(Packet {
+                        ts_micros: header.ts_micros,
+                        orig_len: header.orig_len,
+                        data: reader.data(),
+                    }));
+                }
+                Step::End => {
+                    *ended = true;
+                    return Ok(Next::Eof);
+                }
+                Step::Cut(cut) => {
+                    *ended = true;
+                    record_cut(path, warnings, cut);
+                    return Ok(Next::Eof);
+                }
+            }
+        }
+    }
+}
+
+/// Logs and keeps a [`CaptureWarning::Truncated`].
+#[cold]
+fn record_cut(path: &Path, warnings: &mut Vec<CaptureWarning>, cut: Cut) {
+    let truncation = Truncation {
+        path: path.to_path_buf(),
+        record: cut.complete + 1,
+        complete: cut.complete,
+        offset: Some(cut.offset),
+        detail: cut.detail,
+    };
+    tracing::warn!(
+        path = %path.display(),
+        record = truncation.record,
+        offset = cut.offset,
+        "{truncation}"
+    );
+    warnings.push(CaptureWarning::Truncated(truncation));
+}
+
+/// Logs a [`CaptureWarning::Fallback`] and hands it back.
+#[cold]
+fn fallback_warning(path: &Path, record: u64, reason: String) -> CaptureWarning {
+    let warning = CaptureWarning::Fallback {
+        path: path.to_path_buf(),
+        record,
+        reason,
+    };
+    tracing::warn!(path = %path.display(), record, "{warning}");
+    warning
 }
 
 /// A live read: a packet, or [`Next::Idle`] after the back-off sleep.
@@ -240,20 +596,6 @@ fn next_live<'a>(
         Err(pcap::Error::NoMorePackets) => Ok(Next::Eof),
         Err(e) => Err(CaptureError::Read {
             source_name: interface.to_owned(),
-            reason: pcap_reason(e),
-        }),
-    }
-}
-
-/// A savefile read that gave no packet: the end of the file, or an error.
-#[cold]
-#[inline(never)]
-fn file_read_end(path: &Path, e: pcap::Error) -> Result<Next<'static>, CaptureError> {
-    match e {
-        pcap::Error::TimeoutExpired => Ok(Next::Idle),
-        pcap::Error::NoMorePackets => Ok(Next::Eof),
-        e => Err(CaptureError::File {
-            path: path.to_path_buf(),
             reason: pcap_reason(e),
         }),
     }

@@ -74,3 +74,56 @@ impl Cap {
         out.flush().unwrap();
     }
 }
+
+/// A classic pcap savefile written byte by byte, so a test can choose what libpcap's writer
+/// would not: the byte order, the header's snaplen whatever the records hold, records over
+/// that snaplen.
+#[derive(Clone, Copy, Debug)]
+pub struct RawPcap {
+    /// Big-endian file (magic `a1 b2 c3 d4` / `a1 b2 3c 4d` as stored bytes).
+    pub big_endian: bool,
+    /// Nanosecond timestamps (magic 0xa1b23c4d) instead of microseconds (0xa1b2c3d4).
+    pub nanos: bool,
+    /// The file header's snaplen.
+    pub snaplen: u32,
+    /// The file header's link type.
+    pub linktype: u32,
+}
+
+impl RawPcap {
+    /// The whole file: header, then one record per `(timestamp in µs, frame)`, each with
+    /// caplen = len = the frame's length.
+    pub fn bytes(&self, recs: &[(i64, Vec<u8>)]) -> Vec<u8> {
+        let u32b = |v: u32| {
+            if self.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u16b = |v: u16| {
+            if self.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut out = Vec::new();
+        out.extend(u32b(if self.nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 }));
+        out.extend(u16b(2));
+        out.extend(u16b(4));
+        out.extend(u32b(0)); // thiszone
+        out.extend(u32b(0)); // sigfigs
+        out.extend(u32b(self.snaplen));
+        out.extend(u32b(self.linktype));
+        for (ts, data) in recs {
+            let frac = ts.rem_euclid(1_000_000) as u32;
+            out.extend(u32b(ts.div_euclid(1_000_000) as u32));
+            out.extend(u32b(if self.nanos { frac * 1000 } else { frac }));
+            out.extend(u32b(data.len() as u32));
+            out.extend(u32b(data.len() as u32));
+            out.extend_from_slice(data);
+        }
+        out
+    }
+}
