@@ -140,10 +140,17 @@ pub fn check_linktype(linktype: i32) -> Result<(), CaptureError> {
 }
 
 /// libpcap's name for a link type (`EN10MB`, `IEEE802_11_RADIO`, ...), or `UNKNOWN`.
+#[cfg(feature = "capture")]
 pub fn linktype_name(linktype: i32) -> String {
     pcap::Linktype(linktype)
         .get_name()
         .unwrap_or_else(|_| "UNKNOWN".to_owned())
+}
+
+/// A link type's name, without libpcap to ask.
+#[cfg(not(feature = "capture"))]
+pub fn linktype_name(linktype: i32) -> String {
+    format!("LINKTYPE_{linktype}")
 }
 
 /// Decodes one captured frame of the given link type into a TCP segment.

@@ -22,17 +22,22 @@
 
 pub mod decode;
 pub mod feed;
+pub mod packet;
 pub mod pcapfile;
 pub mod privileges;
+/// Packet sources through libpcap; a build without the `capture` feature (the static
+/// binary) has a stand-in that says capture is not in this build.
+#[cfg(feature = "capture")]
+pub mod source;
+#[cfg(not(feature = "capture"))]
+#[path = "nopcap.rs"]
 pub mod source;
 
 use std::path::PathBuf;
 
 pub use decode::{Skip, TcpSegment, check_linktype, decode, decode_ip, linktype_name};
-pub use source::{
-    CaptureStats, CaptureWarning, Next, Packet, PacketSource, Savefile, Truncation,
-    default_interface,
-};
+pub use packet::{CaptureStats, CaptureWarning, Next, Packet, Truncation};
+pub use source::{PacketSource, default_interface};
 
 pub use crate::config::capture::{CaptureConfig, DEFAULT_BUFFER_SIZE, DEFAULT_SNAPLEN, PLEX_PORT};
 
@@ -52,6 +57,11 @@ pub fn bpf_filter(ports: &[u16], all_tcp: bool) -> String {
 /// to exit code 2 (the command line decides).
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// This build has no libpcap (the static binary).
+    #[error(
+        "{what} is not in this build of streamwarden (built without libpcap, for containers): use the standard build, or set [capture] enabled = false"
+    )]
+    NotInThisBuild { what: String },
     /// Capturing needs CAP_NET_RAW.
     #[error(
         "capture on {interface} is not permitted: run as root, or grant the capability with: \
@@ -184,7 +194,11 @@ mod tests {
         );
         let two = "tcp and (port 32400 or port 443)";
         assert!(bpf_filter(&[32400, 443], false).starts_with(&format!("({two}) or")));
-        // It compiles.
+    }
+
+    #[cfg(feature = "capture")]
+    #[test]
+    fn the_bpf_filter_compiles() {
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
         assert!(
             dead.compile(&bpf_filter(&[32400, 443], false), true)

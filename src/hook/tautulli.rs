@@ -159,6 +159,7 @@ impl Tautulli {
             // The API key is in the query: never follow it elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .danger_accept_invalid_certs(is_loopback(&api))
+            .dns_resolver(std::sync::Arc::new(crate::plex::resolve::LocalFirst))
             .build()
             .map_err(|e| TautulliError::Setup(format!("cannot make an HTTP client: {e}")))?;
         Ok(Self {

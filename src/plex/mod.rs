@@ -1,5 +1,6 @@
 //! The Plex Media Server client: sessions, source facts, capabilities and terminate.
 
+pub mod resolve;
 pub mod session;
 pub mod source;
 pub mod xml;
@@ -218,6 +219,7 @@ impl PlexClient {
             .connect_timeout(settings.timeout)
             .danger_accept_invalid_certs(!settings.tls_verify)
             .user_agent(concat!("streamwarden/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(std::sync::Arc::new(resolve::LocalFirst))
             .build()
             .map_err(|e| {
                 PlexError::Settings(format!("cannot build the HTTP client: {}", e.without_url()))

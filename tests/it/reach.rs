@@ -300,3 +300,70 @@ fn the_docker_images_default_config_passes_check() {
     let c = streamwarden::config::Config::load(Some(&config)).unwrap();
     assert_eq!(c.capture.user.as_deref(), Some("streamwarden"));
 }
+
+/// The static binary scripts/build-static made, named by STREAMWARDEN_STATIC (.ci/run
+/// builds it first); under CI it must be there.
+fn static_binary() -> Option<std::path::PathBuf> {
+    match std::env::var_os("STREAMWARDEN_STATIC") {
+        Some(p) => Some(p.into()),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must build the static binary first: STREAMWARDEN_STATIC=$(scripts/build-static | tail -n 1)"
+            );
+            eprintln!("skipping: set STREAMWARDEN_STATIC to scripts/build-static's output");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_static_binary_works_in_an_empty_chroot() {
+    let Some(exe) = static_binary() else { return };
+    if !root_or_skip("the static binary in a chroot") {
+        return;
+    }
+    let plex = FakePlex::start(&mixed_sessions());
+    // An empty root: no /etc, no libraries, no HOME; only the binary.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(&exe, root.path().join("streamwarden")).unwrap();
+    let in_chroot = |args: &[&str]| {
+        Command::new("/usr/sbin/chroot")
+            .arg(root.path())
+            .arg("/streamwarden")
+            .args(args)
+            .env_clear()
+            .env("PLEX_URL", &plex.url)
+            .env("PLEX_TOKEN", TOKEN)
+            .output()
+            .expect("chroot")
+    };
+    let o = in_chroot(&["sessions"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("session_id_1"), "{}", stdout(&o));
+    let o = in_chroot(&["hook", "--jbop", "stream", "--sessionId", "session_id_1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(plex.terminates().len(), 1);
+    // Capture is not in this build, and `run` says so plainly.
+    let o = in_chroot(&["run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("live capture is not in this build")
+            && stderr(&o).contains("[capture] enabled = false"),
+        "{}",
+        stderr(&o)
+    );
+    // Names resolve without libc's NSS (and without /etc/hosts): localhost still works.
+    let url = plex.url.replace("127.0.0.1", "localhost");
+    let o = Command::new("/usr/sbin/chroot")
+        .arg(root.path())
+        .args(["/streamwarden", "sessions"])
+        .env_clear()
+        .env("PLEX_URL", &url)
+        .env("PLEX_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let size = std::fs::metadata(&exe).unwrap().len();
+    assert!(size <= 20 * 1024 * 1024, "{size} bytes");
+}
