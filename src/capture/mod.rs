@@ -25,6 +25,7 @@ pub mod feed;
 pub mod packet;
 pub mod pcapfile;
 pub mod privileges;
+pub mod route;
 /// Packet sources through libpcap; a build without the `capture` feature (the static
 /// binary) has a stand-in that says capture is not in this build.
 #[cfg(feature = "capture")]

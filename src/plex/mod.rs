@@ -1,5 +1,6 @@
 //! The Plex Media Server client: sessions, source facts, capabilities and terminate.
 
+mod redirect;
 pub mod resolve;
 pub mod session;
 pub mod source;
@@ -124,66 +125,6 @@ const PRODUCT: &str = "streamwarden";
 /// retries included: well inside Tautulli's 30 s script timeout, so the reason is printed.
 pub const ONE_SHOT_BUDGET: Duration = Duration::from_secs(20);
 
-/// How many redirects within the server's own origin one request may follow.
-const MAX_REDIRECTS: usize = 10;
-
-/// Why the redirect policy stopped a request; turned into a [`PlexError`] by the caller,
-/// which knows the endpoint.
-#[derive(Debug)]
-enum RedirectRefused {
-    /// The target, already stripped of credentials, query and fragment.
-    CrossOrigin(String),
-    Loop,
-}
-
-impl std::fmt::Display for RedirectRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RedirectRefused::CrossOrigin(to) => write!(f, "redirect to another origin: {to}"),
-            RedirectRefused::Loop => write!(f, "more than {MAX_REDIRECTS} redirects"),
-        }
-    }
-}
-
-impl std::error::Error for RedirectRefused {}
-
-/// Whether two URLs share scheme, host and port (a missing port is the scheme's default).
-fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// A URL fit for an error message: no credentials, no query (it may hold a token), no
-/// fragment.
-fn printable(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    // Both fail only for URLs that cannot have credentials, which then have none.
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
-}
-
-/// Follows a redirect only within the origin the request started at: every request
-/// carries the token in a header, and reqwest would re-send it to any host, including
-/// from https to http.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let start = attempt.previous().first();
-        if !start.is_some_and(|s| same_origin(s, attempt.url())) {
-            let target = printable(attempt.url());
-            return attempt.error(RedirectRefused::CrossOrigin(target));
-        }
-        // `previous` holds the first URL and every redirect followed so far.
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(RedirectRefused::Loop);
-        }
-        attempt.follow()
-    })
-}
-
 impl PlexClient {
     pub fn new(settings: PlexSettings) -> Result<Self, PlexError> {
         let base = settings.url.trim_end_matches('/').to_string();
@@ -215,7 +156,7 @@ impl PlexClient {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(settings.timeout)
-            .redirect(redirect_policy())
+            .redirect(redirect::policy())
             .connect_timeout(settings.timeout)
             .danger_accept_invalid_certs(!settings.tls_verify)
             .user_agent(concat!("streamwarden/", env!("CARGO_PKG_VERSION")))
@@ -274,19 +215,19 @@ impl PlexClient {
 
     fn map_send_error(&self, endpoint: &str, e: reqwest::Error) -> PlexError {
         let refused = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<RedirectRefused>())
+            .and_then(|s| s.downcast_ref::<redirect::Refused>())
             .filter(|_| e.is_redirect());
         if let Some(refused) = refused {
             return match refused {
-                RedirectRefused::CrossOrigin(target) => PlexError::CrossOriginRedirect {
+                redirect::Refused::CrossOrigin(target) => PlexError::CrossOriginRedirect {
                     endpoint: endpoint.to_string(),
                     url: self.base.clone(),
                     target: redact(target, &self.settings.token),
                 },
-                RedirectRefused::Loop => PlexError::RedirectLoop {
+                redirect::Refused::Loop => PlexError::RedirectLoop {
                     endpoint: endpoint.to_string(),
                     url: self.base.clone(),
-                    max: MAX_REDIRECTS,
+                    max: redirect::MAX_REDIRECTS,
                 },
             };
         }
@@ -564,49 +505,5 @@ mod tls_tests {
         assert!(hint.contains("plex.direct"), "{hint}");
         assert!(hint.contains("tls_verify = false"), "{hint}");
         assert!(super::tls_hint("connection refused").is_none());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn url(s: &str) -> reqwest::Url {
-        reqwest::Url::parse(s).expect("a test URL")
-    }
-
-    #[test]
-    fn origins_differ_by_scheme_host_or_port() {
-        let plex = url("https://1-2-3-4.abc.plex.direct:32400/status/sessions");
-        assert!(same_origin(
-            &plex,
-            &url("https://1-2-3-4.abc.plex.direct:32400/other?x=1")
-        ));
-        // A downgrade to http on the same host and port.
-        assert!(!same_origin(
-            &plex,
-            &url("http://1-2-3-4.abc.plex.direct:32400/status/sessions")
-        ));
-        assert!(!same_origin(
-            &plex,
-            &url("https://evil.example:32400/status/sessions")
-        ));
-        assert!(!same_origin(
-            &plex,
-            &url("https://1-2-3-4.abc.plex.direct:443/status/sessions")
-        ));
-        // A default port written out is the same port.
-        assert!(same_origin(&url("https://h/a"), &url("https://h:443/b")));
-        assert!(!same_origin(&url("https://h/a"), &url("http://h:443/b")));
-    }
-
-    #[test]
-    fn printed_targets_lose_credentials_query_and_fragment() {
-        assert_eq!(
-            printable(&url(
-                "http://u:p@other:32400/status/sessions?X-Plex-Token=t#f"
-            )),
-            "http://other:32400/status/sessions"
-        );
     }
 }
