@@ -27,7 +27,9 @@ pub mod source;
 
 use std::path::PathBuf;
 
-pub use decode::{Skip, TcpSegment, check_linktype, decode, decode_ip, linktype_name};
+pub use decode::{
+    Skip, TcpSegment, check_linktype, decode, decode_ip, decode_ip_lax, linktype_name,
+};
 pub use source::{
     CaptureStats, CaptureWarning, Next, Packet, PacketSource, Savefile, Truncation,
     default_interface,
