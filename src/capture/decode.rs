@@ -358,9 +358,11 @@ fn ipv4_tcp(ip: &[u8]) -> Option<Parts<'_>> {
     })
 }
 
-/// [`decode_ip`] with etherparse's lax slicer: every IP packet, truncated or not.
+/// [`decode_ip`] without its fast path: etherparse's lax slicer, which takes every IP
+/// packet, truncated or not. [`decode_ip`] gives the same result for any bytes (the fuzz
+/// target `decode` checks that); use [`decode_ip`].
 #[inline(never)]
-fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+pub fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let (slice, ext_err) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
         LaxHeaderSliceError::Len(_) => Skip::Truncated,
         LaxHeaderSliceError::Content(_) => Skip::Malformed,

@@ -36,7 +36,9 @@ pub mod source;
 
 use std::path::PathBuf;
 
-pub use decode::{Skip, TcpSegment, check_linktype, decode, decode_ip, linktype_name};
+pub use decode::{
+    Skip, TcpSegment, check_linktype, decode, decode_ip, decode_ip_lax, linktype_name,
+};
 pub use packet::{CaptureStats, CaptureWarning, Next, Packet, Truncation};
 pub use source::{PacketSource, default_interface};
 
