@@ -171,6 +171,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         enforce: cfg.enforce.clone(),
         plex: Arc::new(client),
         audit: open_audit(&cfg).unwrap(),
+        notify: None,
         ports: vec![32400],
         poll_interval: opts.poll_interval,
         feed: feed.clone(),
