@@ -30,6 +30,9 @@ use crate::rules::Template;
 pub use deliver::Delivery;
 pub use sample::{Tried, send_samples};
 
+/// How long the hook waits, after its kills, for notifications still being sent.
+pub const HOOK_FINISH: Duration = Duration::from_secs(4);
+
 /// How many records may wait for one target before more are dropped (and counted).
 const QUEUE: usize = 256;
 
