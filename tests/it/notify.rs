@@ -147,7 +147,8 @@ async fn slack_gets_text_and_blocks_with_the_templates_rendered() {
     .await;
     let got = one(&r, "/services/T0/B0/SECRET-s1ack");
     assert_eq!(got.headers["content-type"], "application/json");
-    let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{value}")});
+    let field =
+        |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{value}")});
     assert_eq!(
         got.json(),
         json!({
@@ -204,7 +205,11 @@ async fn gotify_and_telegram_get_their_json() {
     let config = format!(
         "{}{}",
         target("gotify", &r.url("/message?token=SECRET-g0t1fy"), ""),
-        target("telegram", &r.url("/botSECRET-te1egram"), "chat_id = -1001234"),
+        target(
+            "telegram",
+            &r.url("/botSECRET-te1egram"),
+            "chat_id = -1001234"
+        ),
     );
     notify(&config, &[record("kill")]).await;
     let g = one(&r, "/message");
@@ -388,7 +393,11 @@ async fn failures_are_retried_counted_and_never_show_the_url() {
     let config = format!(
         "{}{}",
         target("slack", &down.url("/hooks/SECRET-d0wn"), "name = \"down\""),
-        target("discord", &gone.url("/api/webhooks/9/SECRET-g0ne"), "name = \"gone\""),
+        target(
+            "discord",
+            &gone.url("/api/webhooks/9/SECRET-g0ne"),
+            "name = \"gone\""
+        ),
     );
     let report = notify(&config, &[record("kill")]).await;
     assert_eq!(
@@ -479,7 +488,11 @@ async fn outside_text_cannot_ping_break_a_line_or_a_header() {
         String::from_utf8(decoded).unwrap(),
         "Killed <!channel> @everyone\\nZoë's stream"
     );
-    assert!(n.body.contains("User: <!channel> @everyone\\nZoë\n"), "{}", n.body);
+    assert!(
+        n.body.contains("User: <!channel> @everyone\\nZoë\n"),
+        "{}",
+        n.body
+    );
 }
 
 #[test]
@@ -505,4 +518,116 @@ fn template_and_url_errors_are_located() {
         "{}",
         e[0]
     );
+}
+
+mod notify_test {
+    use super::*;
+    use crate::common::*;
+
+    fn config(dir: &std::path::Path, text: &str) {
+        std::fs::write(dir.join("streamwarden.toml"), text).unwrap();
+    }
+
+    fn assert_no_secret(o: &std::process::Output) {
+        assert_no_token(o);
+        let all = format!("{}{}", stdout(o), stderr(o));
+        assert!(!all.contains("SECRET"), "a URL leaked:\n{all}");
+    }
+
+    #[test]
+    fn a_sample_goes_to_every_target_and_the_exit_code_says_how_it_went() {
+        let good = Receiver::start(204, "");
+        let bad = Receiver::start(500, "");
+        let dir = tempfile::tempdir().unwrap();
+        config(
+            dir.path(),
+            &format!(
+                "[[notify]]\nkind = \"discord\"\nname = \"family\"\nurl_env = \"FAMILY_HOOK\"\n\n[[notify]]\nkind = \"slack\"\nname = \"team\"\nurl = \"{}\"\non = [\"would-kill\"]\n",
+                bad.url("/services/SECRET-team")
+            ),
+        );
+        let env = [(
+            "FAMILY_HOOK",
+            good.url("/api/webhooks/1/SECRET-family").leak() as &str,
+        )];
+        let o = run_env(
+            dir.path(),
+            "http://127.0.0.1:9",
+            TOKEN,
+            &["notify-test"],
+            &env,
+        );
+        assert_no_secret(&o);
+        assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            "family (discord): sent; told of kill, kill-failed, zombie, kill-skipped\nteam (slack): NOT sent: HTTP 500 Internal Server Error\n"
+        );
+        assert!(
+            stderr(&o).contains("1 of 2 notification targets failed"),
+            "{}",
+            stderr(&o)
+        );
+        let embed = good.at("/api/webhooks/1/SECRET-family")[0].json()["embeds"][0].clone();
+        assert_eq!(embed["title"], "Test: Killed sample-user's stream");
+        assert_eq!(
+            embed["description"],
+            "This is a test from streamwarden notify-test: nothing was killed."
+        );
+        assert_eq!(embed["footer"]["text"], "streamwarden · test");
+        assert_eq!(bad.got().len(), 1, "notify-test tries once");
+        bad.set_status(200);
+        let o = run_env(
+            dir.path(),
+            "http://127.0.0.1:9",
+            TOKEN,
+            &["notify-test"],
+            &env,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        assert_no_secret(&o);
+    }
+
+    #[test]
+    fn configuration_errors_exit_2_located_and_check_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        config(
+            dir.path(),
+            "[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.sh/SECRET-topic\"\ntitle = \"{user} on {playr}\"\n",
+        );
+        for cmd in ["notify-test", "check"] {
+            let o = run(dir.path(), "http://127.0.0.1:9", TOKEN, &[cmd]);
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains(
+                    "streamwarden.toml:4:20: [[notify]] ntfy: title: unknown placeholder {playr}"
+                ),
+                "{cmd}: {}",
+                stderr(&o)
+            );
+            assert_no_secret(&o);
+        }
+        // A URL that is not one: located, not shown.
+        config(
+            dir.path(),
+            "[[notify]]\nkind = \"slack\"\nurl = \"hooks.slack.com/services/SECRET\"\n",
+        );
+        let o = run(dir.path(), "http://127.0.0.1:9", TOKEN, &["notify-test"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("streamwarden.toml:3:7: [[notify]] slack: url is not a URL"),
+            "{}",
+            stderr(&o)
+        );
+        assert_no_secret(&o);
+        // No targets at all.
+        config(dir.path(), "[enforce]\ndry_run = true\n");
+        let o = run(dir.path(), "http://127.0.0.1:9", TOKEN, &["notify-test"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("no [[notify]] targets"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }

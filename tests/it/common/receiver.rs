@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -53,9 +52,7 @@ impl Receiver {
             reply: Mutex::new(reply.to_string()),
             got: Mutex::new(Vec::new()),
         });
-        let app = Router::new()
-            .fallback(any(take))
-            .with_state(shared.clone());
+        let app = Router::new().fallback(any(take)).with_state(shared.clone());
         Receiver {
             server: serve(app),
             shared,
@@ -74,18 +71,6 @@ impl Receiver {
     /// What came to `path`.
     pub fn at(&self, path: &str) -> Vec<Got> {
         self.got().into_iter().filter(|g| g.path == path).collect()
-    }
-
-    /// Waits until `n` requests came to `path` (or `limit` passed); what came.
-    pub fn wait(&self, path: &str, n: usize, limit: Duration) -> Vec<Got> {
-        let end = Instant::now() + limit;
-        loop {
-            let got = self.at(path);
-            if got.len() >= n || Instant::now() > end {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     pub fn set_status(&self, status: u16) {
