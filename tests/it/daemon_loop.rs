@@ -1009,6 +1009,47 @@ mod tautulli_webhook {
     }
 
     #[tokio::test]
+    async fn a_kill_by_post_reaches_the_daemons_notify_targets() {
+        use crate::common::receiver::Receiver;
+        use streamwarden::notify::{Delivery, Notifier};
+        let family = Receiver::start(200, "");
+        let targets = Config::parse(
+            &format!(
+                "[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+                family.url("/SECRET-family")
+            ),
+            None,
+        )
+        .unwrap();
+        let opts = Options {
+            http: true,
+            http_token: Some(SECRET.into()),
+            notify: Notifier::from_config(&targets, Delivery::DAEMON).unwrap(),
+            ..Default::default()
+        };
+        let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
+        let body =
+            r#"{"jbop": "stream", "sessionId": "session_id_1", "killMessage": "Not tonight."}"#;
+        let (status, v) = post(d.http.unwrap(), body, Some(SECRET)).await;
+        assert_eq!((status, v["outcome"].as_str()), (200, Some("done")), "{v}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while family.got().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, _, audit) = d.stop().await;
+        let got = family.at("/SECRET-family");
+        assert_eq!(got.len(), 1, "{got:?}");
+        let line = got[0].json();
+        assert_eq!(line["action"], "kill");
+        assert_eq!(line["rule"], "jbop:stream");
+        assert_eq!(line["message"], "Not tonight.");
+        assert_eq!(
+            line, audit[0],
+            "the webhook target gets the audit line itself"
+        );
+    }
+
+    #[tokio::test]
     async fn a_tautulli_shaped_post_kills_as_the_hook_would() {
         let d = daemon("").await;
         // The player ignores the kill: the session stays listed.
