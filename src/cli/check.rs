@@ -10,9 +10,16 @@ use super::Done;
 
 pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
     let config = setup::load(path)?;
-    let rules = match RuleSet::compile(&config) {
-        Ok(r) => r,
-        Err(errors) => {
+    let targets = crate::notify::targets(&config);
+    let rules = match (RuleSet::compile(&config), &targets) {
+        (Ok(r), Ok(_)) => r,
+        (rules, targets) => {
+            let errors: Vec<_> = rules
+                .err()
+                .into_iter()
+                .flatten()
+                .chain(targets.as_ref().err().into_iter().flatten().cloned())
+                .collect();
             for e in &errors {
                 eprintln!("error: {e}");
             }
@@ -42,6 +49,14 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
             "  rule {:?}: {action}{sustain}; reads {}",
             r.name,
             r.reads.join(", ")
+        );
+    }
+    for t in targets.iter().flatten() {
+        println!(
+            "  notify {} ({}): told of {}",
+            t.name,
+            t.kind.as_str(),
+            t.on.join(", ")
         );
     }
     if rules.is_empty() {

@@ -6,6 +6,7 @@ use crate::Failure;
 use crate::enforce::Enforcer;
 use crate::engine::setup;
 use crate::hook::{self, Context, HookArgs, Outcome, Say, TautulliEnv};
+use crate::notify::{Delivery, Notifier};
 
 use super::Done;
 
@@ -21,7 +22,8 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
     }
     setup::warn(&config);
     let client = setup::plex_client(&config)?;
-    let audit = setup::open_audit(&config)?;
+    let notify = Notifier::from_config(&config, Delivery::HOOK)?;
+    let audit = setup::open_audit(&config)?.with_sink(notify.as_ref().map(Notifier::sink));
     let mut enforcer = Enforcer::new(client, &config.enforce, audit);
     let cx = Context {
         enforcer: &mut enforcer,
@@ -35,8 +37,15 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
         Say::Warn(s) => eprintln!("warning: {s}"),
         Say::Error(s) => eprintln!("error: {s}"),
     })
-    .await?;
-    Ok(match outcome {
+    .await;
+    // [[notify]] has been sending since the first kill; what is left gets a few seconds,
+    // so that a dead target cannot hold the hook near Tautulli's timeout.
+    if let Some(n) = notify {
+        for p in n.finish(crate::notify::HOOK_FINISH).await.problems() {
+            eprintln!("warning: {p}");
+        }
+    }
+    Ok(match outcome? {
         Outcome::Done => Done::Ok,
         Outcome::KillFailed => Done::Partly,
     })

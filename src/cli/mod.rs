@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod hook;
+mod notify_test;
 mod replay;
 mod run;
 mod sessions;
@@ -72,6 +73,9 @@ pub enum Command {
     },
     /// Run the measurement engine over a capture file and print what it measured. Never kills.
     Replay(replay::ReplayArgs),
+    /// Send a sample notification to every [[notify]] target. Exit 0 all sent, 1 some
+    /// failed, 2 configuration error.
+    NotifyTest,
 }
 
 /// Runs the program; returns the process exit code.
@@ -134,6 +138,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Demo { duration } => demo::run(Duration::from_secs(duration.max(1)), view).await,
         Command::Run { dry_run } => run::run(config, dry_run, view).await,
         Command::Replay(args) => replay::run(args, config).await,
+        Command::NotifyTest => notify_test::run(config).await,
     };
     exit_code(done)
 }

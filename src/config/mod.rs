@@ -12,11 +12,13 @@ use toml::Spanned;
 
 pub mod capture;
 pub mod http;
+pub mod notify;
 mod validate;
 
 use crate::plex::PlexSettings;
 pub use capture::CaptureConfig;
 pub use http::{HttpConfig, Secret};
+pub use notify::{NotifyConfig, NotifyKind};
 
 /// A configuration problem, located in its file where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +147,8 @@ struct RawConfig {
     capture: capture::RawCapture,
     #[serde(default)]
     http: http::RawHttp,
+    #[serde(default)]
+    notify: Vec<notify::RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +212,15 @@ impl Config {
         if self.enforce.audit_log != other.enforce.audit_log {
             out.push("[enforce] audit_log");
         }
+        if self.notify.len() != other.notify.len()
+            || self
+                .notify
+                .iter()
+                .zip(&other.notify)
+                .any(|(a, b)| !a.same_settings(b))
+        {
+            out.push("[[notify]]");
+        }
         out
     }
 }
@@ -256,6 +269,8 @@ pub struct Config {
     /// `[capture]`: interface, ports, snaplen, buffer size, immediate mode.
     pub capture: CaptureConfig,
     pub http: HttpConfig,
+    /// `[[notify]]`: where kills are told.
+    pub notify: Vec<NotifyConfig>,
     pub source: SourceMap,
     /// Where checked values stand in the file (none when they came from elsewhere).
     pub spans: Spans,
@@ -399,6 +414,7 @@ impl Config {
             rules: raw.rules,
             capture: raw.capture.resolve(&source)?,
             http,
+            notify: notify::resolve(raw.notify, &source)?,
             source,
         })
     }
@@ -415,6 +431,7 @@ impl Config {
         if let Some(token) = get(http::TOKEN_ENV).filter(|v| !v.trim().is_empty()) {
             self.http.token = Some(Secret::new(token.trim()));
         }
+        notify::apply_env(&mut self.notify, &get);
     }
 
     /// The settings a Plex client needs; errors say how to supply what is missing.

@@ -60,6 +60,9 @@ impl Config {
                 ),
             ));
         }
+        for target in &self.notify {
+            target.checked_url(&self.source)?;
+        }
         if let Some(audit) = &self.enforce.audit_log {
             let at = self.spans.audit_log.as_ref();
             if audit.is_dir() {

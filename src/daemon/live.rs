@@ -11,6 +11,7 @@ use crate::capture::{PacketSource, privileges};
 use crate::config::Config;
 use crate::engine::setup::{compile, open_audit, plex_client};
 use crate::meter::Metering;
+use crate::notify::{Delivery, Notifier};
 use crate::rules::RuleSet;
 
 use super::{Feed, Reload, Reloaded, Setup, Summary, SystemClock, View};
@@ -38,6 +39,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
     crate::engine::setup::warn(&config);
     let plex = plex_client(&config)?;
     let audit = open_audit(&config)?;
+    let notify = Notifier::from_config(&config, Delivery::DAEMON)?;
     let http = match config.http.listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Failure::Usage(format!("cannot listen on [http] listen = \"{addr}\": {e}"))
@@ -80,6 +82,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             enforce: config.enforce.clone(),
             plex: Arc::new(plex),
             audit,
+            notify,
             ports: config.capture.ports.clone(),
             poll_interval: config.plex.poll_interval,
             feed,

@@ -29,6 +29,12 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of a notification target (its name, never its URL).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
 /// Labels of a connection the HTTP endpoint closed on one of its limits.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -54,6 +60,7 @@ pub struct Metrics {
     pub poll_errors: Counter,
     pub http_connections: Gauge,
     pub http_dropped: Family<DropLabels, Counter>,
+    pub notify_failures: Family<TargetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +79,7 @@ impl Default for Metrics {
             poll_errors: Counter::default(),
             http_connections: Gauge::default(),
             http_dropped: Family::default(),
+            notify_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,6 +134,11 @@ impl Default for Metrics {
             "Connections the HTTP endpoint closed or refused on a limit, by reason",
             m.http_dropped.clone(),
         );
+        registry.register(
+            "notify_failures",
+            "Notifications that could not be sent, by [[notify]] target",
+            m.notify_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -147,6 +160,17 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Brings the notification failures up to the notifier's tally (every target listed,
+    /// from 0).
+    pub fn notify(&self, counts: &std::collections::BTreeMap<String, crate::notify::Counts>) {
+        for (name, c) in counts {
+            let counter = self.notify_failures.get_or_create(&TargetLabels {
+                target: name.clone(),
+            });
+            counter.inc_by(c.failed.saturating_sub(counter.get()));
+        }
     }
 
     /// Brings the per-round metrics up to date: each stream's measured rates, the stream

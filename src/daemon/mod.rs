@@ -25,6 +25,7 @@ use crate::config::EnforceConfig;
 use crate::enforce::{AuditLog, Enforcer, Terminator};
 use crate::engine::{self, Tracker, row::StreamRow};
 use crate::lock;
+use crate::notify::Notifier;
 use crate::plex::SessionSource;
 use crate::rules::{Decision, RuleSet};
 
@@ -34,6 +35,9 @@ pub use io::{Control, signals};
 pub use metrics::Metrics;
 pub use view::View;
 
+/// How long a stopping daemon waits for notifications still being sent.
+const NOTIFY_AT_STOP: Duration = Duration::from_secs(2);
+
 /// Everything the daemon is given.
 pub struct Setup<P> {
     pub rules: RuleSet,
@@ -41,6 +45,8 @@ pub struct Setup<P> {
     /// Where sessions come from and what kills: the Plex client, or a stand-in.
     pub plex: Arc<P>,
     pub audit: AuditLog,
+    /// Where kills, failed kills and zombies are told (`[[notify]]`), when anywhere.
+    pub notify: Option<Notifier>,
     /// Plex's ports: traffic from them to a client is a stream.
     pub ports: Vec<u16>,
     pub poll_interval: Duration,
@@ -93,6 +99,7 @@ where
         enforce,
         plex,
         audit,
+        notify,
         ports,
         poll_interval,
         feed,
@@ -107,6 +114,8 @@ where
     let mut rules = Arc::new(rules);
     let current: webhook::Current = Arc::new(Mutex::new((rules.clone(), enforce.clone())));
     let metrics = Arc::new(Metrics::default());
+    let sink = notify.as_ref().map(Notifier::sink).or_else(|| audit.sink());
+    let audit = audit.with_sink(sink);
     let rows: http::Rows = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
@@ -115,6 +124,7 @@ where
             current: current.clone(),
             daemon: listener.local_addr().ok(),
             token: http_token.clone(),
+            sink: audit.sink(),
         });
         http::serve(
             listener,
@@ -237,6 +247,9 @@ where
         // Publish.
         let stats = feed.stats();
         metrics.update(&tick, &stats, &last_feed);
+        if let Some(n) = &notify {
+            metrics.notify(&n.counts());
+        }
         last_feed = stats;
         let table: Vec<StreamRow> = engine::row::rows(&tick, |id| kills.is_pending(id));
         if view == View::Terminal {
@@ -272,5 +285,10 @@ where
     }
     let _ = stop_tx.send(true);
     poller.abort();
+    if let Some(n) = notify {
+        for p in n.finish(NOTIFY_AT_STOP).await.problems() {
+            tracing::warn!("{p}");
+        }
+    }
     kills.summary
 }

@@ -17,7 +17,7 @@ use clap::Parser;
 use serde_json::{Map, Value, json};
 
 use crate::config::{EnforceConfig, Secret};
-use crate::enforce::{AuditLog, Enforcer};
+use crate::enforce::{AuditLog, Enforcer, Sink};
 use crate::hook::{self, Context, HookArgs, Mode, Outcome, Say};
 use crate::lock;
 use crate::plex::{PlexClient, PlexSettings};
@@ -42,6 +42,8 @@ pub struct Hooks {
     /// The daemon's own endpoint and token, for rules mode's measured figures.
     pub daemon: Option<SocketAddr>,
     pub token: Option<Secret>,
+    /// The daemon's notifier: the hook's kills are told too.
+    pub sink: Option<Arc<dyn Sink>>,
 }
 
 /// The hook's arguments parsed as the command line would.
@@ -177,7 +179,8 @@ pub async fn handle(hooks: Hooks, body: &[u8]) -> (StatusCode, Value) {
                     crate::Failure::Usage(format!("cannot open the audit log {}: {e}", p.display()))
                 })?,
                 None => AuditLog::none(),
-            };
+            }
+            .with_sink(hooks.sink.clone());
             let mut enforcer = Enforcer::new(client, &enforce, audit);
             let cx = Context {
                 enforcer: &mut enforcer,

@@ -120,6 +120,7 @@ impl Demo {
                 enforce: self.config.enforce.clone(),
                 plex: Arc::new(client),
                 audit: AuditLog::none(),
+                notify: None,
                 ports: vec![32400],
                 poll_interval: Duration::from_secs(2),
                 feed,

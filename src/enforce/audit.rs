@@ -1,12 +1,16 @@
-//! The audit log: one JSON object per line, appended and flushed as each decision is made.
+//! The audit log: one JSON object per line, appended and flushed as each decision is made,
+//! and handed to a [`Sink`] (the notifier) as it is written.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
+
+use crate::rules::Vars;
 
 /// One audit line.
 #[derive(Debug, Clone, Serialize)]
@@ -32,12 +36,32 @@ pub struct Record {
     /// Why a kill failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Every variable's value for the stream (player, rates, ...), for notifications; not
+    /// part of the audit line.
+    #[serde(skip)]
+    pub vars: Vars,
+}
+
+/// Told of every record as it is written: the notifier. It runs on the kill path, so it
+/// must return at once (queue the record, never send it there).
+pub trait Sink: Send + Sync {
+    fn record(&self, record: &Record);
 }
 
 /// Where audit lines go.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AuditLog {
     file: Option<(PathBuf, File)>,
+    sink: Option<Arc<dyn Sink>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path())
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
 }
 
 /// What an existing audit log says about past kills (so separate hook runs share the
@@ -51,7 +75,7 @@ pub struct History {
 impl AuditLog {
     /// No file: records go to the tracing log only.
     pub fn none() -> Self {
-        Self { file: None }
+        Self::default()
     }
 
     /// Opens (creating) the file for appending. Its directory must exist: creating one
@@ -60,7 +84,19 @@ impl AuditLog {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             file: Some((path.to_path_buf(), file)),
+            sink: None,
         })
+    }
+
+    /// Also hands every record to `sink` (when given) as it is written.
+    pub fn with_sink(mut self, sink: Option<Arc<dyn Sink>>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The sink records are handed to, to share with another log of the same process.
+    pub fn sink(&self) -> Option<Arc<dyn Sink>> {
+        self.sink.clone()
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -81,6 +117,9 @@ impl AuditLog {
                 "{}",
                 super::escape(&record.message)
             );
+        }
+        if let Some(sink) = &self.sink {
+            sink.record(record);
         }
         if let Some((_, f)) = &mut self.file {
             let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::EnforceConfig;
 use crate::plex::{PlexClient, PlexError, Session};
 use crate::rules::{Action, Decision, Value};
-pub use audit::{AuditLog, Record};
+pub use audit::{AuditLog, Record, Sink};
 
 /// The `exempt_users` entry that names the server owner, whatever the account is called.
 pub const OWNER: &str = "owner";
@@ -356,6 +356,7 @@ impl<T: Terminator> Enforcer<T> {
             missing: Vec::new(),
             estimated: d.estimated,
             reason,
+            vars: d.vars.clone(),
         };
         if let Err(e) = self.audit.write(&record) {
             tracing::error!(error = %e, path = ?self.audit.path(), "cannot write the audit log");

@@ -40,6 +40,7 @@ impl StreamEval<'_> {
                 values: e.values.clone(),
                 estimated: self.vars.estimated
                     && e.rule.reads.iter().any(|r| vars::MEASURED.contains(r)),
+                vars: self.vars.clone(),
             })
             .collect()
     }

@@ -96,6 +96,7 @@ fn manual_decision(rule: &str, session: &Session, all: &[Session], message: &str
         .map(|k| (k, vars.get(k).cloned()))
         .collect(),
         estimated: false,
+        vars,
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::plex::Session;
 
-use super::{Action, Value};
+use super::{Action, Value, Vars};
 
 /// Something the pipeline decided to do about a stream.
 #[derive(Debug, Clone)]
@@ -17,4 +17,7 @@ pub struct Decision {
     pub values: BTreeMap<&'static str, Option<Value>>,
     /// The decision rests on an estimated measurement.
     pub estimated: bool,
+    /// Every variable's value for the stream when the decision was made (what a
+    /// notification shows beyond the values the rule read).
+    pub vars: Vars,
 }

@@ -124,6 +124,7 @@ struct Options {
     http: bool,
     reload: Option<daemon::Reload>,
     flows: Vec<([u8; 4], u16, u64)>,
+    notify: Option<streamwarden::notify::Notifier>,
 }
 
 impl Default for Options {
@@ -136,6 +137,7 @@ impl Default for Options {
             http: false,
             reload: None,
             flows: Vec::new(),
+            notify: None,
         }
     }
 }
@@ -171,6 +173,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         enforce: cfg.enforce.clone(),
         plex: Arc::new(client),
         audit: open_audit(&cfg).unwrap(),
+        notify: opts.notify,
         ports: vec![32400],
         poll_interval: opts.poll_interval,
         feed: feed.clone(),
@@ -1006,6 +1009,47 @@ mod tautulli_webhook {
     }
 
     #[tokio::test]
+    async fn a_kill_by_post_reaches_the_daemons_notify_targets() {
+        use crate::common::receiver::Receiver;
+        use streamwarden::notify::{Delivery, Notifier};
+        let family = Receiver::start(200, "");
+        let targets = Config::parse(
+            &format!(
+                "[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+                family.url("/SECRET-family")
+            ),
+            None,
+        )
+        .unwrap();
+        let opts = Options {
+            http: true,
+            http_token: Some(SECRET.into()),
+            notify: Notifier::from_config(&targets, Delivery::DAEMON).unwrap(),
+            ..Default::default()
+        };
+        let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
+        let body =
+            r#"{"jbop": "stream", "sessionId": "session_id_1", "killMessage": "Not tonight."}"#;
+        let (status, v) = post(d.http.unwrap(), body, Some(SECRET)).await;
+        assert_eq!((status, v["outcome"].as_str()), (200, Some("done")), "{v}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while family.got().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, _, audit) = d.stop().await;
+        let got = family.at("/SECRET-family");
+        assert_eq!(got.len(), 1, "{got:?}");
+        let line = got[0].json();
+        assert_eq!(line["action"], "kill");
+        assert_eq!(line["rule"], "jbop:stream");
+        assert_eq!(line["message"], "Not tonight.");
+        assert_eq!(
+            line, audit[0],
+            "the webhook target gets the audit line itself"
+        );
+    }
+
+    #[tokio::test]
     async fn a_tautulli_shaped_post_kills_as_the_hook_would() {
         let d = daemon("").await;
         // The player ignores the kill: the session stays listed.
@@ -1123,5 +1167,97 @@ mod tautulli_webhook {
             .await;
         let (_, plex, _) = d.stop().await;
         assert_eq!(plex.terminates().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn a_kill_reaches_the_notify_targets_and_a_failing_one_is_counted_in_metrics() {
+    use crate::common::receiver::Receiver;
+    use streamwarden::notify::{Delivery, Notifier};
+    let family = Receiver::start(204, "");
+    let phone = Receiver::start(500, "");
+    let targets = Config::parse(
+        &format!(
+            "[[notify]]\nkind = \"discord\"\nname = \"family\"\nurl = \"{}\"\n\n[[notify]]\nkind = \"ntfy\"\nname = \"phone\"\nurl = \"{}\"\n",
+            family.url("/api/webhooks/1/SECRET-family"),
+            phone.url("/SECRET-phone")
+        ),
+        None,
+    )
+    .unwrap();
+    let notify = Notifier::from_config(&targets, Delivery::DAEMON).unwrap();
+    let plex = FakePlex::start(&mixed_sessions());
+    let opts = Options {
+        flows: vec![([1, 2, 3, 11], 50_000, 20_000)],
+        http: true,
+        notify,
+        ..Default::default()
+    };
+    let d = start(plex, RULE, opts).await;
+    let addr = d.http.unwrap();
+    let failures = "streamwarden_notify_failures_total{target=\"phone\"}";
+    let mut metrics = String::new();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < deadline {
+        metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if sample(&metrics, failures) == Some(1.0) && !family.got().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1, "{audit:?}");
+    assert_eq!(sample(&metrics, failures), Some(1.0), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "streamwarden_notify_failures_total{target=\"family\"}"
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        phone.got().len(),
+        Delivery::DAEMON.attempts as usize,
+        "tried again, then given up"
+    );
+    let got = family.at("/api/webhooks/1/SECRET-family");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let embed = got[0].json()["embeds"][0].clone();
+    let kill = audit.iter().find(|l| l["action"] == "kill").unwrap();
+    let user = kill["user"].as_str().unwrap();
+    assert_eq!(embed["title"], format!("Killed {user}'s stream"));
+    assert_eq!(embed["timestamp"], kill["ts"]);
+    let field = |name: &str| {
+        embed["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["value"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    // The rule read only the 10 s figure; the notification shows the stream's rates anyway.
+    assert!(field("Measured").contains(" Mbps over 1 min"), "{embed}");
+    assert!(field("Reported by Plex").starts_with("stream "), "{embed}");
+    assert_ne!(field("Player"), "unknown player", "{embed}");
+    assert_eq!(field("Rule"), "fast");
+    for g in family.got().iter().chain(&phone.got()) {
+        assert!(
+            !g.body.contains(TOKEN),
+            "the Plex token in a payload: {}",
+            g.body
+        );
+    }
+    if let Some((ok, said)) = promtool(&metrics) {
+        assert!(
+            ok && said.is_empty(),
+            "promtool says:\n{said}\nof:\n{metrics}"
+        );
     }
 }

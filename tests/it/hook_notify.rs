@@ -776,3 +776,64 @@ fn a_user_tautulli_does_not_know_keeps_plexs_name() {
     assert_eq!(body["attachments"][0]["fields"][0]["value"], "User 7");
     assert_eq!(body["attachments"][0]["title"], "Killed User 7's stream.");
 }
+
+#[test]
+fn notify_targets_hear_of_the_kill_beside_tautulli_and_a_dead_one_cannot_hold_the_hook() {
+    use crate::common::receiver::{Dead, Receiver};
+    let plex = FakePlex::start(&mixed_sessions());
+    let t = FakeTautulli::start(Answer::Success, &[]);
+    let family = Receiver::start(204, "");
+    let dead = Dead::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("streamwarden.toml"),
+        format!(
+            "[[notify]]\nkind = \"discord\"\nname = \"family\"\nurl_env = \"FAMILY_HOOK\"\n\n[[notify]]\nkind = \"webhook\"\nname = \"dead\"\nurl = \"{}\"\n",
+            dead.url("/SECRET-dead")
+        ),
+    )
+    .unwrap();
+    let mut env = t.env("/");
+    env.push(("FAMILY_HOOK", family.url("/api/webhooks/1/SECRET-family")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let t0 = Instant::now();
+    let o = run_env(
+        dir.path(),
+        &plex.url,
+        TOKEN,
+        &[
+            "hook",
+            "--jbop",
+            "stream",
+            "--sessionId",
+            HOMARR,
+            "--notify",
+            "1",
+            "--killMessage",
+            "Transcodes off tonight.",
+        ],
+        &env,
+    );
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(killed(&plex), vec![HOMARR]);
+    // Tautulli's own notifier and [[notify]], side by side.
+    assert_eq!(t.calls("notify").len(), 1);
+    let got = family.at("/api/webhooks/1/SECRET-family");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let embed = got[0].json()["embeds"][0].clone();
+    assert_eq!(embed["title"], "Killed example\\_usr's stream");
+    assert_eq!(embed["fields"][5]["value"], "jbop:stream");
+    assert_eq!(embed["fields"][6]["value"], "Transcodes off tonight.");
+    // The dead target had until the hook's deadline, no more.
+    assert!(took < Duration::from_secs(9), "the hook took {took:?}");
+    assert!(
+        stderr(&o).contains("[[notify]] dead: still sending after 4 s: given up"),
+        "{}",
+        stderr(&o)
+    );
+    assert_no_secrets(&o);
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!all.contains("SECRET"), "a URL leaked:\n{all}");
+    assert!(!got[0].body.contains(TOKEN) && !got[0].body.contains(APIKEY));
+}

@@ -14,6 +14,7 @@ mod demo;
 mod hook;
 mod hook_notify;
 mod meter_windows;
+mod notify;
 mod plex_client;
 mod plex_parse;
 mod reach;

@@ -203,6 +203,7 @@ fn decision(rule: &str, id: &str) -> Decision {
         message: String::new(),
         values: BTreeMap::new(),
         estimated: false,
+        vars: Default::default(),
     }
 }
 

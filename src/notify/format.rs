@@ -1,0 +1,561 @@
+//! What each service is sent, in its own format, from audit records: one record, or a
+//! burst folded into one summary. Everything from outside (Plex's names and titles, the
+//! rule's message, reasons) is escaped for the format it goes into, so a user called
+//! "@everyone" or "<!channel>" pings no one and nothing breaks a line or a header.
+
+use serde_json::{Value, json};
+
+use crate::config::NotifyKind;
+use crate::enforce::Record;
+use crate::rules::{Value as Var, Vars};
+
+use super::Target;
+
+/// One HTTP POST: its headers and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Json(Value),
+    Text(String),
+}
+
+/// How many events a folded summary lists before "and N more".
+const SUMMARY_LINES: usize = 15;
+
+/// The payload telling `target` of one record.
+pub fn single(target: &Target, r: &Record) -> Outgoing {
+    let f = Facts::of(target, r);
+    match target.kind {
+        NotifyKind::Discord => json_body(discord(&f)),
+        NotifyKind::Slack => json_body(slack(&f)),
+        NotifyKind::Ntfy => ntfy(&f.title, &plain_lines(&f), f.action),
+        NotifyKind::Gotify => json_body(json!({
+            "title": clip(&f.title, 250),
+            "message": clip(&plain_lines(&f), 4000),
+            "priority": gotify_priority(f.action),
+        })),
+        NotifyKind::Telegram => telegram(target, &f.title, &plain_lines(&f)),
+        NotifyKind::Webhook => json_body(serde_json::to_value(r).unwrap_or(Value::Null)),
+    }
+}
+
+/// The payload telling `target` of several records at once (a burst past its rate).
+pub fn folded(target: &Target, records: &[Record]) -> Outgoing {
+    let facts: Vec<Facts> = records.iter().map(|r| Facts::of(target, r)).collect();
+    let worst = facts
+        .iter()
+        .map(|f| f.action)
+        .max_by_key(|a| severity(a))
+        .unwrap_or("log");
+    let title = summary_title(&facts);
+    let mut lines: Vec<String> = facts.iter().take(SUMMARY_LINES).map(Facts::line).collect();
+    if facts.len() > SUMMARY_LINES {
+        lines.push(format!(
+            "… and {} more (the audit log has them all)",
+            facts.len() - SUMMARY_LINES
+        ));
+    }
+    let ts = records.last().map(|r| r.ts.clone()).unwrap_or_default();
+    let footer = footer(facts.first().map_or("enforce", |f| f.mode));
+    match target.kind {
+        NotifyKind::Discord => {
+            let text: Vec<String> = lines.iter().map(|l| discord_escape(l)).collect();
+            json_body(json!({
+                "username": "streamwarden",
+                "allowed_mentions": {"parse": []},
+                "embeds": [{
+                    "title": clip(&discord_escape(&title), 256),
+                    "description": clip(&text.join("\n"), 4000),
+                    "color": colour(worst),
+                    "footer": {"text": footer},
+                    "timestamp": ts,
+                }],
+            }))
+        }
+        NotifyKind::Slack => {
+            let text: Vec<String> = lines.iter().map(|l| slack_escape(l)).collect();
+            json_body(json!({
+                "text": clip(&slack_escape(&title), 3000),
+                "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{} {title}", slack_emoji(worst)), 150), "emoji": true}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": clip(&text.join("\n"), 3000)}},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": slack_escape(&format!("{footer} · {ts}"))}]},
+                ],
+            }))
+        }
+        NotifyKind::Ntfy => ntfy(&title, &lines.join("\n"), worst),
+        NotifyKind::Gotify => json_body(json!({
+            "title": clip(&title, 250),
+            "message": clip(&lines.join("\n"), 4000),
+            "priority": gotify_priority(worst),
+        })),
+        NotifyKind::Telegram => telegram(target, &title, &lines.join("\n")),
+        NotifyKind::Webhook => json_body(json!({
+            "summary": title,
+            "count": records.len(),
+            "records": records,
+        })),
+    }
+}
+
+fn json_body(v: Value) -> Outgoing {
+    Outgoing {
+        headers: vec![("content-type", "application/json".into())],
+        body: Body::Json(v),
+    }
+}
+
+/// What a notification says about one record, as text not yet escaped for a format.
+struct Facts<'a> {
+    action: &'a str,
+    mode: &'a str,
+    ts: &'a str,
+    title: String,
+    text: String,
+    user: String,
+    media: String,
+    player: String,
+    measured: String,
+    reported: String,
+    rule: &'a str,
+    message: &'a str,
+    reason: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    fn of(target: &Target, r: &'a Record) -> Self {
+        let vars = vars_of(r);
+        let user = r.user.clone().unwrap_or_else(|| "unknown user".into());
+        let media = r.title.clone().unwrap_or_else(|| "a stream".into());
+        let mut title = match &target.title {
+            Some(t) => t.render(&r.rule, &vars),
+            None => default_title(r.action, &user, &r.rule),
+        };
+        if r.mode == super::sample::MODE {
+            title = format!("Test: {title}");
+        }
+        let text = match &target.message {
+            Some(t) => t.render(&r.rule, &vars),
+            None if r.mode == super::sample::MODE => {
+                "This is a test from streamwarden notify-test: nothing was killed.".into()
+            }
+            None => default_text(r.action, &media, &r.rule),
+        };
+        Facts {
+            action: r.action,
+            mode: r.mode,
+            ts: &r.ts,
+            title: one_line(&title),
+            text,
+            user,
+            media,
+            player: text_var(&vars, "player").unwrap_or_else(|| "unknown player".into()),
+            measured: measured(&vars, r.estimated),
+            reported: reported(&vars),
+            rule: &r.rule,
+            message: &r.message,
+            reason: r.reason.as_deref(),
+        }
+    }
+
+    fn message_label(&self) -> &'static str {
+        match self.action {
+            "kill" | "zombie" | "transcode-stopped" => "Message sent",
+            _ => "Message (not sent)",
+        }
+    }
+
+    /// One line of a folded summary.
+    fn line(&self) -> String {
+        let mut l = format!(
+            "{}: {} · {} · rule {}",
+            self.action,
+            one_line(&self.user),
+            one_line(&self.media),
+            one_line(self.rule)
+        );
+        if let Some(r) = self.reason {
+            l.push_str(&format!(" ({})", one_line(r)));
+        }
+        l
+    }
+}
+
+/// The stream's variables, with the record's own fields where the variables lack them.
+fn vars_of(r: &Record) -> Vars {
+    let mut v = r.vars.clone();
+    for (name, value) in [
+        ("user", &r.user),
+        ("username", &r.user),
+        ("address", &r.address),
+    ] {
+        if v.get(name).is_none()
+            && let Some(x) = value
+        {
+            v.set(name, Var::Text(x.clone()));
+        }
+    }
+    for (name, value) in &r.values {
+        let Some((name, _)) = crate::rules::vars::lookup(name) else {
+            continue;
+        };
+        let value = match value {
+            Value::String(s) => Var::Text(s.clone()),
+            Value::Bool(b) => Var::Flag(*b),
+            Value::Number(n) => match n.as_f64() {
+                Some(n) => Var::Number(n),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if v.get(name).is_none() {
+            v.set(name, value);
+        }
+    }
+    v
+}
+
+fn text_var(v: &Vars, name: &str) -> Option<String> {
+    v.get(name)
+        .map(ToString::to_string)
+        .filter(|s| !s.is_empty())
+}
+
+fn mbps(v: &Vars, name: &str) -> Option<String> {
+    match v.get(name) {
+        Some(Var::Number(kbps)) => Some(format!("{:.1} Mbps", kbps / 1000.0)),
+        _ => None,
+    }
+}
+
+fn measured(v: &Vars, estimated: bool) -> String {
+    let parts: Vec<String> = [("measured_kbps_10s", "10 s"), ("measured_kbps_1m", "1 min")]
+        .iter()
+        .filter_map(|(name, window)| mbps(v, name).map(|m| format!("{m} over {window}")))
+        .collect();
+    if parts.is_empty() {
+        return "not measured".into();
+    }
+    let mut s = parts.join(", ");
+    if estimated {
+        s.push_str(" (estimated: several streams share the address)");
+    }
+    s
+}
+
+fn reported(v: &Vars) -> String {
+    let parts: Vec<String> = [
+        ("stream_bitrate", "stream"),
+        ("source_bitrate", "file"),
+        ("bandwidth", "reserved"),
+    ]
+    .iter()
+    .filter_map(|(name, what)| mbps(v, name).map(|m| format!("{what} {m}")))
+    .collect();
+    if parts.is_empty() {
+        "not reported".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn default_title(action: &str, user: &str, rule: &str) -> String {
+    match action {
+        "kill" => format!("Killed {user}'s stream"),
+        "would-kill" => format!("Dry run: would kill {user}'s stream"),
+        "kill-failed" => format!("Could not kill {user}'s stream"),
+        "kill-skipped" => format!("Did not kill {user}'s stream"),
+        "zombie" => format!("{user}'s stream survived its kill"),
+        "transcode-stopped" => format!("Stopped the transcode of {user}'s stream"),
+        "log" => format!("Rule {rule} matched {user}'s stream"),
+        other => format!("{other}: {user}'s stream"),
+    }
+}
+
+fn default_text(action: &str, media: &str, rule: &str) -> String {
+    match action {
+        "kill" => format!("Rule {rule} stopped {media}."),
+        "would-kill" => {
+            format!("Rule {rule} would have stopped {media} (dry run: nothing was sent).")
+        }
+        "kill-failed" => format!("Rule {rule} could not stop {media}."),
+        "kill-skipped" => format!("Rule {rule} matched {media}, which was not stopped."),
+        "zombie" => format!("{media} is still listed after rule {rule} stopped it."),
+        "transcode-stopped" => {
+            format!("{media} was still listed after its kill: its transcode was stopped.")
+        }
+        "log" => format!("Rule {rule} matched {media} (log only)."),
+        other => format!("{other}: rule {rule}, {media}."),
+    }
+}
+
+fn summary_title(facts: &[Facts]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for f in facts {
+        match counts.iter_mut().find(|(a, _)| *a == f.action) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f.action, 1)),
+        }
+    }
+    let parts: Vec<String> = counts.iter().map(|(a, n)| format!("{a} ×{n}")).collect();
+    format!("{} events at once ({})", facts.len(), parts.join(", "))
+}
+
+fn footer(mode: &str) -> String {
+    match mode {
+        "dry-run" => "streamwarden · dry run".into(),
+        super::sample::MODE => "streamwarden · test".into(),
+        _ => "streamwarden".into(),
+    }
+}
+
+/// How much an action needs the owner's eyes (a folded summary takes its worst).
+fn severity(action: &str) -> u8 {
+    match action {
+        "kill-failed" => 6,
+        "zombie" => 5,
+        "kill" => 4,
+        "kill-skipped" => 3,
+        "transcode-stopped" => 2,
+        "would-kill" => 1,
+        _ => 0,
+    }
+}
+
+/// Discord's embed colour by action.
+pub fn colour(action: &str) -> u32 {
+    match action {
+        "kill" => 0xD9342B,
+        "kill-failed" => 0xF28C28,
+        "zombie" => 0x8E44AD,
+        "kill-skipped" => 0xF1C40F,
+        "would-kill" => 0x3498DB,
+        "transcode-stopped" => 0x1ABC9C,
+        _ => 0x95A5A6,
+    }
+}
+
+fn slack_emoji(action: &str) -> &'static str {
+    match action {
+        "kill" => ":no_entry:",
+        "kill-failed" => ":warning:",
+        "zombie" => ":zombie:",
+        "kill-skipped" => ":pause_button:",
+        "would-kill" => ":eyes:",
+        "transcode-stopped" => ":octagonal_sign:",
+        _ => ":memo:",
+    }
+}
+
+/// ntfy's emoji tag by action.
+fn ntfy_tag(action: &str) -> &'static str {
+    match action {
+        "kill" => "no_entry",
+        "kill-failed" => "warning",
+        "zombie" => "zombie",
+        "kill-skipped" => "pause_button",
+        "would-kill" => "eyes",
+        "transcode-stopped" => "stop_sign",
+        _ => "memo",
+    }
+}
+
+/// ntfy's priority (1 min to 5 max) by action.
+fn ntfy_priority(action: &str) -> u8 {
+    match severity(action) {
+        5.. => 4,
+        3..=4 => 3,
+        _ => 2,
+    }
+}
+
+/// Gotify's priority (0 to 10) by action.
+fn gotify_priority(action: &str) -> u8 {
+    match severity(action) {
+        5.. => 8,
+        3..=4 => 5,
+        _ => 2,
+    }
+}
+
+fn discord(f: &Facts) -> Value {
+    let field = |name: &str, value: &str, inline: bool| {
+        let v = discord_escape(value);
+        json!({"name": name, "value": clip(if v.is_empty() { "-" } else { &v }, 1024), "inline": inline})
+    };
+    let mut fields = vec![
+        field("User", &f.user, true),
+        field("Title", &f.media, true),
+        field("Player", &f.player, true),
+        field("Measured", &f.measured, true),
+        field("Reported by Plex", &f.reported, true),
+        field("Rule", f.rule, true),
+        field(f.message_label(), f.message, false),
+    ];
+    if let Some(r) = f.reason {
+        fields.push(field("Reason", r, false));
+    }
+    json!({
+        "username": "streamwarden",
+        "allowed_mentions": {"parse": []},
+        "embeds": [{
+            "title": clip(&discord_escape(&f.title), 256),
+            "description": clip(&multi_line(&f.text, discord_escape), 4000),
+            "color": colour(f.action),
+            "fields": fields,
+            "footer": {"text": footer(f.mode)},
+            "timestamp": f.ts,
+        }],
+    })
+}
+
+fn slack(f: &Facts) -> Value {
+    let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": clip(&format!("*{name}*\n{}", slack_escape(value)), 2000)});
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{} {}", slack_emoji(f.action), f.title), 150), "emoji": true}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&multi_line(&f.text, slack_escape), 3000)}}),
+        json!({"type": "section", "fields": [
+            field("User", &f.user),
+            field("Title", &f.media),
+            field("Player", &f.player),
+            field("Measured", &f.measured),
+            field("Reported by Plex", &f.reported),
+            field("Rule", f.rule),
+        ]}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*{}*\n{}", f.message_label(), slack_escape(f.message)), 3000)}}),
+    ];
+    if let Some(r) = f.reason {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*Reason*\n{}", slack_escape(r)), 3000)}}));
+    }
+    blocks
+        .push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": footer(f.mode)}]}));
+    json!({
+        "text": clip(&slack_escape(&format!("{}: {}", f.title, one_line(&f.text))), 3000),
+        "blocks": blocks,
+    })
+}
+
+/// The lines of a plain-text notification (ntfy, Gotify, Telegram).
+fn plain_lines(f: &Facts) -> String {
+    let mut lines = vec![
+        f.text.clone(),
+        String::new(),
+        format!("User: {}", one_line(&f.user)),
+        format!("Title: {}", one_line(&f.media)),
+        format!("Player: {}", one_line(&f.player)),
+        format!("Measured: {}", f.measured),
+        format!("Reported by Plex: {}", f.reported),
+        format!("Rule: {}", one_line(f.rule)),
+        format!("{}: {}", f.message_label(), one_line(f.message)),
+    ];
+    if let Some(r) = f.reason {
+        lines.push(format!("Reason: {}", one_line(r)));
+    }
+    lines.join("\n")
+}
+
+fn ntfy(title: &str, body: &str, action: &str) -> Outgoing {
+    Outgoing {
+        headers: vec![
+            ("content-type", "text/plain; charset=utf-8".into()),
+            ("title", header_text(&clip(title, 200))),
+            ("tags", format!("{},streamwarden", ntfy_tag(action))),
+            ("priority", ntfy_priority(action).to_string()),
+        ],
+        body: Body::Text(clip(body, 4000)),
+    }
+}
+
+fn telegram(target: &Target, title: &str, body: &str) -> Outgoing {
+    let chat = target.chat_id.clone().unwrap_or_default();
+    let chat_id = match chat.parse::<i64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(chat),
+    };
+    json_body(json!({
+        "chat_id": chat_id,
+        "text": clip(&format!("{title}\n\n{body}"), 4000),
+        "disable_web_page_preview": true,
+    }))
+}
+
+/// A header's value: printable ASCII as it is, anything else as an RFC 2047 encoded word
+/// (which ntfy decodes).
+fn header_text(s: &str) -> String {
+    let s = one_line(s);
+    if s.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) {
+        return s;
+    }
+    use base64::Engine;
+    format!(
+        "=?UTF-8?B?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    )
+}
+
+/// Outside text on one line: control characters and line separators escaped.
+fn one_line(s: &str) -> String {
+    crate::enforce::escape(s).into_owned()
+}
+
+/// Outside text that may keep its line breaks (a message template's), each line escaped
+/// with `esc`.
+fn multi_line(s: &str, esc: fn(&str) -> String) -> String {
+    s.split('\n')
+        .map(|l| esc(l.trim_end_matches('\r')))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Markdown and mentions made literal for Discord.
+fn discord_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in one_line(s).chars() {
+        if matches!(
+            c,
+            '\\' | '*' | '_' | '~' | '`' | '|' | '<' | '>' | '[' | ']' | '#' | '@'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Slack's three control characters escaped, so `<!channel>` is text.
+fn slack_escape(s: &str) -> String {
+    one_line(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// At most `max` characters, the last an ellipsis when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_clips() {
+        assert_eq!(discord_escape("@everyone *x*"), "\\@everyone \\*x\\*");
+        assert_eq!(slack_escape("<!channel> & co"), "&lt;!channel&gt; &amp; co");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(header_text("plain"), "plain");
+        assert_eq!(header_text("café"), "=?UTF-8?B?Y2Fmw6k=?=");
+        assert_eq!(header_text("a\nb"), "a\\nb");
+    }
+}
