@@ -1,11 +1,11 @@
 //! The audit log: one JSON object per line, appended and flushed as each decision is made,
 //! and handed to a [`Sink`] (the notifier) as it is written.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -53,7 +53,15 @@ pub trait Sink: Send + Sync {
 pub struct AuditLog {
     file: Option<(PathBuf, File)>,
     sink: Option<Arc<dyn Sink>>,
+    recent: Recent,
 }
+
+/// The latest records written through one [`AuditLog`] (at most [`RECENT`]), oldest first:
+/// what the daemon's page shows when no audit file is configured.
+pub type Recent = Arc<Mutex<VecDeque<super::history::Entry>>>;
+
+/// How many records [`Recent`] keeps.
+pub const RECENT: usize = 500;
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,7 +93,13 @@ impl AuditLog {
         Ok(Self {
             file: Some((path.to_path_buf(), file)),
             sink: None,
+            recent: Recent::default(),
         })
+    }
+
+    /// The records written from now on, as they are written.
+    pub fn recent(&self) -> Recent {
+        self.recent.clone()
     }
 
     /// Also hands every record to `sink` (when given) as it is written.
@@ -120,6 +134,13 @@ impl AuditLog {
         }
         if let Some(sink) = &self.sink {
             sink.record(record);
+        }
+        if let Ok(entry) = serde_json::to_value(record).and_then(serde_json::from_value) {
+            let mut recent = crate::lock(&self.recent);
+            if recent.len() >= RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(entry);
         }
         if let Some((_, f)) = &mut self.file {
             let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;

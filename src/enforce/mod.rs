@@ -2,6 +2,7 @@
 //! exempt users, never twice, and writes every step to the audit log.
 
 pub mod audit;
+pub mod history;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -210,6 +211,9 @@ pub struct Enforcer<T: Terminator> {
     >,
     clock: FakeRelativeClock,
     clock_at: Duration,
+    /// The budget's theoretical arrival time (GCRA, as `budget` keeps it), mirrored so that
+    /// what is left can be shown: each kill spends one period of 60 s / max.
+    budget_tat: Duration,
     started: Instant,
     killed: HashSet<String>,
     /// Skips and failures already audited, so a condition that keeps holding is not
@@ -227,7 +231,8 @@ impl<T: Terminator> Enforcer<T> {
         let clock = FakeRelativeClock::default();
         let budget = RateLimiter::direct_with_clock(Quota::per_minute(max), clock.clone());
         let history = audit.history(time::OffsetDateTime::now_utc());
-        if let Some(n) = NonZeroU32::new(history.kills_last_minute.min(max.get())) {
+        let spent = history.kills_last_minute.min(max.get());
+        if let Some(n) = NonZeroU32::new(spent) {
             let _ = budget.check_n(n);
         }
         Self {
@@ -243,6 +248,7 @@ impl<T: Terminator> Enforcer<T> {
             budget,
             clock,
             clock_at: Duration::ZERO,
+            budget_tat: budget_period(max.get()) * spent,
             started: Instant::now(),
             killed: history.killed_sessions,
             reported: HashSet::new(),
@@ -266,7 +272,21 @@ impl<T: Terminator> Enforcer<T> {
             self.budget =
                 RateLimiter::direct_with_clock(Quota::per_minute(max), self.clock.clone());
             self.max_per_minute = max.get();
+            self.budget_tat = self.clock_at;
         }
+    }
+
+    /// Kills the budget allows now, and its size (`max_kills_per_minute`).
+    pub fn budget_left(&self) -> (u32, u32) {
+        let now = self.started.elapsed().max(self.clock_at);
+        let owed = self.budget_tat.saturating_sub(now);
+        let period = budget_period(self.max_per_minute);
+        let used = owed.as_nanos().div_ceil(period.as_nanos().max(1));
+        let used = u32::try_from(used).unwrap_or(u32::MAX);
+        (
+            self.max_per_minute.saturating_sub(used),
+            self.max_per_minute,
+        )
     }
 
     pub fn dry_run(&self) -> bool {
@@ -394,6 +414,7 @@ impl<T: Terminator> Enforcer<T> {
                 self.max_per_minute
             ));
         }
+        self.budget_tat = self.budget_tat.max(self.clock_at) + budget_period(self.max_per_minute);
         if self.dry_run {
             self.killed.insert(id);
             return Applied::WouldKill;
@@ -412,6 +433,11 @@ impl<T: Terminator> Enforcer<T> {
             Err(e) => Applied::Failed(e),
         }
     }
+}
+
+/// The time one kill of the budget takes to come back.
+fn budget_period(max_per_minute: u32) -> Duration {
+    Duration::from_secs(60) / max_per_minute.max(1)
 }
 
 fn values_json(values: &BTreeMap<&'static str, Option<Value>>) -> Map<String, Json> {

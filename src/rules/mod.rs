@@ -1,6 +1,7 @@
 //! Rules: CEL conditions over a stream's variables, compiled once at load.
 
 pub mod decision;
+pub mod lab;
 pub mod limits;
 pub mod numeric;
 pub mod template;
