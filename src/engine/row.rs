@@ -21,6 +21,8 @@ pub struct StreamRow {
     pub title: String,
     pub transcode_decision: Option<String>,
     pub stream_bitrate_kbps: Option<i64>,
+    /// The file's own bitrate (from the library).
+    pub source_bitrate_kbps: Option<i64>,
     pub bandwidth_kbps: Option<i64>,
     pub measured_kbps_10s: Option<f64>,
     pub measured_kbps_1m: Option<f64>,
@@ -96,6 +98,7 @@ pub fn rows(tick: &Tick<'_>, killed: impl Fn(&str) -> bool) -> Vec<StreamRow> {
                 title: s.display_title(),
                 transcode_decision: s.transcode_decision.clone(),
                 stream_bitrate_kbps: s.stream_bitrate_kbps,
+                source_bitrate_kbps: s.source_bitrate_kbps,
                 bandwidth_kbps: s.bandwidth_kbps,
                 measured_kbps_10s: m.map(|m| m.kbps_10s),
                 measured_kbps_1m: m.map(|m| m.kbps_1m),
