@@ -1,5 +1,5 @@
-//! The daemon's local HTTP endpoint: `/metrics` (Prometheus text) and `/api/streams`
-//! (JSON). Off unless `[http] listen` is set.
+//! The daemon's local HTTP endpoint: `/metrics` (Prometheus text), `/api/streams` (JSON),
+//! and the owner's page at `/` with its APIs (`page`). Off unless `[http] listen` is set.
 //!
 //! Connections are served here with hyper rather than by `axum::serve`, which has no limits,
 //! so that no client can hold the endpoint: a request's headers must arrive within
@@ -33,10 +33,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::Secret;
-use crate::engine::row::StreamRow;
 use crate::lock;
 
 use super::Metrics;
+use super::board::Board;
 
 /// How long a client has to send a request's headers, counted from the connection's start
 /// or, on a kept-alive connection, from the end of the previous response. A kept-alive
@@ -53,13 +53,10 @@ pub const MAX_CONNECTIONS: usize = 128;
 /// How long a newcomer waits for room when every open connection is in a request.
 const ROOM_WAIT: Duration = Duration::from_secs(1);
 
-/// What `/api/streams` serves: the daemon's latest rows, replaced every round.
-pub type Rows = Arc<Mutex<Vec<StreamRow>>>;
-
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    rows: Rows,
+    board: Board,
     hooks: Option<super::webhook::Hooks>,
 }
 
@@ -69,7 +66,7 @@ struct AppState {
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    rows: Rows,
+    board: Board,
     token: Option<Secret>,
     hooks: Option<super::webhook::Hooks>,
     stop: watch::Receiver<bool>,
@@ -80,15 +77,16 @@ pub fn serve(
         .route("/api/tautulli", axum::routing::post(tautulli_handler))
         .with_state(AppState {
             metrics: metrics.clone(),
-            rows,
+            board: board.clone(),
             hooks,
         })
+        .merge(super::page::routes(board))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         ));
     if let Ok(bound) = listener.local_addr() {
-        tracing::info!(%bound, "serving /metrics and /api/streams");
+        tracing::info!(%bound, "serving the page at /, /metrics and /api/streams");
     }
     tokio::spawn(accept(listener, app, metrics, stop));
 }
@@ -159,8 +157,7 @@ async fn tautulli_handler(State(s): State<AppState>, body: axum::body::Bytes) ->
 }
 
 async fn streams_handler(State(s): State<AppState>) -> impl IntoResponse {
-    let rows = crate::lock(&s.rows).clone();
-    axum::Json(rows)
+    axum::Json(s.board.rows())
 }
 
 /// One open connection, as the endpoint's limits see it.

@@ -7,6 +7,7 @@
 //! plugs in signals, the wall clock, the Plex client and the live capture; `demo` a fake
 //! Plex and generated traffic; the tests whatever they need, without privileges.
 
+pub mod board;
 pub mod feed;
 pub mod http;
 pub mod io;
@@ -14,6 +15,7 @@ mod kill;
 pub use kill::KILL_RETRIES;
 pub mod live;
 pub mod metrics;
+pub mod page;
 mod poll;
 pub mod view;
 pub mod webhook;
@@ -116,7 +118,10 @@ where
     let metrics = Arc::new(Metrics::default());
     let sink = notify.as_ref().map(Notifier::sink).or_else(|| audit.sink());
     let audit = audit.with_sink(sink);
-    let rows: http::Rows = Arc::new(Mutex::new(Vec::new()));
+    let board = board::Board::new(match audit.path() {
+        Some(path) => board::AuditSource::File(path.to_path_buf()),
+        None => board::AuditSource::Memory(audit.recent()),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
         let hooks = webhook.map(|w| webhook::Hooks {
@@ -129,7 +134,7 @@ where
         http::serve(
             listener,
             metrics.clone(),
-            rows.clone(),
+            board.clone(),
             http_token.clone(),
             hooks,
             stop_rx.clone(),
@@ -252,11 +257,29 @@ where
         }
         last_feed = stats;
         let table: Vec<StreamRow> = engine::row::rows(&tick, |id| kills.is_pending(id));
+        let acted = view::Acted::of(&table, &kills.summary, |id| {
+            kills.enforcer.already_killed(id)
+        });
+        board.publish(
+            &tick,
+            &table,
+            &board::Facts {
+                now,
+                started,
+                plex_error: snap.error.as_deref(),
+                fetched: snap.fetched,
+                fresh,
+                feed: &stats,
+                dry_run: kills.enforcer.dry_run(),
+                budget: kills.enforcer.budget_left(),
+                reload: last_reload.as_ref(),
+                rules: &rules,
+                exempt: &|s| kills.enforcer.is_exempt(s),
+                acted: &acted,
+            },
+        );
         if view == View::Terminal {
             let up = Duration::from_micros(now.saturating_sub(started).max(0) as u64);
-            let acted = view::Acted::of(&table, &kills.summary, |id| {
-                kills.enforcer.already_killed(id)
-            });
             let status = view::Status {
                 plex_error: snap.error.as_deref(),
                 fresh,
@@ -276,7 +299,6 @@ where
                 "running"
             );
         }
-        *lock(&rows) = table;
         if ticks.is_multiple_of(60) {
             lock(&feed.metering)
                 .meter

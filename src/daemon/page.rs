@@ -1,0 +1,185 @@
+//! The owner's page at `/`, and the APIs it reads: `/api/status`, `/api/history` and
+//! `POST /api/rules/try` (`/api/streams` is the endpoint's own). The page is three files
+//! written by hand and compiled in: nothing is read from disk or fetched from elsewhere,
+//! and its Content-Security-Policy lets it load and connect to nothing but this daemon.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::enforce::history;
+use crate::lock;
+use crate::rules::lab::{Condition, Trial};
+
+use super::board::{AuditSource, Board};
+
+const INDEX: &str = include_str!("page/index.html");
+const SCRIPT: &str = include_str!("page/app.js");
+const STYLE: &str = include_str!("page/app.css");
+
+/// The page may load its own script and style and connect to this daemon; nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page's routes, over the board the loop publishes to.
+pub fn routes(board: Board) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route("/api/status", get(status))
+        .route("/api/history", get(history_handler))
+        .route("/api/rules/try", post(try_rule))
+        .with_state(board)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn status(State(board): State<Board>) -> Response {
+    axum::Json(board.status()).into_response()
+}
+
+/// `GET /api/history?user=&rule=&since=&action=&limit=`: the audit log's kills, would-kills,
+/// failures and zombies, newest first, with per-user counts.
+async fn history_handler(
+    State(board): State<Board>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let given = |k: &str| {
+        params
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let since = match given("since") {
+        Some(s) => match history::parse_since(&s, time::OffsetDateTime::now_utc()) {
+            Ok(t) => Some(t),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        },
+        None => None,
+    };
+    let limit = match given("limit").map(|l| l.parse::<usize>()) {
+        Some(Ok(n)) => Some(n.min(5000)),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit: not a whole number"),
+        None => None,
+    };
+    let query = history::Query {
+        user: given("user"),
+        rule: given("rule"),
+        since,
+        actions: given("action")
+            .map(|a| a.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default(),
+        limit,
+    };
+    let report = match board.audit().clone() {
+        AuditSource::File(path) => {
+            match tokio::task::spawn_blocking(move || history::read(&path, &query)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot read the audit log: {e}"),
+                    );
+                }
+                Err(_) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "reading the audit log failed",
+                    );
+                }
+            }
+        }
+        AuditSource::Memory(recent) => {
+            let entries: Vec<history::Entry> = lock(&recent).iter().cloned().collect();
+            history::collect(entries, &query)
+        }
+    };
+    axum::Json(report).into_response()
+}
+
+/// One live stream tried against the lab's condition.
+#[derive(Serialize)]
+struct Tried {
+    session_id: Option<String>,
+    user: Option<String>,
+    title: String,
+    #[serde(flatten)]
+    trial: Trial,
+}
+
+/// `POST /api/rules/try` with `{"when": "..."}`: the condition compiled as a config's rule
+/// and tried on every live stream; 400 with the error and its position when it does not
+/// compile. Nothing is acted on.
+async fn try_rule(State(board): State<Board>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        when: String,
+    }
+    let when = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => b.when,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON such as {{\"when\": \"user == \\\"bob\\\"\"}}: {e}"),
+            );
+        }
+    };
+    let streams = board.lab();
+    // Compiling parses on a thread of its own (see rules::limits): off the async workers.
+    let done = tokio::task::spawn_blocking(move || {
+        let condition = Condition::compile(&when)?;
+        let tried: Vec<Tried> = streams
+            .into_iter()
+            .map(|s| Tried {
+                trial: condition.try_on(&s.vars),
+                session_id: s.session_id,
+                user: s.user,
+                title: s.title,
+            })
+            .collect();
+        Ok::<_, crate::rules::lab::ConditionError>(
+            json!({ "reads": condition.reads(), "streams": tried }),
+        )
+    })
+    .await;
+    match done {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, axum::Json(e)).into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "trying the condition failed",
+        ),
+    }
+}

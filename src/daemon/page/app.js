@@ -1,0 +1,389 @@
+// streamwarden's page: polls the daemon's own APIs (relative URLs, this origin only) and
+// draws them. Everything from the daemon is put in the page as text (textContent), never
+// as HTML: names and titles come from Plex and its users.
+'use strict';
+
+(() => {
+  const POLL_MS = 2000;
+  const $ = (id) => document.getElementById(id);
+
+  // An element with attributes and children (strings become text nodes).
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') e.className = v;
+      else e.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const k of kids.flat()) {
+      if (k === null || k === undefined || k === false) continue;
+      e.append(k instanceof Node ? k : String(k));
+    }
+    return e;
+  }
+
+  function mbps(kbps) {
+    if (kbps === null || kbps === undefined || !isFinite(kbps)) return '–';
+    const m = kbps / 1000;
+    return (m < 10 ? m.toFixed(2) : m.toFixed(1)) + ' Mbps';
+  }
+
+  function clock(ts) {
+    const d = new Date(ts);
+    if (isNaN(d)) return '?';
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+
+  function dateTime(ts) {
+    const d = new Date(ts);
+    if (isNaN(d)) return ts || '?';
+    return d.toLocaleString([], {
+      year: 'numeric', month: 'short', day: 'numeric',
+      hour: '2-digit', minute: '2-digit', second: '2-digit',
+    });
+  }
+
+  // How long ago `ts` was, by the daemon's clock (`now`), in words.
+  function ago(ts, now) {
+    const s = Math.max(0, Math.round((Date.parse(now) - Date.parse(ts)) / 1000));
+    if (!isFinite(s)) return '';
+    if (s < 60) return s + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' min';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+    return Math.floor(s / 86400) + ' d';
+  }
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  // A sparkline of rates (nulls leave gaps), scaled to its own maximum.
+  function spark(values) {
+    const box = el('span', { class: 'spark', 'aria-hidden': 'true' });
+    const svg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('viewBox', '0 0 100 20');
+    svg.setAttribute('preserveAspectRatio', 'none');
+    const list = values || [];
+    const max = Math.max(1, ...list.filter((v) => v !== null));
+    const n = Math.max(list.length - 1, 1);
+    let points = [];
+    const flush = () => {
+      if (points.length > 1) {
+        const line = document.createElementNS(SVG, 'polyline');
+        line.setAttribute('points', points.join(' '));
+        svg.append(line);
+      }
+      points = [];
+    };
+    list.forEach((v, i) => {
+      if (v === null || v === undefined) { flush(); return; }
+      const x = (i / n) * 100;
+      const y = 19 - (v / max) * 18;
+      points.push(x.toFixed(1) + ',' + y.toFixed(1));
+    });
+    flush();
+    box.append(svg);
+    box.dataset.points = String(list.filter((v) => v !== null).length);
+    return box;
+  }
+
+  let status = null;
+  let offlineSince = null;
+
+  function setFact(id, text, kind, title) {
+    const e = $(id);
+    e.textContent = text;
+    e.className = 'fact' + (kind ? ' ' + kind : '');
+    if (title) e.title = title; else e.removeAttribute('title');
+  }
+
+  function drawStatus(st) {
+    $('dry-run').hidden = !st.dry_run;
+    document.title = (st.dry_run ? 'DRY RUN · ' : '') + st.streams + ' streams · streamwarden';
+    const p = st.plex;
+    if (p.state === 'ok') {
+      const since = p.since ? ' since ' + clock(p.since) + ' (' + ago(p.since, st.now) + ')' : '';
+      if (p.fresh) setFact('plex', 'Plex reachable' + since, 'ok');
+      else setFact('plex', 'Plex reachable, data not fresh' + since, 'warn');
+    } else if (p.state === 'unreachable') {
+      const since = p.since ? ' since ' + clock(p.since) + ' (' + ago(p.since, st.now) + ')' : '';
+      setFact('plex', 'Plex unreachable' + since + ': ' + (p.error || ''), 'bad', p.error || '');
+    } else {
+      setFact('plex', 'Plex: waiting for the first read', 'warn');
+    }
+    const c = st.capture;
+    if (c.state === 'live') {
+      const drops = c.kernel_dropped || 0;
+      setFact('capture', 'capture on · ' + c.packets + ' packets · ' + drops + ' dropped',
+        drops > 0 ? 'warn' : 'ok');
+    } else if (c.state === 'fed') {
+      setFact('capture', 'capture: generated traffic · ' + c.packets + ' packets', 'ok');
+    } else {
+      setFact('capture', 'capture off: measured rates unknown', 'warn');
+    }
+    const b = st.budget;
+    setFact('budget', 'kill budget: ' + b.left + ' of ' + b.max_per_minute + ' left this minute',
+      b.left === 0 ? 'bad' : '');
+    setFact('updated', 'updated ' + clock(st.now) + ' · up ' + ago(new Date(Date.parse(st.now) - st.up_s * 1000).toISOString(), st.now), 'quiet');
+    const r = st.reload;
+    const box = $('reload');
+    if (!r) {
+      box.hidden = true;
+    } else if (r.ok) {
+      box.hidden = false;
+      box.className = 'reload ok';
+      let t = 'Reload at ' + clock(r.at) + ': applied, ' + r.rules + ' rules';
+      if (r.restart_needed && r.restart_needed.length) t += '; ' + r.restart_needed.join(', ') + ' changed and wait for a restart';
+      box.textContent = t;
+    } else {
+      box.hidden = false;
+      box.className = 'reload bad';
+      box.textContent = 'Reload at ' + clock(r.at) + ' REFUSED, still running the previous configuration:\n' + (r.error || '');
+    }
+    $('total-rate').textContent = mbps(st.total_kbps_10s);
+    $('total-rate').title = '10 s; 1 min: ' + mbps(st.total_kbps_1m);
+    $('total-spark').replaceChildren(spark(st.total_history_kbps));
+    drawExamples(st.rules);
+    drawRuleFilter(st.rules);
+  }
+
+  function ruleAction(name) {
+    const r = status && status.rules.find((x) => x.name === name);
+    return r ? r.action : 'kill';
+  }
+
+  function ruleChip(row, r) {
+    const note = (row.notes || {})[r.rule];
+    if (note === 'killed') return el('span', { class: 'chip killed' }, r.rule + ': killed');
+    if (note === 'would kill') return el('span', { class: 'chip would' }, r.rule + ': would kill (dry run)');
+    if (note === 'kill failed') return el('span', { class: 'chip failed' }, r.rule + ': kill failed');
+    if (note === 'exempt') return el('span', { class: 'chip exempt' }, r.rule + ': exempt');
+    switch (r.state) {
+      case 'sustaining':
+        return el('span', { class: 'chip sustaining' }, r.rule + ': sustaining ' + (r.held_s || 0) + '/' + r.sustain_s + ' s');
+      case 'due':
+        return el('span', { class: 'chip due' }, r.rule + ': due');
+      case 'acted':
+        return el('span', { class: 'chip acted' }, r.rule + (ruleAction(r.rule) === 'log' ? ': logged' : ': acted'));
+      default:
+        return el('span', { class: 'chip ok' }, r.rule + ': ok');
+    }
+  }
+
+  function drawStreams(rows) {
+    const body = $('stream-rows');
+    $('no-streams').hidden = rows.length > 0;
+    $('streams').hidden = rows.length === 0;
+    $('live-count').textContent = '(' + rows.length + ')';
+    body.replaceChildren(...rows.map((row) => {
+      // Rules that matched first, as chips; those that hold nothing, in one quiet line.
+      const quiet = (r) => r.state === 'ok' && !(row.notes || {})[r.rule];
+      const rules = row.rules || [];
+      const chips = el('div', { class: 'chips' }, rules.filter((r) => !quiet(r)).map((r) => ruleChip(row, r)));
+      const fine = rules.filter(quiet).map((r) => r.rule);
+      if (fine.length) chips.append(el('span', { class: 'rules-ok', title: 'These rules do not match this stream' }, 'ok: ' + fine.join(', ')));
+      if (row.killed) chips.prepend(el('span', { class: 'chip killed' }, 'killed, waiting for Plex to drop it'));
+      else if (row.still_listed) chips.prepend(el('span', { class: 'chip failed' }, 'killed, still listed (zombie)'));
+      if (row.exempt) chips.prepend(el('span', { class: 'chip exempt' }, 'exempt user'));
+      const details = [row.transcode_decision || 'decision unknown', row.address || 'no address', row.state || null]
+        .filter(Boolean).join(' · ');
+      return el('tr', { 'data-session': row.session_id || '', class: row.killed ? 'killed' : null },
+        el('td', { 'data-label': 'User · player' },
+          el('span', { class: 'strong' }, row.user || '?'),
+          el('span', { class: 'sub' }, row.player || '')),
+        el('td', { 'data-label': 'Title · decision · address' },
+          row.title || '',
+          el('span', { class: 'sub' }, details)),
+        el('td', { class: 'num rate-cell', 'data-label': 'Measured 10 s · 1 min' },
+          el('span', { class: 'rate-10s strong' }, mbps(row.measured_kbps_10s)),
+          row.estimated ? el('span', { class: 'est', title: 'An estimated share: several streams share this address' }, 'estimated') : null,
+          ' ', spark(row.history_kbps),
+          el('span', { class: 'sub' }, '1 min ' + mbps(row.measured_kbps_1m))),
+        el('td', { class: 'num', 'data-label': 'Plex reports · source file' },
+          mbps(row.stream_bitrate_kbps),
+          el('span', { class: 'sub' }, 'source ' + mbps(row.source_bitrate_kbps)),
+          row.bandwidth_kbps ? el('span', { class: 'sub' }, 'reserves ' + mbps(row.bandwidth_kbps)) : null),
+        el('td', { 'data-label': 'Rules' }, chips));
+    }));
+  }
+
+  // History.
+  let auditVersion = null;
+  let historyBusy = false;
+  const PERIOD = { '24h': 'in the last day', '7d': 'this week', '30d': 'in the last 30 days', '': 'ever' };
+
+  function times(n, what) {
+    return n === 1 ? what + ' once' : what + ' ' + n + ' times';
+  }
+
+  async function loadHistory() {
+    if (historyBusy) return;
+    historyBusy = true;
+    try {
+      const q = new URLSearchParams();
+      const user = $('f-user').value.trim();
+      const rule = $('f-rule').value;
+      const since = $('f-since').value;
+      if (user) q.set('user', user);
+      if (rule) q.set('rule', rule);
+      if (since) q.set('since', since);
+      const r = await call('api/history?' + q.toString());
+      if (r.status !== 200) {
+        $('history-note').textContent = 'History: ' + (r.body.error || r.status);
+        return;
+      }
+      drawHistory(r.body, PERIOD[since] || '');
+    } finally {
+      historyBusy = false;
+    }
+  }
+
+  function drawHistory(h, period) {
+    $('user-counts').replaceChildren(...h.users.map((u) => {
+      const parts = [];
+      if (u.kills) parts.push(times(u.kills, 'killed'));
+      if (u.would_kills) parts.push(times(u.would_kills, 'would have been killed'));
+      if (u.failures) parts.push(times(u.failures, 'a kill failed'));
+      if (u.zombies) parts.push(times(u.zombies, 'survived a kill'));
+      const li = el('li', { title: 'Show only ' + u.user, 'data-user': u.user },
+        el('span', { class: 'strong' }, u.user), ': ' + parts.join(', ') + ' ' + period);
+      li.addEventListener('click', () => { $('f-user').value = u.user; loadHistory(); });
+      return li;
+    }));
+    $('f-users').replaceChildren(...h.users.map((u) => el('option', { value: u.user })));
+    const notes = [];
+    if (status && !status.audit.file) notes.push('No [enforce] audit_log is configured: this shows what this run did since it started.');
+    if (h.total > h.entries.length) notes.push('The newest ' + h.entries.length + ' of ' + h.total + '.');
+    if (h.unreadable) notes.push(h.unreadable + ' unreadable lines in the audit log were skipped.');
+    $('history-note').textContent = notes.join(' ');
+    $('no-history').hidden = h.entries.length > 0;
+    $('history-list').replaceChildren(...h.entries.map((e) => el('li', { 'data-action': e.action, 'data-session': e.session_id || '' },
+      el('time', { datetime: e.ts }, dateTime(e.ts)),
+      el('div', { class: 'what' },
+        el('span', { class: 'badge ' + e.action }, e.action),
+        el('span', { class: 'strong' }, e.user || '?'),
+        el('span', null, e.title || ''),
+        el('span', { class: 'quiet' }, '[' + e.rule + ']'),
+        e.mode === 'dry-run' && e.action !== 'would-kill' ? el('span', { class: 'quiet' }, '(dry run)') : null),
+      e.message ? el('p', { class: 'message', title: 'What the viewer saw' }, '“' + e.message + '”') : null,
+      e.reason ? el('p', { class: 'reason' }, e.reason) : null)));
+  }
+
+  let ruleNames = '';
+  function drawRuleFilter(rules) {
+    const names = rules.map((r) => r.name);
+    if (names.join('\n') === ruleNames) return;
+    ruleNames = names.join('\n');
+    const sel = $('f-rule');
+    const keep = sel.value;
+    sel.replaceChildren(el('option', { value: '' }, 'every rule'), ...names.map((n) => el('option', { value: n }, n)));
+    if (keep && !names.includes(keep)) sel.append(el('option', { value: keep }, keep));
+    sel.value = keep;
+  }
+
+  // Rule lab.
+  let examplesShown = '';
+  function drawExamples(rules) {
+    const key = rules.map((r) => r.name + '\u0000' + r.when).join('\n');
+    if (key === examplesShown) return;
+    examplesShown = key;
+    $('lab-examples').replaceChildren(...rules.map((r) => {
+      const b = el('button', { type: 'button', title: r.when }, r.name);
+      b.addEventListener('click', () => { $('lab-when').value = r.when; tryRule(); });
+      return b;
+    }));
+  }
+
+  let labTimer = null;
+  let labSeq = 0;
+  async function tryRule() {
+    const when = $('lab-when').value;
+    const seq = ++labSeq;
+    if (!when.trim()) {
+      $('lab-error').hidden = true;
+      $('lab-table').hidden = true;
+      $('lab-reads').textContent = '';
+      return;
+    }
+    const r = await call('api/rules/try', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ when }),
+    });
+    if (seq !== labSeq) return;
+    if (r.status === 400 && r.body && typeof r.body.line === 'number') {
+      const at = Math.min(r.body.offset || 0, when.length);
+      const bytes = new TextEncoder().encode(when);
+      const before = new TextDecoder().decode(bytes.slice(0, at));
+      const rest = [...new TextDecoder().decode(bytes.slice(at))];
+      $('lab-error-where').replaceChildren(before, el('mark', null, rest.length ? rest[0] : ' '), rest.slice(1).join(''));
+      $('lab-error-text').textContent = 'line ' + r.body.line + ', column ' + r.body.column + ': ' + r.body.error;
+      $('lab-error').hidden = false;
+      $('lab-table').hidden = true;
+      $('lab-reads').textContent = '';
+      return;
+    }
+    if (r.status !== 200) {
+      $('lab-error-where').textContent = '';
+      $('lab-error-text').textContent = (r.body && r.body.error) || ('HTTP ' + r.status);
+      $('lab-error').hidden = false;
+      return;
+    }
+    $('lab-error').hidden = true;
+    const res = r.body;
+    const matched = res.streams.filter((s) => s.matched === true).length;
+    $('lab-reads').textContent = 'Reads ' + (res.reads.join(', ') || 'nothing') + '. Matches ' + matched + ' of ' + res.streams.length + ' live streams.';
+    $('lab-table').hidden = res.streams.length === 0;
+    $('lab-rows').replaceChildren(...res.streams.map((s) => {
+      let result;
+      if (s.matched === true) result = el('span', { class: 'chip due' }, 'matches');
+      else if (s.matched === false) result = el('span', { class: 'chip ok' }, 'no match');
+      else if (s.error) result = el('span', { class: 'chip failed' }, 'error: ' + s.error);
+      else result = el('span', { class: 'chip sustaining' }, 'unknown: ' + s.missing.join(', '));
+      const values = Object.entries(s.values).map(([k, v]) => v === null
+        ? el('div', { class: 'unknown' }, k + ' = unknown')
+        : el('div', null, k + ' = ' + JSON.stringify(v)));
+      return el('tr', { 'data-session': s.session_id || '', 'data-matched': String(s.matched) },
+        el('td', { 'data-label': 'Stream' }, el('span', { class: 'strong' }, s.user || '?'), el('span', { class: 'sub' }, s.title || '')),
+        el('td', { 'data-label': 'Result' }, result),
+        el('td', { class: 'values', 'data-label': 'Values read' }, values));
+    }));
+    $('lab-table').hidden = res.streams.length === 0;
+  }
+
+  // Talking to the daemon.
+  async function call(path, opts) {
+    const r = await fetch(path, Object.assign({ cache: 'no-store', credentials: 'same-origin' }, opts || {}));
+    let body = null;
+    try { body = await r.json(); } catch (_) { body = null; }
+    if (r.status === 401) throw new Error('signed out: reload the page and give the [http] token as the password');
+    return { status: r.status, body };
+  }
+
+  async function poll() {
+    try {
+      const [st, rows] = await Promise.all([call('api/status'), call('api/streams')]);
+      if (st.status !== 200 || rows.status !== 200) throw new Error('the daemon answered ' + st.status + '/' + rows.status);
+      status = st.body;
+      offlineSince = null;
+      $('offline').hidden = true;
+      drawStatus(status);
+      drawStreams(rows.body);
+      if (status.audit.version !== auditVersion) {
+        auditVersion = status.audit.version;
+        loadHistory();
+      }
+      if ($('lab-when').value.trim()) tryRule();
+    } catch (e) {
+      offlineSince = offlineSince || new Date();
+      $('offline').hidden = false;
+      $('offline').textContent = 'The daemon does not answer since ' + offlineSince.toLocaleTimeString() + ' (' + e.message + '); trying again.';
+    } finally {
+      setTimeout(poll, POLL_MS);
+    }
+  }
+
+  $('history-filter').addEventListener('submit', (e) => { e.preventDefault(); loadHistory(); });
+  $('history-filter').addEventListener('change', () => loadHistory());
+  let userTimer = null;
+  $('f-user').addEventListener('input', () => { clearTimeout(userTimer); userTimer = setTimeout(loadHistory, 300); });
+  $('lab-when').addEventListener('input', () => { clearTimeout(labTimer); labTimer = setTimeout(tryRule, 200); });
+  poll();
+})();
