@@ -75,10 +75,33 @@ impl Demo {
         })
     }
 
+    /// Serves the daemon's HTTP endpoint and page on `listen` while the demo runs, with
+    /// `token` required when given. Anything but a loopback address needs a token.
+    pub fn listen(
+        &mut self,
+        listen: std::net::SocketAddr,
+        token: Option<crate::config::Secret>,
+    ) -> Result<(), Failure> {
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(Failure::Usage(format!(
+                "--listen {listen} is reachable from other hosts, so it needs a token: set {}",
+                crate::config::http::TOKEN_ENV
+            )));
+        }
+        self.config.http.listen = Some(listen);
+        self.config.http.token = token;
+        Ok(())
+    }
+
     /// What the demo is about to do, for the user.
     pub fn intro(&self, duration: Duration) -> String {
+        let page = self
+            .config
+            .http
+            .listen
+            .map_or_else(String::new, |a| format!("\nthe owner's page: http://{a}/"));
         format!(
-            "streamwarden demo: a simulated Plex server at {} with {} streams, simulated traffic, the rules of rules.example.toml; {} s",
+            "streamwarden demo: a simulated Plex server at {} with {} streams, simulated traffic, the rules of rules.example.toml; {} s{page}",
             self.plex.url,
             streams().len(),
             duration.as_secs()
