@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod history;
 mod hook;
 mod notify_test;
 mod replay;
@@ -64,6 +65,10 @@ pub enum Command {
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         duration: u64,
+        /// Also serve the owner's page and the HTTP endpoint on this address (e.g.
+        /// 127.0.0.1:9090); STREAMWARDEN_HTTP_TOKEN, when set, is required as its token.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// The daemon: capture, measure, evaluate and kill continuously.
     Run {
@@ -76,6 +81,9 @@ pub enum Command {
     /// Send a sample notification to every [[notify]] target. Exit 0 all sent, 1 some
     /// failed, 2 configuration error.
     NotifyTest,
+    /// What the audit log says was killed (or would have been, or failed, or survived),
+    /// newest first, with per-user counts.
+    History(history::HistoryArgs),
 }
 
 /// Runs the program; returns the process exit code.
@@ -101,7 +109,7 @@ pub fn main() -> i32 {
     // away (`replay ... | head`), as command-line tools do; the daemon keeps ignoring it.
     if matches!(
         cli.command,
-        Command::Check | Command::Sessions { .. } | Command::Replay(_)
+        Command::Check | Command::Sessions { .. } | Command::Replay(_) | Command::History(_)
     ) {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
         let _ = unsafe {
@@ -135,10 +143,13 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Check => check::run(config),
         Command::Sessions { json } => sessions::run(config, json).await,
         Command::Hook(args) => hook::run(*args, config).await,
-        Command::Demo { duration } => demo::run(Duration::from_secs(duration.max(1)), view).await,
+        Command::Demo { duration, listen } => {
+            demo::run(Duration::from_secs(duration.max(1)), listen, view).await
+        }
         Command::Run { dry_run } => run::run(config, dry_run, view).await,
         Command::Replay(args) => replay::run(args, config).await,
         Command::NotifyTest => notify_test::run(config).await,
+        Command::History(args) => history::run(args, config),
     };
     exit_code(done)
 }
