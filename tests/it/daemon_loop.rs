@@ -974,6 +974,8 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
     );
 }
 
+mod web;
+
 mod tautulli_webhook {
     use super::*;
 

@@ -11,6 +11,7 @@ mod cli;
 mod daemon;
 mod daemon_loop;
 mod demo;
+mod history;
 mod hook;
 mod hook_notify;
 mod meter_windows;

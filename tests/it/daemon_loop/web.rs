@@ -1,0 +1,294 @@
+//! The owner's page and its APIs, served by the real loop: `/`, `/api/status`,
+//! `/api/history`, `POST /api/rules/try`, and the token in front of all of them.
+
+use super::*;
+
+use serde_json::{Value, json};
+
+const SECRET: &str = "page-SECRET-5c1f";
+
+/// A GET or POST with the token as Bearer, answered as (status, JSON or text).
+async fn api(addr: std::net::SocketAddr, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}{path}");
+    let r = match body {
+        Some(b) => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(b.to_string()),
+        None => client.get(url),
+    };
+    let resp = r.bearer_auth(SECRET).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn daemon(rules: &str, flows: Vec<([u8; 4], u16, u64)>, dry_run: bool) -> Daemon {
+    let opts = Options {
+        http: true,
+        http_token: Some(SECRET.into()),
+        flows,
+        dry_run,
+        reload: Some(Box::new(|| {
+            Err("streamwarden.toml:3:8: rule \"x\": when: unknown variable `usr`".into())
+        })),
+        ..Default::default()
+    };
+    start(FakePlex::start(&mixed_sessions()), rules, opts).await
+}
+
+#[tokio::test]
+async fn the_page_and_its_apis_need_the_token_and_load_nothing_from_elsewhere() {
+    let d = daemon("", Vec::new(), false).await;
+    let addr = d.http.unwrap();
+    let client = reqwest::Client::new();
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("anyone:{SECRET}"));
+    for (path, post) in [
+        ("/", false),
+        ("/app.js", false),
+        ("/app.css", false),
+        ("/api/status", false),
+        ("/api/history", false),
+        ("/api/rules/try", true),
+    ] {
+        let req = |auth: Option<String>| {
+            let url = format!("http://{addr}{path}");
+            let mut r = if post {
+                client.post(url).body(r#"{"when": "user == \"x\""}"#)
+            } else {
+                client.get(url)
+            };
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            r.send()
+        };
+        let none = req(None).await.unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        assert!(
+            none.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic"),
+            "{path}: a browser is asked to sign in"
+        );
+        let wrong = req(Some("Bearer nope".into())).await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let browser = req(Some(format!("Basic {basic}"))).await.unwrap();
+        assert_eq!(browser.status(), 200, "{path}");
+        let api = req(Some(format!("Bearer {SECRET}"))).await.unwrap();
+        assert_eq!(api.status(), 200, "{path}");
+        let body = api.text().await.unwrap();
+        assert!(!body.contains(SECRET), "{path} shows the token");
+    }
+    let page = client
+        .get(format!("http://{addr}/"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<title>streamwarden</title>"));
+    // Only relative references: nothing is fetched from another host.
+    for attr in ["src=\"", "href=\""] {
+        for at in html.match_indices(attr) {
+            let rest = &html[at.0 + attr.len()..];
+            assert!(
+                !rest.starts_with("http") && !rest.starts_with("//"),
+                "{}",
+                &rest[..rest.len().min(40)]
+            );
+        }
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn status_tells_plex_capture_dry_run_budget_and_a_refused_reload() {
+    let rule = "[enforce]\nmax_kills_per_minute = 4\n\n[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"1s\"\n";
+    let d = daemon(rule, vec![([1, 2, 3, 11], 50_000, 20_000)], true).await;
+    let addr = d.http.unwrap();
+    d.until(Duration::from_secs(15), |d| {
+        d.audit().iter().any(|l| l["action"] == "would-kill")
+    })
+    .await;
+    let (code, st) = api(addr, "/api/status", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(st["dry_run"], true);
+    assert_eq!(st["plex"]["state"], "ok", "{st}");
+    assert!(st["plex"]["since"].is_string());
+    assert_eq!(st["capture"]["state"], "fed");
+    assert!(st["capture"]["packets"].as_u64().unwrap() > 0);
+    // A dry run's would-kill spends the budget as a kill would.
+    assert_eq!(st["budget"]["max_per_minute"], 4);
+    assert_eq!(st["budget"]["left"], 3, "{st}");
+    assert_eq!(st["rules"][0]["name"], "fast");
+    assert!(st["total_kbps_10s"].as_f64().unwrap() > 8_000.0, "{st}");
+    assert!(st["reload"].is_null());
+    assert_eq!(st["audit"]["file"], true);
+    // A refused reload is shown with its error.
+    d.control.send(Control::Reload).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, st) = api(addr, "/api/status", None).await;
+    assert_eq!(st["reload"]["ok"], false, "{st}");
+    assert!(
+        st["reload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variable `usr`")
+    );
+    // Plex failing: unreachable, with the error, since a time after the start.
+    let before = st["plex"]["since"].as_str().unwrap().to_string();
+    d.plex
+        .set(|s| s.sessions_failure = Some((500, "Internal Server Error".into())));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, st) = api(addr, "/api/status", None).await;
+    assert_eq!(st["plex"]["state"], "unreachable", "{st}");
+    assert!(st["plex"]["error"].as_str().unwrap().contains("500"));
+    assert!(st["plex"]["since"].as_str().unwrap() > before.as_str());
+    let text = st.to_string();
+    assert!(!text.contains(SECRET) && !text.contains(TOKEN));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn history_lists_kills_newest_first_filtered_with_per_user_counts() {
+    let d = daemon(RULE, vec![([1, 2, 3, 11], 50_000, 20_000)], false).await;
+    let addr = d.http.unwrap();
+    // An older kill of another user, from an earlier run.
+    let old = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let line = json!({"ts": old, "mode": "enforce", "action": "kill", "rule": "other",
+        "session_id": "gone", "user": "Old Friend", "message": "long ago", "values": {}});
+    std::fs::write(d.dir.path().join("audit.jsonl"), format!("{line}\n")).unwrap();
+    d.until(Duration::from_secs(15), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (code, h) = api(addr, "/api/history", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(h["total"], 2, "{h}");
+    let newest = &h["entries"][0];
+    assert_eq!(newest["action"], "kill");
+    assert_eq!(newest["session_id"], FAST);
+    assert_eq!(newest["user"], "User 7");
+    assert!(
+        newest["message"].as_str().unwrap().starts_with("User 7: "),
+        "the message the viewer saw: {newest}"
+    );
+    assert_eq!(h["entries"][1]["user"], "Old Friend");
+    let (_, week) = api(addr, "/api/history?since=7d", None).await;
+    assert_eq!(week["total"], 1, "{week}");
+    assert_eq!(week["users"][0]["user"], "User 7");
+    assert_eq!(week["users"][0]["kills"], 1);
+    let (_, by_user) = api(addr, "/api/history?user=old%20friend", None).await;
+    assert_eq!(by_user["total"], 1);
+    assert_eq!(by_user["entries"][0]["rule"], "other");
+    let (_, by_rule) = api(addr, "/api/history?rule=fast", None).await;
+    assert_eq!(by_rule["total"], 1);
+    let (_, nobody) = api(addr, "/api/history?user=nobody", None).await;
+    assert_eq!(nobody["total"], 0);
+    let (code, bad) = api(addr, "/api/history?since=someday", None).await;
+    assert_eq!(code, 400);
+    assert!(bad["error"].as_str().unwrap().contains("since"));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn rules_try_shows_matches_values_and_unknowns_or_a_located_error() {
+    let d = daemon(
+        "[enforce]\nexempt_users = [\"User 7\"]\n\n[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"1s\"\n",
+        vec![
+            ([1, 2, 3, 11], 50_000, 20_000),
+            ([127, 0, 0, 1], 50_001, 2_000),
+        ],
+        false,
+    )
+    .await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, r) = api(
+        addr,
+        "/api/rules/try",
+        Some(json!({"when": "measured_kbps_10s > 8000 && user != \"nobody\""})),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["reads"], json!(["user", "measured_kbps_10s"]));
+    let stream = |id: &str| {
+        r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["session_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {r}"))
+    };
+    let fast = stream(FAST);
+    assert_eq!(fast["matched"], true, "{fast}");
+    assert_eq!(fast["user"], "User 7");
+    assert!(fast["values"]["measured_kbps_10s"].as_f64().unwrap() > 8000.0);
+    assert_eq!(stream(SLOW)["matched"], false);
+    // No traffic of its own: its measured rate is unknown, so the condition is too.
+    let zombie = stream(ZOMBIE);
+    assert!(zombie["matched"].is_null(), "{zombie}");
+    assert_eq!(zombie["missing"], json!(["measured_kbps_10s"]));
+    assert!(zombie["values"]["measured_kbps_10s"].is_null());
+
+    // Errors come with their place in the condition.
+    let (code, e) = api(
+        addr,
+        "/api/rules/try",
+        Some(json!({"when": "measured_kbps_10s > 8000 &&\n  usr == \"bob\""})),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variable `usr`"),
+        "{e}"
+    );
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(e["offset"], 30);
+    let (code, e) = api(addr, "/api/rules/try", Some(json!({"when": "user > 5"}))).await;
+    assert_eq!(code, 400);
+    assert!(e["error"].as_str().unwrap().contains("type error"), "{e}");
+    let (code, e) = api(addr, "/api/rules/try", Some(json!({"when": "user == "}))).await;
+    assert_eq!(code, 400);
+    assert!(e["error"].as_str().unwrap().contains("syntax error"), "{e}");
+    assert_eq!(e["column"], 9, "{e}");
+    let (code, e) = api(addr, "/api/rules/try", Some(json!({"if": "x"}))).await;
+    assert_eq!(code, 400);
+    assert!(e["error"].as_str().unwrap().contains("when"), "{e}");
+
+    // The live rows: the exempt user's due rule reads exempt, and rates have a history.
+    let (_, rows) = api(addr, "/api/streams", None).await;
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["session_id"] == FAST)
+        .unwrap();
+    assert_eq!(row["exempt"], true);
+    assert_eq!(row["notes"]["fast"], "exempt", "{row}");
+    assert!(row["history_kbps"].as_array().unwrap().len() >= 3, "{row}");
+    assert!(
+        d.plex.terminates().is_empty(),
+        "an exempt user is not killed"
+    );
+    d.stop().await;
+}
