@@ -339,7 +339,7 @@
       else result = el('span', { class: 'chip sustaining' }, 'unknown: ' + s.missing.join(', '));
       const values = Object.entries(s.values).map(([k, v]) => v === null
         ? el('div', { class: 'unknown' }, k + ' = unknown')
-        : el('div', null, k + ' = ' + JSON.stringify(v)));
+        : el('div', null, k + ' = ' + (typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : JSON.stringify(v))));
       return el('tr', { 'data-session': s.session_id || '', 'data-matched': String(s.matched) },
         el('td', { 'data-label': 'Stream' }, el('span', { class: 'strong' }, s.user || '?'), el('span', { class: 'sub' }, s.title || '')),
         el('td', { 'data-label': 'Result' }, result),
