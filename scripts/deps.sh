@@ -5,7 +5,11 @@
 #   prometheus   for promtool, the linter /metrics must pass (tests only)
 #   strace, systemd  to check the systemd unit's syscall filter against what the daemon
 #                calls (strace, systemd-analyze; tests only)
+#   chromium, nodejs, npm  the owner's page in a real browser (scripts/browser-test; tests
+#                only), with playwright-core from the npm registry into tests/browser
+#                (npm ci: the version its package-lock.json pins; no browser is downloaded)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 want=()
 dpkg -s libpcap-dev >/dev/null 2>&1 || want+=(libpcap-dev)
@@ -16,8 +20,23 @@ if [ "${1:-}" = "--tests" ]; then
   command -v strace >/dev/null 2>&1 || want+=(strace)
   command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
   command -v setpriv >/dev/null 2>&1 || want+=(util-linux)
+  [ -x /usr/bin/chromium ] || want+=(chromium)
+  command -v node >/dev/null 2>&1 || want+=(nodejs)
+  command -v npm >/dev/null 2>&1 || want+=(npm)
 fi
-[ ${#want[@]} -eq 0 ] && exit 0
+
+# playwright-core for tests/browser, once the system packages are there.
+browser_modules() {
+  [ "${1:-}" = "--tests" ] || return 0
+  [ -f tests/browser/node_modules/playwright-core/package.json ] && return 0
+  echo "installing tests/browser's npm packages (npm ci)" >&2
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+}
+
+if [ ${#want[@]} -eq 0 ]; then
+  browser_modules "${1:-}"
+  exit 0
+fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "streamwarden needs: ${want[*]} (install them with your package manager)" >&2
@@ -34,3 +53,4 @@ echo "installing ${want[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+browser_modules "${1:-}"

@@ -1,0 +1,207 @@
+// The owner's page in a real browser: Debian's chromium, driven by playwright-core (no
+// browser of Playwright's own). Starts `streamwarden demo --listen` with an HTTP token, signs
+// in with Basic auth as a browser does, and checks that the page loads without console
+// errors, lists the streams with measured rates, updates by itself, shows a kill with the
+// message the viewer saw, runs the rule lab, and that no request leaves the daemon's
+// address. With SCREENSHOTS=DIR it saves desktop and phone screenshots there.
+//
+// usage: STREAMWARDEN_BIN=target/debug/streamwarden node tests/browser/page.test.mjs
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.STREAMWARDEN_BIN || 'target/debug/streamwarden';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.SCREENSHOTS ? resolve(process.env.SCREENSHOTS) : null;
+const TOKEN = 'browser-' + randomBytes(12).toString('hex');
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+let passed = 0;
+let failed = 0;
+function ok(what) { passed += 1; console.log('ok - ' + what); }
+function fail(what, why) { failed += 1; console.log('not ok - ' + what + ': ' + why); }
+async function check(what, fn) {
+  try { await fn(); ok(what); } catch (e) { fail(what, e && e.message ? e.message.split('\n')[0] : e); }
+}
+function assert(cond, message) { if (!cond) throw new Error(message); }
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
+  });
+}
+
+async function waitFor(fn, ms, what) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try { if (await fn()) return; } catch (e) { last = e; }
+    await sleep(250);
+  }
+  throw new Error('timed out waiting for ' + what + (last ? ' (' + last.message + ')' : ''));
+}
+
+const port = await freePort();
+const origin = `http://127.0.0.1:${port}`;
+const demo = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`, '--duration', '120', '--log-format', 'json'], {
+  env: { ...process.env, STREAMWARDEN_HTTP_TOKEN: TOKEN },
+  stdio: ['ignore', 'pipe', 'pipe'],
+});
+let demoOut = '';
+demo.stdout.on('data', (d) => { demoOut += d; });
+demo.stderr.on('data', (d) => { demoOut += d; });
+const profile = mkdtempSync(join(tmpdir(), 'streamwarden-chromium-'));
+let context;
+
+try {
+  const basic = 'Basic ' + Buffer.from('owner:' + TOKEN).toString('base64');
+  await waitFor(async () => (await fetch(origin + '/api/status', { headers: { Authorization: basic } })).ok,
+    30000, 'the demo to serve ' + origin);
+
+  await check('without credentials the page and the APIs answer 401', async () => {
+    for (const path of ['/', '/api/status', '/api/streams', '/api/history']) {
+      const r = await fetch(origin + path);
+      assert(r.status === 401, path + ' answered ' + r.status);
+    }
+    const bearer = await fetch(origin + '/api/status', { headers: { Authorization: 'Bearer ' + TOKEN } });
+    assert(bearer.ok, 'Bearer answered ' + bearer.status);
+  });
+
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    httpCredentials: { username: 'owner', password: TOKEN },
+    viewport: { width: 1280, height: 900 },
+    colorScheme: 'light',
+  });
+  const requests = [];
+  const foreign = [];
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    requests.push(url);
+    if (new URL(url).origin !== origin) { foreign.push(url); return route.abort(); }
+    return route.continue();
+  });
+  const page = context.pages()[0] || await context.newPage();
+  const errors = [];
+  page.on('console', (m) => {
+    // The rule lab's compile errors are answers of 400, which chromium notes as failed
+    // loads; anything else is an error of the page.
+    const lab = (m.location().url || '').endsWith('/api/rules/try') && /status of 400/.test(m.text());
+    if (m.type() === 'error' && !lab) errors.push(m.text() + ' (' + (m.location().url || '?') + ')');
+  });
+  page.on('pageerror', (e) => errors.push(String(e)));
+
+  await page.goto(origin + '/');
+
+  await check('the page lists the streams with measured rates', async () => {
+    await page.waitForSelector('#stream-rows tr', { timeout: 15000 });
+    await waitFor(async () => {
+      const rates = await page.$$eval('#stream-rows .rate-10s', (xs) => xs.map((x) => x.textContent));
+      return rates.length >= 3 && rates.filter((r) => /^\d+\.\d+ Mbps$/.test(r)).length >= 3;
+    }, 15000, 'three measured rates');
+    const users = await page.$$eval('#stream-rows tr td:first-child .strong', (xs) => xs.map((x) => x.textContent));
+    assert(users.includes('alice'), 'users: ' + users.join(', '));
+    const header = await page.textContent('#plex');
+    assert(/Plex reachable/.test(header), header);
+  });
+
+  await check('the page updates by itself', async () => {
+    const before = await page.textContent('#updated');
+    const points = await page.$eval('#stream-rows tr[data-session="demo-alice"] .spark', (s) => Number(s.dataset.points));
+    await waitFor(async () => (await page.textContent('#updated')) !== before, 8000, 'the header to update');
+    await waitFor(async () => {
+      const now = await page.$eval('#stream-rows tr[data-session="demo-alice"] .spark', (s) => Number(s.dataset.points));
+      return now > points;
+    }, 8000, 'the sparkline to grow');
+  });
+
+  await check('a rule that holds shows its sustain count', async () => {
+    await waitFor(async () => /sustaining \d+\/\d+ s/.test(await page.textContent('#stream-rows')), 20000, 'a sustaining rule');
+  });
+
+  await check('a kill appears in the history with the message the viewer saw, without a reload', async () => {
+    await page.waitForSelector('#history-list li[data-action="kill"]', { timeout: 40000 });
+    const text = await page.textContent('#history-list');
+    assert(text.includes('4K files cannot be transcoded here'), text);
+    const counts = await page.textContent('#user-counts');
+    assert(/bob: killed once this week/.test(counts), counts);
+  });
+
+  if (SHOTS) {
+    await sleep(500);
+    await page.screenshot({ path: join(SHOTS, 'page-desktop.png'), fullPage: true });
+  }
+
+  await check('the rule lab tries a condition on the live streams', async () => {
+    await page.fill('#lab-when', 'location == "wan" && measured_kbps_1m > 1000');
+    await page.waitForSelector('#lab-rows tr[data-matched="true"]', { timeout: 10000 });
+    const reads = await page.textContent('#lab-reads');
+    assert(reads.includes('location, measured_kbps_1m'), reads);
+  });
+
+  await check('the rule lab shows a compile error at its place', async () => {
+    await page.fill('#lab-when', 'measured_kbps_1m > 1000 && usr == "bob"');
+    await page.waitForSelector('#lab-error:not([hidden])', { timeout: 10000 });
+    const text = await page.textContent('#lab-error-text');
+    assert(/line 1, column 28: unknown variable `usr`/.test(text), text);
+    assert((await page.textContent('#lab-error mark')) === 'u', 'marked: ' + await page.textContent('#lab-error mark'));
+  });
+
+  if (SHOTS) {
+    await page.fill('#lab-when', 'transcode_decision == "transcode" || measured_kbps_1m > 7000');
+    await page.waitForSelector('#lab-rows tr', { timeout: 10000 });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await sleep(2500);
+    await page.screenshot({ path: join(SHOTS, 'page-phone.png') });
+    await page.$eval('#lab', (e) => e.scrollIntoView());
+    await sleep(300);
+    await page.screenshot({ path: join(SHOTS, 'page-phone-lab.png') });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
+
+  await check('the page fits a phone without sideways scrolling', async () => {
+    await page.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert(wide <= 360, 'the page is ' + wide + ' px wide');
+  });
+
+  await check('the page shows no token', async () => {
+    const html = await page.content();
+    assert(!html.includes(TOKEN), 'the token is in the page');
+  });
+
+  await check('no console errors', async () => {
+    assert(errors.length === 0, errors.join(' | '));
+  });
+
+  await check('no request leaves the daemon\'s address', async () => {
+    assert(requests.length > 0, 'no request seen');
+    assert(foreign.length === 0, foreign.join(', '));
+  });
+} catch (e) {
+  fail('the browser test ran to its end', e && e.message ? e.message : e);
+} finally {
+  if (context) await context.close().catch(() => {});
+  demo.kill('SIGTERM');
+  rmSync(profile, { recursive: true, force: true });
+}
+
+if (failed > 0) {
+  console.log('--- the demo said:\n' + demoOut.slice(-4000).replaceAll(TOKEN, '<token>'));
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 ? 1 : 0);
