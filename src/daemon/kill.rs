@@ -102,9 +102,6 @@ impl<P: SessionSource + Terminator> Kills<P> {
     }
 
     async fn attempt(&mut self, d: &Decision, attempt: u32, generation: u64, w: &World<'_, P>) {
-        let labels = RuleLabels {
-            rule: d.rule.clone(),
-        };
         let d = if d.action == Action::Kill && !self.enforcer.dry_run() {
             match recheck(d, w).await {
                 Recheck::Holds(fresh) => *fresh,
@@ -120,19 +117,48 @@ impl<P: SessionSource + Terminator> Kills<P> {
             d.clone()
         };
         let applied = self.enforcer.apply(&d).await;
-        if applied != Applied::AlreadyKilled {
+        self.record(&applied, &d, generation, w.metrics);
+        if applied.is_failure() {
+            if attempt <= KILL_RETRIES && d.session.session_id.is_some() {
+                self.schedule(&d, attempt, w);
+            } else {
+                tracing::error!(
+                    rule = %d.rule,
+                    session = d.session.session_id.as_deref().unwrap_or("-"),
+                    "the kill failed {attempt} times: giving up on this hold"
+                );
+            }
+        }
+    }
+
+    /// A kill the owner asked for (the page's "kill now"): no rule to re-evaluate and no
+    /// retry, but the enforcer's checks (exemptions, the budget, never twice, dry run), its
+    /// audit, the metrics and the confirmation by a later poll, as for any kill.
+    pub async fn by_hand(&mut self, d: &Decision, generation: u64, metrics: &Metrics) -> Applied {
+        let applied = self.enforcer.apply(d).await;
+        self.record(&applied, d, generation, metrics);
+        applied
+    }
+
+    /// Notes what became of a decision: the event line, the metrics, what was done, and a
+    /// kill to confirm.
+    fn record(&mut self, applied: &Applied, d: &Decision, generation: u64, metrics: &Metrics) {
+        let labels = RuleLabels {
+            rule: d.rule.clone(),
+        };
+        if *applied != Applied::AlreadyKilled {
             let ts = time::OffsetDateTime::now_utc();
             self.summary.events.push(format!(
                 "{:02}:{:02}:{:02} {}",
                 ts.hour(),
                 ts.minute(),
                 ts.second(),
-                applied.describe(&d)
+                applied.describe(d)
             ));
         }
-        match &applied {
+        match applied {
             Applied::Killed => {
-                w.metrics.kills.get_or_create(&labels).inc();
+                metrics.kills.get_or_create(&labels).inc();
                 if let Some(id) = &d.session.session_id {
                     self.pending.insert(
                         id.clone(),
@@ -143,24 +169,15 @@ impl<P: SessionSource + Terminator> Kills<P> {
                         },
                     );
                 }
-                self.summary.kills.push(d);
+                self.summary.kills.push(d.clone());
             }
             Applied::WouldKill => {
-                w.metrics.would_kills.get_or_create(&labels).inc();
-                self.summary.would_kills.push(d);
+                metrics.would_kills.get_or_create(&labels).inc();
+                self.summary.would_kills.push(d.clone());
             }
             Applied::Failed(r) => {
-                w.metrics.kill_failures.get_or_create(&labels).inc();
+                metrics.kill_failures.get_or_create(&labels).inc();
                 self.summary.failures.push((d.clone(), r.clone()));
-                if attempt <= KILL_RETRIES && d.session.session_id.is_some() {
-                    self.schedule(&d, attempt, w);
-                } else {
-                    tracing::error!(
-                        rule = %d.rule,
-                        session = d.session.session_id.as_deref().unwrap_or("-"),
-                        "the kill failed {attempt} times: giving up on this hold"
-                    );
-                }
             }
             _ => {}
         }
