@@ -16,6 +16,7 @@ use crate::plex::Session;
 use crate::rules::{Action, RuleSet, Vars};
 
 use super::FeedStats;
+use super::manual::Requests;
 use super::view::{Acted, LastReload};
 
 /// Samples of a measured rate kept for a sparkline: one a round, two minutes' worth.
@@ -51,6 +52,8 @@ pub struct Status {
     /// The last reload (SIGHUP) and what it came to; null before the first.
     pub reload: Option<ReloadStatus>,
     pub rules: Vec<RuleInfo>,
+    /// The page may kill a stream (`POST /api/streams/kill`): only with an HTTP token.
+    pub can_kill: bool,
     pub streams: usize,
     /// The sum of the streams' measured rates (kbps).
     pub total_kbps_10s: f64,
@@ -174,14 +177,21 @@ struct Inner {
 pub struct Board {
     inner: Arc<Mutex<Inner>>,
     audit: AuditSource,
+    kills: Option<Requests>,
 }
 
 impl Board {
-    pub fn new(audit: AuditSource) -> Self {
+    /// `kills`: where the page's kill requests go; none, and the page cannot kill.
+    pub fn new(audit: AuditSource, kills: Option<Requests>) -> Self {
         Self {
             inner: Arc::default(),
             audit,
+            kills,
         }
+    }
+
+    pub fn kills(&self) -> Option<&Requests> {
+        self.kills.as_ref()
     }
 
     pub fn audit(&self) -> &AuditSource {
@@ -201,6 +211,7 @@ impl Board {
     /// The status as of the last round, with the audit's current version.
     pub fn status(&self) -> Status {
         let mut status = lock(&self.inner).status.clone();
+        status.can_kill = self.kills.is_some();
         status.audit = match &self.audit {
             AuditSource::File(path) => AuditStatus {
                 file: true,
@@ -347,6 +358,7 @@ impl Board {
                     sustain_s: r.sustain.as_secs(),
                 })
                 .collect(),
+            can_kill: false,
             streams: table.len(),
             total_kbps_10s: total_10s,
             total_kbps_1m: total_1m,

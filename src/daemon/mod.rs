@@ -14,6 +14,7 @@ pub mod io;
 mod kill;
 pub use kill::KILL_RETRIES;
 pub mod live;
+pub mod manual;
 pub mod metrics;
 pub mod page;
 mod poll;
@@ -118,10 +119,16 @@ where
     let metrics = Arc::new(Metrics::default());
     let sink = notify.as_ref().map(Notifier::sink).or_else(|| audit.sink());
     let audit = audit.with_sink(sink);
-    let board = board::Board::new(match audit.path() {
-        Some(path) => board::AuditSource::File(path.to_path_buf()),
-        None => board::AuditSource::Memory(audit.recent()),
-    });
+    // Kills from the page: only with a token (a page without one could be made to post by
+    // any site the owner visits).
+    let (kill_tx, mut kill_rx) = tokio::sync::mpsc::channel::<manual::KillRequest>(8);
+    let board = board::Board::new(
+        match audit.path() {
+            Some(path) => board::AuditSource::File(path.to_path_buf()),
+            None => board::AuditSource::Memory(audit.recent()),
+        },
+        http_token.is_some().then(|| kill_tx.clone()),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
         let hooks = webhook.map(|w| webhook::Hooks {
@@ -192,6 +199,11 @@ where
                     continue;
                 }
                 Some(Control::Stop) | None => break,
+            },
+            Some(req) = kill_rx.recv() => {
+                let snap = polled.snapshot();
+                manual::handle(req, &mut kills, &snap.sessions, snap.generation, &metrics).await;
+                continue;
             }
         }
         ticks += 1;
@@ -306,6 +318,7 @@ where
         }
     }
     let _ = stop_tx.send(true);
+    drop(kill_tx);
     poller.abort();
     if let Some(n) = notify {
         for p in n.finish(NOTIFY_AT_STOP).await.problems() {

@@ -1,5 +1,6 @@
-//! The owner's page at `/`, and the APIs it reads: `/api/status`, `/api/history` and
-//! `POST /api/rules/try` (`/api/streams` is the endpoint's own). The page is three files
+//! The owner's page at `/`, and the APIs it reads: `/api/status`, `/api/history`,
+//! `POST /api/rules/try` and `POST /api/streams/kill` (`/api/streams` is the endpoint's
+//! own). The page is three files
 //! written by hand and compiled in: nothing is read from disk or fetched from elsewhere,
 //! and its Content-Security-Policy lets it load and connect to nothing but this daemon.
 
@@ -45,6 +46,7 @@ pub fn routes(board: Board) -> Router {
         .route("/api/status", get(status))
         .route("/api/history", get(history_handler))
         .route("/api/rules/try", post(try_rule))
+        .route("/api/streams/kill", post(kill_now))
         .with_state(board)
 }
 
@@ -182,4 +184,90 @@ async fn try_rule(State(board): State<Board>, body: Bytes) -> Response {
             "trying the condition failed",
         ),
     }
+}
+
+/// `POST /api/streams/kill` with `{"session_id": "...", "message": "..."}`: the owner stops a
+/// stream. Only with an HTTP token (the middleware has checked it), only as JSON and only
+/// from this origin (so no other site can make the owner's browser post it), and through the
+/// loop's enforcer: exemptions, the budget, never twice, dry run and the audit apply.
+async fn kill_now(
+    State(board): State<Board>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(kills) = board.kills().cloned() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "killing from the page needs [http] token: set it, restart, and sign in with it",
+        );
+    };
+    if let Some(refused) = cross_site(&headers) {
+        return error(StatusCode::FORBIDDEN, refused);
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        session_id: String,
+        message: Option<String>,
+    }
+    let req = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON such as {{\"session_id\": \"...\"}}: {e}"),
+            );
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let sent = kills
+        .send(super::manual::KillRequest {
+            session_id: req.session_id,
+            message: req.message,
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(30), answer).await {
+        Ok(Ok(a)) => a,
+        _ => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "no answer from the daemon's loop",
+            );
+        }
+    };
+    let status = match answer.outcome {
+        "kill" | "would-kill" => StatusCode::OK,
+        "not-found" => StatusCode::NOT_FOUND,
+        "kill-failed" => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::CONFLICT,
+    };
+    (status, axum::Json(answer)).into_response()
+}
+
+/// Why a state-changing request is refused as coming from another site: not JSON (a form
+/// can post across sites without asking; JSON cannot), or a browser that says it comes
+/// from another origin.
+fn cross_site(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+    let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let json = value(header::CONTENT_TYPE)
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Some("send the request as Content-Type: application/json");
+    }
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Some("refused: the request comes from another site");
+    }
+    if let (Some(origin), Some(host)) = (value(header::ORIGIN), value(header::HOST)) {
+        let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+        if !authority.eq_ignore_ascii_case(host) {
+            return Some("refused: the request comes from another origin");
+        }
+    }
+    None
 }

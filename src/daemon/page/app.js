@@ -167,6 +167,37 @@
     }
   }
 
+  // "Kill now": only when the daemon allows it (it has a token), through its enforcer.
+  function killButton(row) {
+    if (!status || !status.can_kill || !row.session_id || row.killed) return null;
+    const b = el('button', { type: 'button', class: 'kill', title: 'Stop this stream now, with a message the viewer sees' }, 'Kill now…');
+    b.addEventListener('click', () => killNow(row, b));
+    return b;
+  }
+
+  async function killNow(row, button) {
+    const message = window.prompt('Stop ' + (row.user || '?') + "'s stream of " + (row.title || '?') + '?\nThe viewer sees this message:', 'The server owner has ended the stream.');
+    if (message === null) return;
+    button.disabled = true;
+    const box = $('action-result');
+    try {
+      const r = await call('api/streams/kill', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ session_id: row.session_id, message }),
+      });
+      box.hidden = false;
+      box.className = 'action ' + (r.status === 200 ? 'ok' : 'bad');
+      box.textContent = (r.body && (r.body.said || r.body.error)) || ('HTTP ' + r.status);
+    } catch (e) {
+      box.hidden = false;
+      box.className = 'action bad';
+      box.textContent = e.message;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   function drawStreams(rows) {
     const body = $('stream-rows');
     $('no-streams').hidden = rows.length > 0;
@@ -187,7 +218,8 @@
       return el('tr', { 'data-session': row.session_id || '', class: row.killed ? 'killed' : null },
         el('td', { 'data-label': 'User · player' },
           el('span', { class: 'strong' }, row.user || '?'),
-          el('span', { class: 'sub' }, row.player || '')),
+          el('span', { class: 'sub' }, row.player || ''),
+          killButton(row)),
         el('td', { 'data-label': 'Title · decision · address' },
           row.title || '',
           el('span', { class: 'sub' }, details)),

@@ -292,3 +292,114 @@ async fn rules_try_shows_matches_values_and_unknowns_or_a_located_error() {
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn kill_now_goes_through_the_enforcer_and_only_from_this_origin() {
+    let d = daemon(
+        "[enforce]\nmax_kills_per_minute = 1\nexempt_users = [\"example_usr\"]\n",
+        Vec::new(),
+        false,
+    )
+    .await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kill = |id: &str| json!({"session_id": id, "message": "Stopped by the owner.\u{7}"});
+    // Not as JSON, or from another site: refused, nothing killed.
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/streams/kill");
+    let form = client
+        .post(&url)
+        .bearer_auth(SECRET)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("session_id={FAST}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 403);
+    let other = client
+        .post(&url)
+        .bearer_auth(SECRET)
+        .header("content-type", "application/json")
+        .header("origin", "http://evil.example")
+        .body(kill(FAST).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    let none = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(kill(FAST).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    assert!(d.plex.terminates().is_empty());
+
+    let (code, r) = api(addr, "/api/streams/kill", Some(kill(FAST))).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["outcome"], "kill");
+    let t = d.plex.terminates();
+    assert_eq!(
+        t,
+        vec![(FAST.to_string(), "Stopped by the owner.".to_string())]
+    );
+    let (code, r) = api(addr, "/api/streams/kill", Some(kill(FAST))).await;
+    assert_eq!((code, r["outcome"].as_str()), (409, Some("already-killed")));
+    let (code, r) = api(addr, "/api/streams/kill", Some(kill(ZOMBIE))).await;
+    assert_eq!((code, r["outcome"].as_str()), (409, Some("kill-skipped")));
+    assert!(r["said"].as_str().unwrap().contains("exempt"), "{r}");
+    let (code, r) = api(addr, "/api/streams/kill", Some(kill(SLOW))).await;
+    assert_eq!((code, r["outcome"].as_str()), (409, Some("kill-skipped")));
+    assert!(r["said"].as_str().unwrap().contains("budget"), "{r}");
+    let (code, _) = api(addr, "/api/streams/kill", Some(kill("no-such-session"))).await;
+    assert_eq!(code, 404);
+    // The status is published once a round.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, st) = api(addr, "/api/status", None).await;
+    assert_eq!(st["can_kill"], true);
+    assert_eq!(st["budget"]["left"], 0, "{st}");
+    let (summary, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1);
+    assert_eq!(summary.kills.len(), 1);
+    let by_hand: Vec<_> = audit.iter().filter(|l| l["rule"] == "kill-now").collect();
+    let actions: Vec<&str> = by_hand
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["kill", "kill-skipped", "kill-skipped"],
+        "{audit:?}"
+    );
+    assert_eq!(by_hand[0]["message"], "Stopped by the owner.");
+}
+
+#[tokio::test]
+async fn kill_now_needs_a_token_configured() {
+    let opts = Options {
+        http: true,
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/streams/kill"))
+        .header("content-type", "application/json")
+        .body(json!({"session_id": FAST}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = reqwest::get(format!("http://{addr}/api/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let st: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(st["can_kill"], false);
+    let (_, plex, _) = d.stop().await;
+    assert!(plex.terminates().is_empty());
+}

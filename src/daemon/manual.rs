@@ -1,0 +1,98 @@
+//! "Kill now" from the owner's page: the request goes to the loop, which owns the enforcer,
+//! so a kill by hand meets the same exemptions, budget, never-twice, dry run and audit as a
+//! rule's, and is confirmed by a later poll like any other.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::enforce::{Applied, Terminator, escape};
+use crate::plex::{Session, SessionSource};
+use crate::rules::{Action, DEFAULT_MESSAGE, Decision, Observed, Vars};
+
+use super::Metrics;
+use super::kill::Kills;
+
+/// The name a kill by hand is audited under, in place of a rule's.
+pub const RULE: &str = "kill-now";
+
+/// The longest message a kill by hand sends, in characters.
+pub const MAX_MESSAGE: usize = 300;
+
+/// Where the page sends its requests.
+pub type Requests = mpsc::Sender<KillRequest>;
+
+/// The owner asks to stop one stream.
+#[derive(Debug)]
+pub struct KillRequest {
+    pub session_id: String,
+    /// What the viewer sees; the default message when none.
+    pub message: Option<String>,
+    pub reply: oneshot::Sender<KillAnswer>,
+}
+
+/// What became of a kill by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KillAnswer {
+    /// The audit's name for it (kill, would-kill, kill-failed, kill-skipped,
+    /// already-killed), or "not-found" when Plex does not list the stream.
+    pub outcome: &'static str,
+    /// One line for people.
+    pub said: String,
+}
+
+/// The message as sent: trimmed, control characters dropped, at most [`MAX_MESSAGE`].
+pub fn message(given: Option<&str>) -> String {
+    let text: String = given
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        DEFAULT_MESSAGE.to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// Carries out one request against the latest poll's `sessions`, and answers it.
+pub(super) async fn handle<P: SessionSource + Terminator>(
+    req: KillRequest,
+    kills: &mut Kills<P>,
+    sessions: &[Session],
+    generation: u64,
+    metrics: &Metrics,
+) {
+    let Some(session) = sessions
+        .iter()
+        .find(|s| s.session_id.as_deref() == Some(req.session_id.as_str()))
+    else {
+        let _ = req.reply.send(KillAnswer {
+            outcome: "not-found",
+            said: format!("Plex does not list session {} now", escape(&req.session_id)),
+        });
+        return;
+    };
+    let d = Decision {
+        rule: RULE.to_string(),
+        action: Action::Kill,
+        session: session.clone(),
+        message: message(req.message.as_deref()),
+        values: BTreeMap::new(),
+        estimated: false,
+        vars: Vars::for_session(session, sessions, &Observed::default()),
+    };
+    tracing::info!(session = %escape(&req.session_id), "kill asked for from the page");
+    let applied = kills.by_hand(&d, generation, metrics).await;
+    let outcome = match applied {
+        Applied::Logged => "log",
+        ref a => a.action(),
+    };
+    let _ = req.reply.send(KillAnswer {
+        outcome,
+        said: applied.describe(&d),
+    });
+}
