@@ -2,8 +2,8 @@
 // browser of Playwright's own). Starts `streamwarden demo --listen` with an HTTP token, signs
 // in with Basic auth as a browser does, and checks that the page loads without console
 // errors, lists the streams with measured rates, updates by itself, shows a kill with the
-// message the viewer saw, runs the rule lab, and that no request leaves the daemon's
-// address. With SCREENSHOTS=DIR it saves desktop and phone screenshots there.
+// message the viewer saw, runs the rule lab, kills a stream by hand, and that no request
+// leaves the daemon's address. With SCREENSHOTS=DIR it saves desktop and phone screenshots there.
 //
 // usage: STREAMWARDEN_BIN=target/debug/streamwarden node tests/browser/page.test.mjs
 import { spawn } from 'node:child_process';
@@ -171,6 +171,18 @@ try {
     await page.screenshot({ path: join(SHOTS, 'page-phone-lab.png') });
     await page.setViewportSize({ width: 1280, height: 900 });
   }
+
+  await check('kill now stops a stream through the daemon and shows it in the history', async () => {
+    const said = 'The owner stopped this stream from the page.';
+    page.once('dialog', (d) => d.accept(said));
+    await page.click('#stream-rows tr[data-session="demo-alice"] button.kill');
+    await page.waitForSelector('#action-result:not([hidden])', { timeout: 15000 });
+    const result = await page.textContent('#action-result');
+    assert(/^killed session demo-alice/.test(result), result);
+    await page.waitForSelector('#history-list li[data-session="demo-alice"][data-action="kill"]', { timeout: 10000 });
+    const entry = await page.textContent('#history-list li[data-session="demo-alice"]');
+    assert(entry.includes('[kill-now]') && entry.includes(said), entry);
+  });
 
   await check('the page fits a phone without sideways scrolling', async () => {
     await page.setViewportSize({ width: 360, height: 740 });
