@@ -137,7 +137,7 @@
       box.className = 'reload bad';
       box.textContent = 'Reload at ' + clock(r.at) + ' REFUSED, still running the previous configuration:\n' + (r.error || '');
     }
-    $('total-rate').textContent = mbps(st.total_kbps_10s);
+    $('total-rate').textContent = c.state === 'off' ? 'not measured' : mbps(st.total_kbps_10s);
     $('total-rate').title = '10 s; 1 min: ' + mbps(st.total_kbps_1m);
     $('total-spark').replaceChildren(spark(st.total_history_kbps));
     drawExamples(st.rules);
@@ -381,8 +381,17 @@
   }
 
   // Talking to the daemon.
+  // `path` beside the page, without the user name and password a URL such as
+  // http://owner:TOKEN@host/ carries (fetch refuses those; the browser signs in anyway).
+  function beside(path) {
+    const u = new URL(path, location.href);
+    u.username = '';
+    u.password = '';
+    return u.href;
+  }
+
   async function call(path, opts) {
-    const r = await fetch(path, Object.assign({ cache: 'no-store', credentials: 'same-origin' }, opts || {}));
+    const r = await fetch(beside(path), Object.assign({ cache: 'no-store', credentials: 'same-origin' }, opts || {}));
     let body = null;
     try { body = await r.json(); } catch (_) { body = null; }
     if (r.status === 401) throw new Error('signed out: reload the page and give the [http] token as the password');
