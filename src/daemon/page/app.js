@@ -238,6 +238,7 @@
 
   // History.
   let auditVersion = null;
+  const seenRules = new Set();
   let historyBusy = false;
   const PERIOD = { '24h': 'in the last day', '7d': 'this week', '30d': 'in the last 30 days', '': 'ever' };
 
@@ -280,6 +281,9 @@
       return li;
     }));
     $('f-users').replaceChildren(...h.users.map((u) => el('option', { value: u.user })));
+    // Rules met in the history (kill-now, or rules since removed) can be filtered on too.
+    h.entries.forEach((e) => seenRules.add(e.rule));
+    if (status) drawRuleFilter(status.rules);
     const notes = [];
     if (status && !status.audit.file) notes.push('No [enforce] audit_log is configured: this shows what this run did since it started.');
     if (h.total > h.entries.length) notes.push('The newest ' + h.entries.length + ' of ' + h.total + '.');
@@ -301,6 +305,7 @@
   let ruleNames = '';
   function drawRuleFilter(rules) {
     const names = rules.map((r) => r.name);
+    for (const n of [...seenRules].sort()) if (!names.includes(n)) names.push(n);
     if (names.join('\n') === ruleNames) return;
     ruleNames = names.join('\n');
     const sel = $('f-rule');
