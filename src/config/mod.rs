@@ -42,6 +42,17 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Config errors as one failure (a usage error), a line each.
+pub fn failure(errors: &[ConfigError]) -> crate::Failure {
+    crate::Failure::Usage(
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\nerror: "),
+    )
+}
+
 /// Where a span of the file sits, so rule errors can point into it.
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {

@@ -4,21 +4,12 @@
 use std::path::Path;
 
 use crate::Failure;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::enforce::AuditLog;
 use crate::plex::PlexClient;
 use crate::rules::RuleSet;
 
-/// Config errors as one message, a line each.
-pub fn config_failure(errors: &[ConfigError]) -> Failure {
-    Failure::Usage(
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\nerror: "),
-    )
-}
+pub use crate::config::failure as config_failure;
 
 /// Loads the configuration (`--config`, or the search order).
 pub fn load(path: Option<&Path>) -> Result<Config, Failure> {

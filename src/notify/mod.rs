@@ -154,17 +154,6 @@ pub fn targets(config: &Config) -> Result<Vec<Target>, Vec<ConfigError>> {
     }
 }
 
-/// Config errors as one failure, a line each.
-pub(crate) fn config_failure(errors: &[ConfigError]) -> Failure {
-    Failure::Usage(
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\nerror: "),
-    )
-}
-
 /// What was sent to each target, and what could not be.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -264,7 +253,7 @@ impl Notifier {
 
     /// The configuration's targets, started; `None` when it has none.
     pub fn from_config(config: &Config, delivery: Delivery) -> Result<Option<Notifier>, Failure> {
-        let targets = targets(config).map_err(|e| config_failure(&e))?;
+        let targets = targets(config).map_err(|e| crate::config::failure(&e))?;
         if targets.is_empty() {
             return Ok(None);
         }

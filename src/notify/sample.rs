@@ -9,7 +9,7 @@ use crate::enforce::Record;
 use crate::rules::{Value, Vars};
 
 use super::deliver::{self, Delivery};
-use super::{Target, config_failure, format, targets};
+use super::{Target, format, targets};
 
 /// The audit mode of a sample record: notifications say it is a test.
 pub const MODE: &str = "test";
@@ -76,7 +76,7 @@ pub fn record() -> Record {
 /// Sends the sample to every target at once; one answer per target, in order. No targets,
 /// or a target that does not check, is a configuration failure.
 pub async fn send_samples(config: &Config) -> Result<Vec<Tried>, Failure> {
-    let targets = targets(config).map_err(|e| config_failure(&e))?;
+    let targets = targets(config).map_err(|e| crate::config::failure(&e))?;
     if targets.is_empty() {
         let file = config
             .source
