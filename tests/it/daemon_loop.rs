@@ -18,6 +18,7 @@ use streamwarden::plex::{PlexClient, PlexSettings};
 use tokio::sync::mpsc;
 
 use crate::common::capture::eth_tcp;
+use crate::common::logs::Logs;
 use crate::common::*;
 
 const FAST: &str = "session_id_1"; // user 7 at 1.2.3.11
@@ -25,36 +26,6 @@ const SLOW: &str = "rxiscwekkvkpukgi3pm9nklp"; // the plexopedia track at 127.0.
 const ZOMBIE: &str = "2894294r2jf2038fj3098jgf3gt"; // homarr's transcode, user example_usr
 
 const RULE: &str = "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"3s\"\nmessage = \"{user}: {measured_kbps_10s_mbps} Mbps\"\n";
-
-/// Log lines written while a test runs (the runtime is single-threaded, so every task's
-/// events reach this test's subscriber).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    fn subscriber(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_default(sub)
-    }
-}
 
 /// Server → client traffic at fixed rates, pushed into the daemon's feed in real time.
 struct Traffic {

@@ -1,7 +1,6 @@
 //! `[[notify]]` in process: audit records through the notifier to real HTTP receivers on
 //! 127.0.0.1, each service's exact shape, `on`, the rate's summaries, failures and secrets.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -10,6 +9,7 @@ use streamwarden::enforce::Record;
 use streamwarden::notify::{self, Delivery, Notifier, Report};
 use streamwarden::rules::{Value as Var, Vars};
 
+use crate::common::logs::Logs;
 use crate::common::receiver::{Got, Receiver};
 
 const TS: &str = "2026-05-01T12:00:00Z";
@@ -361,32 +361,10 @@ async fn a_burst_past_the_rate_is_folded_into_one_summary() {
     assert!(report.problems().is_empty(), "{:?}", report.problems());
 }
 
-/// Log lines written while a test runs (its runtime is single-threaded).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn failures_are_retried_counted_and_never_show_the_url() {
     let logs = Logs::default();
-    let sub = {
-        let logs = logs.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .finish()
-    };
-    let _guard = tracing::subscriber::set_default(sub);
+    let _guard = logs.subscriber_at(tracing::Level::DEBUG);
     // A service down (500, echoing the secret path back), and one that refuses (404).
     let down = Receiver::start(500, "no hook at /hooks/SECRET-d0wn here");
     let gone = Receiver::start(404, "Unknown Webhook");
@@ -421,7 +399,7 @@ async fn failures_are_retried_counted_and_never_show_the_url() {
         ),
         "{problems}"
     );
-    let log = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let log = logs.text();
     assert!(log.contains("notification not sent"), "{log}");
     for text in [&problems, &log] {
         assert!(

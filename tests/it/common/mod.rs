@@ -2,6 +2,7 @@
 //! responses from ../shared/fixtures/plex and recording every terminate.
 
 pub mod capture;
+pub mod logs;
 pub mod receiver;
 
 use std::net::SocketAddr;
