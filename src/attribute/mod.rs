@@ -20,11 +20,15 @@ use crate::meter::{FlowKey, FlowStats, Measured, Meter, RequestHints, WINDOWS_SE
 use crate::plex::Session;
 
 /// How one session's figure was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Attributed {
     pub measured: Measured,
     /// Connections tied to the session (exactly or by sharing its address).
     pub flows: usize,
+    /// The connections (server → client) tied to this session exactly: every one to its
+    /// address when it is the only session there, else those its requests name. What a
+    /// throttle limits.
+    pub exact: Vec<FlowKey>,
 }
 
 /// Attributes the meter's flows to `sessions` as of `now_micros`. `ports` are Plex's
@@ -84,11 +88,13 @@ pub fn attribute(
             out[members[0]] = Some(Attributed {
                 measured: acc.measured(now_micros),
                 flows: flows.len(),
+                exact: flows.iter().map(|(k, _)| **k).collect(),
             });
             continue;
         }
         // Several sessions behind one address: tie each connection by its requests.
         let mut exact: Vec<(Bytes, usize)> = vec![(Bytes::default(), 0); members.len()];
+        let mut exact_keys: Vec<Vec<FlowKey>> = vec![Vec::new(); members.len()];
         let mut unknown = Bytes::default();
         let mut unknown_flows = 0;
         for (key, stats) in flows {
@@ -98,6 +104,7 @@ pub fn attribute(
                 Some(j) => {
                     exact[j].0.add(stats, now_micros, 1.0);
                     exact[j].1 += 1;
+                    exact_keys[j].push(**key);
                 }
                 None => {
                     unknown.add(stats, now_micros, 1.0);
@@ -138,7 +145,11 @@ pub fn attribute(
             if flows > 0 {
                 let mut measured = acc.measured(now_micros);
                 measured.estimated = shared;
-                out[i] = Some(Attributed { measured, flows });
+                out[i] = Some(Attributed {
+                    measured,
+                    flows,
+                    exact: std::mem::take(&mut exact_keys[j]),
+                });
             }
         }
     }

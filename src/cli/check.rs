@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::Failure;
 use crate::engine::setup;
-use crate::rules::{Action, RuleSet};
+use crate::rules::RuleSet;
 
 use super::Done;
 
@@ -36,10 +36,19 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
     );
     println!("{file}: OK");
     for r in &rules.rules {
-        let action = match r.action {
-            Action::Kill => "kill",
-            Action::Log => "log",
-        };
+        let mut action = r.action.as_str().to_string();
+        if let Some(t) = &r.throttle {
+            action = format!("throttle to {}", t.rate_text());
+            if let Some(after) = t.release_after {
+                action.push_str(&format!(
+                    ", released after {}",
+                    humantime::format_duration(after)
+                ));
+            }
+        }
+        if let Some(parent) = &r.escalates {
+            action = format!("{action} if still matching while {parent:?} throttles");
+        }
         let sustain = if r.sustain.is_zero() {
             String::new()
         } else {

@@ -193,6 +193,23 @@ pub struct RawRule {
     pub action: Option<Spanned<String>>,
     pub message: Option<Spanned<String>>,
     pub sustain: Option<Spanned<String>>,
+    /// `action = "throttle"`: the rate the stream's connections are limited to.
+    pub rate: Option<Spanned<String>>,
+    /// `action = "throttle"`: lift the throttle after this long even if the stream goes on.
+    pub release_after: Option<Spanned<String>>,
+    /// `action = "throttle"`: what to do when the stream still offends once throttled.
+    pub escalate: Option<Spanned<RawEscalate>>,
+}
+
+/// `escalate = { after = "5m", action = "kill", when = "...", message = "..." }` of a
+/// throttle rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalate {
+    pub after: Spanned<String>,
+    pub action: Option<Spanned<String>>,
+    pub when: Option<Spanned<String>>,
+    pub message: Option<Spanned<String>>,
 }
 
 /// `[plex]`, resolved.

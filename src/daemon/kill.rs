@@ -45,9 +45,11 @@ struct Pending {
     transcode_stopped: bool,
 }
 
-/// The enforcer, the kills awaiting confirmation, and what was done.
+/// The enforcer, the kills awaiting confirmation, the throttles that are on, and what was
+/// done.
 pub(super) struct Kills<P: Terminator> {
     pub enforcer: Enforcer<Arc<P>>,
+    pub throttles: crate::enforce::throttle::Throttles,
     pending: HashMap<String, Pending>,
     /// Failed kills to try again, by stream identity and rule.
     retries: HashMap<(String, String), Retry>,
@@ -55,9 +57,10 @@ pub(super) struct Kills<P: Terminator> {
 }
 
 impl<P: SessionSource + Terminator> Kills<P> {
-    pub fn new(enforcer: Enforcer<Arc<P>>) -> Self {
+    pub fn new(enforcer: Enforcer<Arc<P>>, throttles: crate::enforce::throttle::Throttles) -> Self {
         Self {
             enforcer,
+            throttles,
             pending: HashMap::new(),
             retries: HashMap::new(),
             summary: Summary::default(),
@@ -142,7 +145,13 @@ impl<P: SessionSource + Terminator> Kills<P> {
 
     /// Notes what became of a decision: the event line, the metrics, what was done, and a
     /// kill to confirm.
-    fn record(&mut self, applied: &Applied, d: &Decision, generation: u64, metrics: &Metrics) {
+    pub(super) fn record(
+        &mut self,
+        applied: &Applied,
+        d: &Decision,
+        generation: u64,
+        metrics: &Metrics,
+    ) {
         let labels = RuleLabels {
             rule: d.rule.clone(),
         };
@@ -177,6 +186,16 @@ impl<P: SessionSource + Terminator> Kills<P> {
             }
             Applied::Failed(r) => {
                 metrics.kill_failures.get_or_create(&labels).inc();
+                self.summary.failures.push((d.clone(), r.clone()));
+            }
+            Applied::Throttled => {
+                metrics.throttles.get_or_create(&labels).inc();
+            }
+            Applied::WouldThrottle => {
+                metrics.would_throttles.get_or_create(&labels).inc();
+            }
+            Applied::ThrottleFailed(r) => {
+                metrics.throttle_failures.get_or_create(&labels).inc();
                 self.summary.failures.push((d.clone(), r.clone()));
             }
             _ => {}
@@ -277,10 +296,17 @@ async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Recheck {
         crate::attribute::attribute(&m.meter, &sessions, w.ports, now)
     };
     let observed = Observed {
-        measured: attributed[i].map(|a| a.measured),
+        measured: attributed[i].as_ref().map(|a| a.measured),
         paused_for_secs: Some(w.tracker.pauses.paused_for(&sessions[i], now)),
+        throttled_for_secs: Some(w.tracker.throttled.secs(&id, now)),
     };
-    let eval = engine::evaluate_one(w.rules, &sessions, i, &observed);
+    let eval = engine::evaluate_one(
+        w.rules,
+        &sessions,
+        i,
+        &observed,
+        w.tracker.throttled.rule(&id),
+    );
     let still = eval
         .evaluations
         .iter()

@@ -74,6 +74,8 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
     if config.enforce.dry_run {
         tracing::info!("dry run: decisions are audited, nothing is killed");
     }
+    let shaper: Result<Arc<dyn crate::enforce::shape::Shaper>, String> =
+        Err("throttling is not available yet".into());
     let control =
         super::signals().map_err(|e| Failure::Failed(format!("cannot watch signals: {e}")))?;
     let summary = super::run(
@@ -98,6 +100,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             }),
             reload: Some(reloader(config.clone(), config_path, dry_run)),
             tick: Duration::from_secs(1),
+            shaper,
         },
         control,
     )

@@ -84,6 +84,7 @@ pub(super) async fn handle<P: SessionSource + Terminator>(
         values: BTreeMap::new(),
         estimated: false,
         vars: Vars::for_session(session, sessions, &Observed::default()),
+        throttle: None,
     };
     tracing::info!(session = %escape(&req.session_id), "kill asked for from the page");
     let applied = kills.by_hand(&d, generation, metrics).await;

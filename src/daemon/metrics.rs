@@ -53,6 +53,11 @@ pub struct Metrics {
     pub kills: Family<RuleLabels, Counter>,
     pub would_kills: Family<RuleLabels, Counter>,
     pub kill_failures: Family<RuleLabels, Counter>,
+    pub throttles: Family<RuleLabels, Counter>,
+    pub would_throttles: Family<RuleLabels, Counter>,
+    pub throttle_failures: Family<RuleLabels, Counter>,
+    pub unthrottles: Family<RuleLabels, Counter>,
+    pub throttled_streams: Gauge,
     pub rule_evaluations: Counter,
     pub capture_packets: Counter,
     pub capture_drops: Counter,
@@ -72,6 +77,11 @@ impl Default for Metrics {
             kills: Family::default(),
             would_kills: Family::default(),
             kill_failures: Family::default(),
+            throttles: Family::default(),
+            would_throttles: Family::default(),
+            throttle_failures: Family::default(),
+            unthrottles: Family::default(),
+            throttled_streams: Gauge::default(),
             rule_evaluations: Counter::default(),
             capture_packets: Counter::default(),
             capture_drops: Counter::default(),
@@ -98,6 +108,31 @@ impl Default for Metrics {
             "kill_failures",
             "Kills that failed",
             m.kill_failures.clone(),
+        );
+        registry.register(
+            "throttles",
+            "Streams throttled in the kernel",
+            m.throttles.clone(),
+        );
+        registry.register(
+            "would_throttles",
+            "Throttles a dry run decided but did not put on",
+            m.would_throttles.clone(),
+        );
+        registry.register(
+            "throttle_failures",
+            "Throttles that could not be put on",
+            m.throttle_failures.clone(),
+        );
+        registry.register(
+            "unthrottles",
+            "Throttles lifted (stream ended, release_after, reload, shutdown)",
+            m.unthrottles.clone(),
+        );
+        registry.register(
+            "throttled_streams",
+            "Streams throttled now",
+            m.throttled_streams.clone(),
         );
         registry.register(
             "rule_evaluations",

@@ -18,6 +18,7 @@ pub mod manual;
 pub mod metrics;
 pub mod page;
 mod poll;
+mod throttle;
 pub mod view;
 pub mod webhook;
 
@@ -67,6 +68,9 @@ pub struct Setup<P> {
     pub reload: Option<Reload>,
     /// How often the engine evaluates (1 s).
     pub tick: Duration,
+    /// What puts `throttle` rules' throttles on (Linux traffic control), or why nothing
+    /// can here (each throttle decision then fails with that reason).
+    pub shaper: Result<Arc<dyn crate::enforce::shape::Shaper>, String>,
 }
 
 /// How the daemon re-reads its configuration: new rules and enforcement settings, or why
@@ -113,6 +117,7 @@ where
         webhook,
         reload,
         tick: every,
+        shaper,
     } = setup;
     let mut rules = Arc::new(rules);
     let current: webhook::Current = Arc::new(Mutex::new((rules.clone(), enforce.clone())));
@@ -156,7 +161,10 @@ where
         clock.clone(),
         stop_rx,
     ));
-    let mut kills = kill::Kills::new(Enforcer::new(plex.clone(), &enforce, audit));
+    let mut kills = kill::Kills::new(
+        Enforcer::new(plex.clone(), &enforce, audit),
+        crate::enforce::throttle::Throttles::new(shaper),
+    );
     let mut tracker = Tracker::default();
     let mut stale_warned = false;
     let mut last_feed = FeedStats::default();
@@ -190,7 +198,9 @@ where
                                 matches!((old.get(name), fresh.get(name)), (Some(a), Some(b)) if a.same_condition(b))
                             });
                             rules = Arc::new(new.rules);
+                            let dry_changed = kills.enforcer.dry_run() != new.enforce.dry_run;
                             kills.enforcer.reconfigure(&new.enforce);
+                            kills.reload_throttles(&rules, dry_changed, &mut tracker.throttled, &metrics);
                             *lock(&current) = (rules.clone(), new.enforce);
                         }
                         Some(Err(e)) => tracing::error!("reload failed, keeping the running configuration: {e}"),
@@ -244,9 +254,19 @@ where
                 metrics: &metrics,
             };
             kills.retry_due(snap.generation, &world).await;
+            let conns = throttle::conns_by_stream(&tick);
+            let listed: std::collections::HashSet<String> =
+                snap.sessions.iter().map(|s| s.identity()).collect();
+            let mut throttled = tracker.throttled.clone();
+            kills.keep_throttles(&listed, &conns, now, &mut throttled, &metrics);
             for d in &tick.due {
-                kills.act(d, snap.generation, &world).await;
+                if d.action == crate::rules::Action::Throttle {
+                    kills.throttle(d, &conns, now, &mut throttled, &metrics);
+                } else {
+                    kills.act(d, snap.generation, &world).await;
+                }
             }
+            tracker.throttled = throttled;
             for d in &tick.due {
                 tracker.sustain.acted(d);
             }
@@ -268,7 +288,11 @@ where
             metrics.notify(&n.counts());
         }
         last_feed = stats;
-        let table: Vec<StreamRow> = engine::row::rows(&tick, |id| kills.is_pending(id));
+        let table: Vec<StreamRow> = engine::row::rows(
+            &tick,
+            |id| kills.is_pending(id),
+            |identity| throttle::row(&kills.throttles, identity, now),
+        );
         let acted = view::Acted::of(&table, &kills.summary, |id| {
             kills.enforcer.already_killed(id)
         });
@@ -317,6 +341,7 @@ where
                 .expire(now, crate::meter::DEFAULT_IDLE);
         }
     }
+    kills.lift_all("streamwarden stopped", &mut tracker.throttled, &metrics);
     let _ = stop_tx.send(true);
     drop(kill_tx);
     poller.abort();

@@ -154,6 +154,7 @@ impl Demo {
                 webhook: None,
                 reload: None,
                 tick: Duration::from_secs(1),
+                shaper: Err("the demo throttles nothing: its traffic is generated".into()),
             },
             rx,
         )

@@ -18,7 +18,8 @@ pub struct Record {
     pub ts: String,
     /// "enforce" or "dry-run".
     pub mode: &'static str,
-    /// kill, would-kill, log, kill-failed or kill-skipped.
+    /// kill, would-kill, log, kill-failed, kill-skipped, zombie, transcode-stopped,
+    /// throttle, would-throttle, throttle-failed, throttle-skipped or unthrottle.
     pub action: &'static str,
     pub rule: String,
     pub session_id: Option<String>,
@@ -36,6 +37,9 @@ pub struct Record {
     /// Why a kill failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The rate of a throttle ("5 Mbps").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
     /// Every variable's value for the stream (player, rates, ...), for notifications; not
     /// part of the audit line.
     #[serde(skip)]

@@ -3,6 +3,8 @@
 
 pub mod audit;
 pub mod history;
+pub mod shape;
+pub mod throttle;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -35,9 +37,15 @@ pub enum Applied {
     Failed(String),
     Skipped(String),
     AlreadyKilled,
+    /// The stream's connections are limited to the decision's rate.
+    Throttled,
+    WouldThrottle,
+    ThrottleFailed(String),
+    ThrottleSkipped(String),
 }
 
 impl Applied {
+    /// A kill that failed (and may be tried again).
     pub fn is_failure(&self) -> bool {
         matches!(self, Applied::Failed(_))
     }
@@ -51,13 +59,20 @@ impl Applied {
             Applied::Failed(_) => "kill-failed",
             Applied::Skipped(_) => "kill-skipped",
             Applied::AlreadyKilled => "already-killed",
+            Applied::Throttled => "throttle",
+            Applied::WouldThrottle => "would-throttle",
+            Applied::ThrottleFailed(_) => "throttle-failed",
+            Applied::ThrottleSkipped(_) => "throttle-skipped",
         }
     }
 
     /// Why a kill failed or was skipped.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Applied::Failed(r) | Applied::Skipped(r) => Some(r),
+            Applied::Failed(r)
+            | Applied::Skipped(r)
+            | Applied::ThrottleFailed(r)
+            | Applied::ThrottleSkipped(r) => Some(r),
             _ => None,
         }
     }
@@ -73,6 +88,9 @@ impl Applied {
         );
         let rule = escape(&d.rule);
         let message = escape(&d.message);
+        let rate = d
+            .throttle
+            .map_or_else(|| "?".to_string(), |t| t.rate_text());
         match self {
             Applied::Killed => format!("killed {who} [{rule}]: {message}"),
             Applied::WouldKill => format!("dry run: would kill {who} [{rule}]: {message}"),
@@ -80,6 +98,14 @@ impl Applied {
             Applied::Failed(r) => format!("could not kill {who} [{rule}]: {}", escape(r)),
             Applied::Skipped(r) => format!("not killing {who} [{rule}]: {}", escape(r)),
             Applied::AlreadyKilled => format!("{who} was already killed"),
+            Applied::Throttled => format!("throttled {who} to {rate} [{rule}]"),
+            Applied::WouldThrottle => format!("dry run: would throttle {who} to {rate} [{rule}]"),
+            Applied::ThrottleFailed(r) => {
+                format!("could not throttle {who} [{rule}]: {}", escape(r))
+            }
+            Applied::ThrottleSkipped(r) => {
+                format!("not throttling {who} [{rule}]: {}", escape(r))
+            }
         }
     }
 }
@@ -358,6 +384,44 @@ impl<T: Terminator> Enforcer<T> {
         applied
     }
 
+    /// Applies a throttle decision: the same exemptions, estimate rule and dry run as a
+    /// kill (no kill budget: nothing is stopped), then `put_on` (the shaper), and audits
+    /// what became of it. A skip or failure that keeps recurring is audited once.
+    pub fn apply_throttle(
+        &mut self,
+        d: &Decision,
+        put_on: impl FnOnce() -> Result<(), String>,
+    ) -> Applied {
+        let applied = if self.is_exempt(&d.session) {
+            Applied::ThrottleSkipped(format!(
+                "user {} is exempt",
+                d.session.user.as_deref().unwrap_or("?")
+            ))
+        } else if d.estimated && !self.act_on_estimates {
+            Applied::ThrottleSkipped(
+                "the measured figure is an estimate (several streams share the address); set [enforce] act_on_estimates = true to act on estimates".into(),
+            )
+        } else if self.dry_run {
+            Applied::WouldThrottle
+        } else {
+            match put_on() {
+                Ok(()) => Applied::Throttled,
+                Err(e) => Applied::ThrottleFailed(e),
+            }
+        };
+        if let Some(r) = applied.reason() {
+            let key = (d.session.identity(), d.rule.clone(), r.to_string());
+            if !self.reported.insert(key) {
+                return applied;
+            }
+            tracing::warn!(rule = %escape(&d.rule), session = d.session.session_id.as_deref().unwrap_or("-"), "{}", applied.describe(d));
+        } else {
+            tracing::info!("{}", applied.describe(d));
+        }
+        self.note(d, applied.action(), applied.reason().map(str::to_string));
+        applied
+    }
+
     /// Audits something that happened to a stream after a decision (a zombie, a stopped
     /// transcode).
     pub fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
@@ -376,6 +440,7 @@ impl<T: Terminator> Enforcer<T> {
             missing: Vec::new(),
             estimated: d.estimated,
             reason,
+            rate: d.throttle.map(|t| t.rate_text()),
             vars: d.vars.clone(),
         };
         if let Err(e) = self.audit.write(&record) {
@@ -386,6 +451,11 @@ impl<T: Terminator> Enforcer<T> {
     async fn decide(&mut self, d: &Decision) -> Applied {
         if d.action == Action::Log {
             return Applied::Logged;
+        }
+        if d.action == Action::Throttle {
+            // Here (a replay, the hook without a daemon) nothing keeps a throttle on: it
+            // is a decision only.
+            return self.apply_throttle_here(d);
         }
         if self.is_exempt(&d.session) {
             return Applied::Skipped(format!(
@@ -432,6 +502,24 @@ impl<T: Terminator> Enforcer<T> {
             }
             Err(e) => Applied::Failed(e),
         }
+    }
+}
+
+impl<T: Terminator> Enforcer<T> {
+    fn apply_throttle_here(&mut self, d: &Decision) -> Applied {
+        if self.dry_run {
+            return if self.is_exempt(&d.session) {
+                Applied::ThrottleSkipped(format!(
+                    "user {} is exempt",
+                    d.session.user.as_deref().unwrap_or("?")
+                ))
+            } else {
+                Applied::WouldThrottle
+            };
+        }
+        Applied::ThrottleFailed(
+            "a throttle is kept by the daemon (streamwarden run), which was not reached".into(),
+        )
     }
 }
 

@@ -41,6 +41,7 @@ impl StreamEval<'_> {
                 estimated: self.vars.estimated
                     && e.rule.reads.iter().any(|r| vars::MEASURED.contains(r)),
                 vars: self.vars.clone(),
+                throttle: e.rule.throttle,
             })
             .collect()
     }
@@ -57,24 +58,33 @@ pub fn evaluate<'r>(
         .map(|i| {
             let observed = Observed {
                 measured: measure(&sessions[i]),
-                paused_for_secs: None,
+                ..Observed::default()
             };
-            evaluate_one(rules, sessions, i, &observed)
+            evaluate_one(rules, sessions, i, &observed, None)
         })
         .collect()
 }
 
 /// Evaluates every rule against `sessions[index]`, seen among all `sessions` (for
-/// counts such as user_streams).
+/// counts such as user_streams). `throttled_by` names the rule whose throttle is on the
+/// stream: a throttle rule's escalation matches only under its own rule's throttle.
 pub fn evaluate_one<'r>(
     rules: &'r RuleSet,
     sessions: &[Session],
     index: usize,
     observed: &Observed,
+    throttled_by: Option<&str>,
 ) -> StreamEval<'r> {
     let s = &sessions[index];
     let vars = Vars::for_session(s, sessions, observed);
-    let evaluations = rules.evaluate(&vars);
+    let mut evaluations = rules.evaluate(&vars);
+    for e in &mut evaluations {
+        if let Some(parent) = &e.rule.escalates
+            && throttled_by != Some(parent.as_str())
+        {
+            e.outcome = Outcome::NoMatch;
+        }
+    }
     for e in &evaluations {
         match &e.outcome {
             Outcome::Unknown { missing } => tracing::debug!(
@@ -228,6 +238,43 @@ pub struct Tick<'r> {
 pub struct Tracker {
     pub sustain: Sustain,
     pub pauses: Pauses,
+    pub throttled: Throttled,
+}
+
+/// Which streams are throttled, by which rule and since when: what `throttled_for` reads
+/// and what arms a throttle rule's escalation. The daemon notes each throttle it puts on
+/// or lifts (dry-run throttles too, so a dry run shows the whole chain).
+#[derive(Debug, Default, Clone)]
+pub struct Throttled {
+    by: HashMap<String, (String, i64)>,
+}
+
+impl Throttled {
+    /// Notes that `rule` throttled the stream `identity` at `since_micros`.
+    pub fn on(&mut self, identity: String, rule: String, since_micros: i64) {
+        self.by.insert(identity, (rule, since_micros));
+    }
+
+    /// Notes that the stream's throttle was lifted.
+    pub fn off(&mut self, identity: &str) {
+        self.by.remove(identity);
+    }
+
+    /// The rule whose throttle is on the stream.
+    pub fn rule(&self, identity: &str) -> Option<&str> {
+        self.by.get(identity).map(|(r, _)| r.as_str())
+    }
+
+    /// Whole seconds the stream has been throttled as of `now_micros` (0 when it is not).
+    pub fn secs(&self, identity: &str, now_micros: i64) -> f64 {
+        self.by.get(identity).map_or(0.0, |(_, since)| {
+            (now_micros.saturating_sub(*since).max(0) / 1_000_000) as f64
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by.is_empty()
+    }
 }
 
 /// The join of measurement and rules, as of `now_micros`: attributes the meter's flows to
@@ -246,11 +293,13 @@ pub fn tick<'r>(
     let paused = tracker.pauses.observe(sessions, now_micros);
     let streams: Vec<StreamEval<'r>> = (0..sessions.len())
         .map(|i| {
+            let id = sessions[i].identity();
             let observed = Observed {
-                measured: attributed[i].map(|a| a.measured),
+                measured: attributed[i].as_ref().map(|a| a.measured),
                 paused_for_secs: Some(paused[i]),
+                throttled_for_secs: Some(tracker.throttled.secs(&id, now_micros)),
             };
-            evaluate_one(rules, sessions, i, &observed)
+            evaluate_one(rules, sessions, i, &observed, tracker.throttled.rule(&id))
         })
         .collect();
     let mut states = Vec::with_capacity(streams.len());

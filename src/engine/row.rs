@@ -32,7 +32,25 @@ pub struct StreamRow {
     pub estimated: bool,
     /// Killed, and waiting for Plex to stop listing it.
     pub killed: bool,
+    /// The throttle on the stream, when one is.
+    pub throttle: Option<ThrottleRow>,
     pub rules: Vec<RuleRow>,
+}
+
+/// A throttle on a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ThrottleRow {
+    /// The rule that put it on.
+    pub rule: String,
+    /// Its rate ("5 Mbps").
+    pub rate: String,
+    /// Seconds it has been on.
+    pub for_s: u64,
+    /// A dry run's: nothing was touched.
+    pub dry: bool,
+    /// The connections it limits.
+    pub connections: usize,
 }
 
 /// Where one rule stands for a stream.
@@ -60,15 +78,20 @@ impl StreamRow {
     }
 }
 
-/// The rows of one round; `killed` says which Session ids were killed and not yet gone.
-pub fn rows(tick: &Tick<'_>, killed: impl Fn(&str) -> bool) -> Vec<StreamRow> {
+/// The rows of one round; `killed` says which Session ids were killed and not yet gone,
+/// `throttle` gives the throttle on a stream (by identity).
+pub fn rows(
+    tick: &Tick<'_>,
+    killed: impl Fn(&str) -> bool,
+    throttle: impl Fn(&str) -> Option<ThrottleRow>,
+) -> Vec<StreamRow> {
     tick.streams
         .iter()
         .zip(&tick.attributed)
         .zip(&tick.states)
         .map(|((e, a), states)| {
             let s = &e.session;
-            let m = a.map(|a| a.measured);
+            let m = a.as_ref().map(|a| a.measured);
             let rules = e
                 .evaluations
                 .iter()
@@ -106,6 +129,7 @@ pub fn rows(tick: &Tick<'_>, killed: impl Fn(&str) -> bool) -> Vec<StreamRow> {
                 measured_kbps_10m: m.map(|m| m.kbps_10m),
                 estimated: m.is_some_and(|m| m.estimated),
                 killed: s.session_id.as_deref().is_some_and(&killed),
+                throttle: throttle(&s.identity()),
                 rules,
             }
         })

@@ -97,6 +97,7 @@ fn manual_decision(rule: &str, session: &Session, all: &[Session], message: &str
         .collect(),
         estimated: false,
         vars,
+        throttle: None,
     }
 }
 
@@ -257,9 +258,9 @@ pub(super) async fn rules(
     }
     let observed = Observed {
         measured,
-        paused_for_secs: None,
+        ..Observed::default()
     };
-    let eval = engine::evaluate_one(cx.rules, &sessions, pos, &observed);
+    let eval = engine::evaluate_one(cx.rules, &sessions, pos, &observed, None);
     for ev in &eval.evaluations {
         let verdict = match &ev.outcome {
             RuleOutcome::Match => "matches".to_string(),

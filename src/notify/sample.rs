@@ -69,6 +69,7 @@ pub fn record() -> Record {
         missing: Vec::new(),
         estimated: false,
         reason: None,
+        rate: None,
         vars,
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::plex::Session;
 
-use super::{Action, Value, Vars};
+use super::{Action, ThrottleSpec, Value, Vars};
 
 /// Something the pipeline decided to do about a stream.
 #[derive(Debug, Clone)]
@@ -20,4 +20,6 @@ pub struct Decision {
     /// Every variable's value for the stream when the decision was made (what a
     /// notification shows beyond the values the rule read).
     pub vars: Vars,
+    /// The rate and release of a `throttle` decision.
+    pub throttle: Option<ThrottleSpec>,
 }

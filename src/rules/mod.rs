@@ -5,6 +5,7 @@ pub mod lab;
 pub mod limits;
 pub mod numeric;
 pub mod template;
+pub mod throttle;
 pub mod vars;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use crate::config::{Config, ConfigError, RawRule, parse_duration};
 pub use crate::meter::Measured;
 pub use decision::Decision;
 pub use template::Template;
+pub use throttle::ThrottleSpec;
 pub use vars::{Observed, Value, Vars};
 
 /// The message a kill shows when a rule or the hook gives none (as kill_stream.py).
@@ -26,6 +28,19 @@ pub const DEFAULT_MESSAGE: &str = "The server owner has ended the stream.";
 pub enum Action {
     Kill,
     Log,
+    /// Limit the stream's connections to a rate in the kernel (`Rule::throttle`).
+    Throttle,
+}
+
+impl Action {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Log => "log",
+            Action::Throttle => "throttle",
+        }
+    }
 }
 
 /// A compiled rule.
@@ -39,6 +54,12 @@ pub struct Rule {
     pub sustain: Duration,
     /// The variables the condition reads, in the order they are listed.
     pub reads: Vec<&'static str>,
+    /// The rate and release of a `throttle` rule.
+    pub throttle: Option<ThrottleSpec>,
+    /// For a throttle rule's `escalate`: the throttle rule it escalates. It matches only
+    /// while that rule's throttle is on the stream, and its sustain (`after`) counts from
+    /// then.
+    pub escalates: Option<String>,
     program: cel::Program,
 }
 
@@ -50,6 +71,8 @@ impl Rule {
             && self.when == other.when
             && self.action == other.action
             && self.sustain == other.sustain
+            && self.throttle == other.throttle
+            && self.escalates == other.escalates
     }
 }
 
@@ -111,6 +134,20 @@ impl RuleSet {
             match compile_rule(&env, raw, config) {
                 Ok(r) => rules.push(r),
                 Err(e) => errors.push(e),
+            }
+            if let Some(esc) = &raw.escalate {
+                match compile_escalation(&env, raw, esc, config) {
+                    Ok(r) if !seen.insert(r.name.clone()) => errors.push(config.source.error(
+                        Some(esc.span()),
+                        format!(
+                            "rule {:?}: its escalation is named {:?}, like another rule: rename one",
+                            raw.name.get_ref(),
+                            r.name
+                        ),
+                    )),
+                    Ok(r) => rules.push(r),
+                    Err(e) => errors.push(e),
+                }
             }
         }
         if errors.is_empty() {
@@ -296,16 +333,61 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         }
         Err(e) => return Err(here(raw.when.span(), format!("when: type error: {e}"))),
     }
+    let action_span = raw
+        .action
+        .as_ref()
+        .map(|a| a.span())
+        .unwrap_or_else(|| raw.name.span());
     let action = match raw.action.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("kill") => Action::Kill,
         Some("log") => Action::Log,
+        Some("throttle") => Action::Throttle,
         Some(other) => {
-            let span = raw.action.as_ref().map(|a| a.span()).unwrap_or_default();
             return Err(here(
-                span,
-                format!("action {other:?} is not \"kill\" or \"log\""),
+                action_span,
+                format!("action {other:?} is not \"kill\", \"throttle\" or \"log\""),
             ));
         }
+    };
+    let throttle = if action == Action::Throttle {
+        let Some(rate) = &raw.rate else {
+            return Err(here(
+                action_span,
+                "action \"throttle\" needs a rate, such as rate = \"5 Mbps\"".into(),
+            ));
+        };
+        let rate_bps = throttle::parse_rate(rate.get_ref())
+            .map_err(|m| here(rate.span(), format!("rate: {m}")))?;
+        let release_after = match &raw.release_after {
+            None => None,
+            Some(s) => Some(
+                parse_duration(s.get_ref())
+                    .map_err(|m| here(s.span(), format!("release_after: {m}")))?,
+            ),
+        };
+        Some(ThrottleSpec {
+            rate_bps,
+            release_after,
+        })
+    } else {
+        let only_throttle = [
+            ("rate", raw.rate.as_ref().map(|s| s.span())),
+            (
+                "release_after",
+                raw.release_after.as_ref().map(|s| s.span()),
+            ),
+            ("escalate", raw.escalate.as_ref().map(|s| s.span())),
+        ];
+        if let Some((key, Some(span))) = only_throttle.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(here(
+                span,
+                format!(
+                    "{key} belongs to action = \"throttle\"; this rule's action is \"{}\"",
+                    action.as_str()
+                ),
+            ));
+        }
+        None
     };
     let message = match &raw.message {
         None => Template::literal(DEFAULT_MESSAGE),
@@ -331,8 +413,58 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         message,
         sustain,
         reads,
+        throttle,
+        escalates: None,
         program,
     })
+}
+
+/// A throttle rule's `escalate` table, compiled as a rule of its own: its condition (the
+/// throttle rule's, unless it has one), its action (kill unless "log"), its sustain the
+/// `after` that counts from when the throttle went on.
+fn compile_escalation(
+    env: &Arc<cel::Env>,
+    parent: &RawRule,
+    esc: &toml::Spanned<crate::config::RawEscalate>,
+    config: &Config,
+) -> Result<Rule, ConfigError> {
+    let src = &config.source;
+    let parent_name = parent.name.get_ref().trim();
+    let e = esc.get_ref();
+    if let Some(a) = &e.action
+        && !matches!(a.get_ref().as_str(), "kill" | "log")
+    {
+        return Err(src.error(
+            Some(a.span()),
+            format!(
+                "rule {parent_name:?}: escalate: action {:?} is not \"kill\" or \"log\"",
+                a.get_ref()
+            ),
+        ));
+    }
+    let raw = RawRule {
+        name: toml::Spanned::new(parent.name.span(), throttle::escalation_name(parent_name)),
+        when: e.when.clone().unwrap_or_else(|| parent.when.clone()),
+        action: Some(
+            e.action
+                .clone()
+                .unwrap_or_else(|| toml::Spanned::new(esc.span(), "kill".to_string())),
+        ),
+        message: e.message.clone().or_else(|| parent.message.clone()),
+        sustain: Some(e.after.clone()),
+        rate: None,
+        release_after: None,
+        escalate: None,
+    };
+    parse_duration(e.after.get_ref()).map_err(|m| {
+        src.error(
+            Some(e.after.span()),
+            format!("rule {parent_name:?}: escalate: after: {m}"),
+        )
+    })?;
+    let mut rule = compile_rule(env, &raw, config)?;
+    rule.escalates = Some(parent_name.to_string());
+    Ok(rule)
 }
 
 /// 1-based line and column (in characters) of byte `at` of `text`.

@@ -44,6 +44,7 @@ pub const VARIABLES: &[(&str, Kind)] = &[
     ("server_streams", Kind::Number),
     ("user_addresses", Kind::Number),
     ("paused_for", Kind::Number),
+    ("throttled_for", Kind::Number),
     ("measured_kbps_10s", Kind::Number),
     ("measured_kbps_1m", Kind::Number),
     ("measured_kbps_5m", Kind::Number),
@@ -101,6 +102,8 @@ pub struct Observed {
     pub measured: Option<Measured>,
     /// Seconds it has been seen paused (0 when it is not paused), when someone watched.
     pub paused_for_secs: Option<f64>,
+    /// Seconds it has been throttled (0 when it is not), when a daemon keeps throttles.
+    pub throttled_for_secs: Option<f64>,
 }
 
 /// The values for one stream. A variable absent from the map is unknown.
@@ -179,6 +182,7 @@ impl Vars {
             num("user_addresses", Some(addresses.len().max(1) as f64));
         }
         num("paused_for", observed.paused_for_secs);
+        num("throttled_for", observed.throttled_for_secs);
         if let Some(m) = measured {
             num("measured_kbps_10s", Some(m.kbps_10s));
             num("measured_kbps_1m", Some(m.kbps_1m));

@@ -73,7 +73,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
         true,
         &mut sustain,
     );
-    let m = t.attributed[0].expect("attributed").measured;
+    let m = t.attributed[0].as_ref().expect("attributed").measured;
     assert_eq!(m.kbps_1m, 1000.0, "the 30 s before it was listed count");
     assert_eq!(m.kbps_10s, 1000.0);
     assert!(!m.estimated);

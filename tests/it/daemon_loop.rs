@@ -82,6 +82,7 @@ struct Daemon {
     task: tokio::task::JoinHandle<Summary>,
     dir: tempfile::TempDir,
     http: Option<std::net::SocketAddr>,
+    feed: Feed,
     _traffic: Option<Traffic>,
 }
 
@@ -96,6 +97,8 @@ struct Options {
     reload: Option<daemon::Reload>,
     flows: Vec<([u8; 4], u16, u64)>,
     notify: Option<streamwarden::notify::Notifier>,
+    /// What throttles (none: throttle decisions fail).
+    shaper: Option<Arc<dyn streamwarden::enforce::shape::Shaper>>,
 }
 
 impl Default for Options {
@@ -109,6 +112,7 @@ impl Default for Options {
             reload: None,
             flows: Vec::new(),
             notify: None,
+            shaper: None,
         }
     }
 }
@@ -161,6 +165,9 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
             config_file: None,
         }),
         tick: Duration::from_secs(1),
+        shaper: opts
+            .shaper
+            .ok_or_else(|| "this test gave no shaper".to_string()),
     };
     let (control, rx) = mpsc::channel(4);
     let task = tokio::spawn(daemon::run(setup, rx));
@@ -170,6 +177,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         task,
         dir,
         http,
+        feed,
         _traffic: traffic,
     }
 }
@@ -190,13 +198,18 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon; what it did, the fake Plex, and the audit log as the stop left it.
     async fn stop(self) -> (Summary, FakePlex, Vec<serde_json::Value>) {
-        let audit = self.audit();
         self.control.send(Control::Stop).await.unwrap();
         let summary = tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("the daemon stops on Control::Stop")
             .unwrap();
+        let audit = std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         (summary, self.plex, audit)
     }
 }
@@ -945,6 +958,7 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
     );
 }
 
+mod throttle;
 mod web;
 
 mod tautulli_webhook {

@@ -52,6 +52,7 @@ fn record(action: &'static str) -> Record {
         estimated: false,
         reason: matches!(action, "kill-failed" | "kill-skipped" | "zombie")
             .then(|| "Plex answered HTTP 500".to_string()),
+        rate: action.contains("throttle").then(|| "5 Mbps".to_string()),
         vars,
     }
 }

@@ -113,7 +113,7 @@ mod engine_holds {
         // With both bitrates known the split is an estimate by bitrate.
         let known = [viewer("a", Some(8000)), viewer("b", Some(2000))];
         let got = streamwarden::attribute::attribute(&m, &known, &[32400], 30_000_000);
-        let a = got[0].unwrap().measured;
+        let a = got[0].as_ref().unwrap().measured;
         assert!(a.estimated);
         assert!((a.kbps_1m - 8000.0).abs() < 1.0, "{a:?}");
     }

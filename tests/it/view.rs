@@ -204,6 +204,7 @@ fn decision(rule: &str, id: &str) -> Decision {
         values: BTreeMap::new(),
         estimated: false,
         vars: Default::default(),
+        throttle: None,
     }
 }
 

@@ -143,7 +143,7 @@ impl Replay {
                 .iter()
                 .zip(&self.attributed)
                 .map(|(s, a)| {
-                    let m = a.map(|a| a.measured);
+                    let m = a.as_ref().map(|a| a.measured);
                     Row {
                         session_id: s.session_id.clone(),
                         session_key: s.session_key.clone(),
@@ -156,7 +156,7 @@ impl Replay {
                         measured_kbps_5m: m.map(|m| round(m.kbps_5m)),
                         measured_kbps_10m: m.map(|m| round(m.kbps_10m)),
                         estimated: m.is_some_and(|m| m.estimated),
-                        connections: Some(a.map_or(0, |a| a.flows)),
+                        connections: Some(a.as_ref().map_or(0, |a| a.flows)),
                     }
                 })
                 .collect()
@@ -224,7 +224,7 @@ impl Replay {
         }
         for (s, a) in self.sessions.iter().zip(&self.attributed) {
             // No traffic seen for a session: unknown, not zero.
-            let rates = a.map_or_else(
+            let rates = a.as_ref().map_or_else(
                 || "no traffic seen".to_string(),
                 |a| {
                     let m = a.measured;

@@ -1,0 +1,164 @@
+//! The daemon's side of throttles: putting one on when a throttle rule is due, covering the
+//! stream's new connections each round, lifting it when the stream ends or its
+//! `release_after` is over, and keeping the engine's `Throttled` (what `throttled_for` and
+//! escalations read) in step.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::enforce::Terminator;
+use crate::enforce::shape::Conn;
+use crate::engine::{Throttled, Tick};
+use crate::meter::FlowKey;
+use crate::plex::SessionSource;
+use crate::rules::Decision;
+
+use super::Metrics;
+use super::kill::Kills;
+use super::metrics::RuleLabels;
+
+/// The row of the throttle on a stream, when one is.
+pub fn row(
+    throttles: &crate::enforce::throttle::Throttles,
+    identity: &str,
+    now: i64,
+) -> Option<crate::engine::row::ThrottleRow> {
+    let a = throttles.active().get(identity)?;
+    Some(crate::engine::row::ThrottleRow {
+        rule: a.decision.rule.clone(),
+        rate: a.spec.rate_text(),
+        for_s: (now.saturating_sub(a.since).max(0) / 1_000_000) as u64,
+        dry: a.dry,
+        connections: a.conns.len(),
+    })
+}
+
+/// A meter's server → client flow as the connection a shaper limits.
+pub fn conn(key: &FlowKey) -> Conn {
+    Conn {
+        server: std::net::SocketAddr::new(key.src, key.sport),
+        client: std::net::SocketAddr::new(key.dst, key.dport),
+    }
+}
+
+/// Each stream's exactly attributed connections this round, by identity.
+pub fn conns_by_stream(tick: &Tick<'_>) -> HashMap<String, Vec<Conn>> {
+    tick.streams
+        .iter()
+        .zip(&tick.attributed)
+        .filter_map(|(e, a)| {
+            let a = a.as_ref()?;
+            Some((e.session.identity(), a.exact.iter().map(conn).collect()))
+        })
+        .collect()
+}
+
+impl<P: SessionSource + Terminator> Kills<P> {
+    /// Puts a due throttle decision's throttle on, with the stream's connections now.
+    pub fn throttle(
+        &mut self,
+        d: &Decision,
+        conns: &HashMap<String, Vec<Conn>>,
+        now: i64,
+        throttled: &mut Throttled,
+        metrics: &Metrics,
+    ) {
+        let identity = d.session.identity();
+        let list = conns.get(&identity).cloned().unwrap_or_default();
+        let Some(applied) = self.throttles.start(&mut self.enforcer, d, &list, now) else {
+            return;
+        };
+        self.record(&applied, d, 0, metrics);
+        if let Some(a) = self.throttles.active().get(&identity) {
+            throttled.on(identity, a.decision.rule.clone(), a.since);
+        }
+    }
+
+    /// One round's upkeep of the throttles that are on: lifts those of streams Plex no
+    /// longer lists (`listed`, from a fresh poll) and those whose `release_after` is over,
+    /// then covers the others' new connections.
+    pub fn keep_throttles(
+        &mut self,
+        listed: &HashSet<String>,
+        conns: &HashMap<String, Vec<Conn>>,
+        now: i64,
+        throttled: &mut Throttled,
+        metrics: &Metrics,
+    ) {
+        for (identity, reason) in self.throttles.due(|id| listed.contains(id), now) {
+            self.lift(&identity, &reason, throttled, metrics);
+        }
+        self.throttles.refresh(|id| conns.get(id).cloned());
+        metrics
+            .throttled_streams
+            .set(self.throttles.active().len() as i64);
+    }
+
+    /// Lifts one stream's throttle.
+    pub fn lift(
+        &mut self,
+        identity: &str,
+        reason: &str,
+        throttled: &mut Throttled,
+        metrics: &Metrics,
+    ) {
+        throttled.off(identity);
+        if let Some(a) = self.throttles.release(&mut self.enforcer, identity, reason) {
+            if !a.dry {
+                metrics
+                    .unthrottles
+                    .get_or_create(&RuleLabels {
+                        rule: a.decision.rule.clone(),
+                    })
+                    .inc();
+            }
+            let ts = time::OffsetDateTime::now_utc();
+            self.summary.events.push(format!(
+                "{:02}:{:02}:{:02} {} throttle on session {} lifted: {}",
+                ts.hour(),
+                ts.minute(),
+                ts.second(),
+                if a.dry { "dry run:" } else { "" },
+                crate::enforce::escape(a.decision.session.session_id.as_deref().unwrap_or("-")),
+                crate::enforce::escape(reason)
+            ));
+        }
+    }
+
+    /// Lifts every throttle (the daemon stops) and restores the interface.
+    pub fn lift_all(&mut self, reason: &str, throttled: &mut Throttled, metrics: &Metrics) {
+        let all: Vec<String> = self.throttles.active().keys().cloned().collect();
+        for identity in all {
+            self.lift(&identity, reason, throttled, metrics);
+        }
+        self.throttles.release_all(&mut self.enforcer, reason);
+        metrics.throttled_streams.set(0);
+    }
+
+    /// A reload: lifts throttles whose rule went away or stopped throttling (or all, when dry
+    /// run was switched); new rates apply at once.
+    pub fn reload_throttles(
+        &mut self,
+        rules: &crate::rules::RuleSet,
+        dry_run_changed: bool,
+        throttled: &mut Throttled,
+        metrics: &Metrics,
+    ) {
+        let lifted = self
+            .throttles
+            .reconfigure(&mut self.enforcer, rules, dry_run_changed);
+        for a in lifted {
+            throttled.off(&a.decision.session.identity());
+            if !a.dry {
+                metrics
+                    .unthrottles
+                    .get_or_create(&RuleLabels {
+                        rule: a.decision.rule.clone(),
+                    })
+                    .inc();
+            }
+        }
+        metrics
+            .throttled_streams
+            .set(self.throttles.active().len() as i64);
+    }
+}
