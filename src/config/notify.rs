@@ -59,11 +59,23 @@ pub const ACTIONS: &[&str] = &[
     "would-kill",
     "log",
     "transcode-stopped",
+    "throttle",
+    "would-throttle",
+    "throttle-failed",
+    "throttle-skipped",
+    "unthrottle",
 ];
 
 /// What a target is told of when its `on` is not given: what needs the owner's eyes. A dry
 /// run's `would-kill` and `log` are asked for by name.
-pub const DEFAULT_ON: &[&str] = &["kill", "kill-failed", "zombie", "kill-skipped"];
+pub const DEFAULT_ON: &[&str] = &[
+    "kill",
+    "kill-failed",
+    "zombie",
+    "kill-skipped",
+    "throttle",
+    "throttle-failed",
+];
 
 /// The default of `max_per_minute`.
 pub const DEFAULT_PER_MINUTE: u32 = 6;

@@ -144,7 +144,12 @@ impl<'a> Facts<'a> {
             None if r.mode == super::sample::MODE => {
                 "This is a test from streamwarden notify-test: nothing was killed.".into()
             }
-            None => default_text(r.action, &media, &r.rule),
+            None => default_text(
+                r.action,
+                &media,
+                &r.rule,
+                r.rate.as_deref().unwrap_or("a lower rate"),
+            ),
         };
         Facts {
             action: r.action,
@@ -273,12 +278,26 @@ fn default_title(action: &str, user: &str, rule: &str) -> String {
         "zombie" => format!("{user}'s stream survived its kill"),
         "transcode-stopped" => format!("Stopped the transcode of {user}'s stream"),
         "log" => format!("Rule {rule} matched {user}'s stream"),
+        "throttle" => format!("Throttled {user}'s stream"),
+        "would-throttle" => format!("Dry run: would throttle {user}'s stream"),
+        "throttle-failed" => format!("Could not throttle {user}'s stream"),
+        "throttle-skipped" => format!("Did not throttle {user}'s stream"),
+        "unthrottle" => format!("Lifted the throttle on {user}'s stream"),
         other => format!("{other}: {user}'s stream"),
     }
 }
 
-fn default_text(action: &str, media: &str, rule: &str) -> String {
+fn default_text(action: &str, media: &str, rule: &str, rate: &str) -> String {
     match action {
+        "throttle" => format!("Rule {rule} slowed {media} down to {rate}."),
+        "would-throttle" => {
+            format!(
+                "Rule {rule} would have slowed {media} down to {rate} (dry run: nothing was touched)."
+            )
+        }
+        "throttle-failed" => format!("Rule {rule} could not slow {media} down to {rate}."),
+        "throttle-skipped" => format!("Rule {rule} matched {media}, which was not slowed down."),
+        "unthrottle" => format!("{media} is no longer slowed down to {rate} (rule {rule})."),
         "kill" => format!("Rule {rule} stopped {media}."),
         "would-kill" => {
             format!("Rule {rule} would have stopped {media} (dry run: nothing was sent).")
@@ -321,8 +340,9 @@ fn severity(action: &str) -> u8 {
         "zombie" => 5,
         "kill" => 4,
         "kill-skipped" => 3,
-        "transcode-stopped" => 2,
-        "would-kill" => 1,
+        "throttle-failed" => 5,
+        "transcode-stopped" | "throttle" | "throttle-skipped" => 2,
+        "would-kill" | "would-throttle" => 1,
         _ => 0,
     }
 }
@@ -336,6 +356,10 @@ pub fn colour(action: &str) -> u32 {
         "kill-skipped" => 0xF1C40F,
         "would-kill" => 0x3498DB,
         "transcode-stopped" => 0x1ABC9C,
+        "throttle" => 0xE67E22,
+        "throttle-failed" => 0xF28C28,
+        "would-throttle" => 0x3498DB,
+        "unthrottle" => 0x2ECC71,
         _ => 0x95A5A6,
     }
 }
@@ -348,6 +372,10 @@ fn slack_emoji(action: &str) -> &'static str {
         "kill-skipped" => ":pause_button:",
         "would-kill" => ":eyes:",
         "transcode-stopped" => ":octagonal_sign:",
+        "throttle" => ":turtle:",
+        "would-throttle" => ":eyes:",
+        "throttle-failed" => ":warning:",
+        "unthrottle" => ":arrow_forward:",
         _ => ":memo:",
     }
 }
@@ -361,6 +389,10 @@ fn ntfy_tag(action: &str) -> &'static str {
         "kill-skipped" => "pause_button",
         "would-kill" => "eyes",
         "transcode-stopped" => "stop_sign",
+        "throttle" => "turtle",
+        "would-throttle" => "eyes",
+        "throttle-failed" => "warning",
+        "unthrottle" => "arrow_forward",
         _ => "memo",
     }
 }

@@ -365,6 +365,18 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
                     .map_err(|m| here(s.span(), format!("release_after: {m}")))?,
             ),
         };
+        if !config.capture.enabled {
+            return Err(here(
+                action_span,
+                "action \"throttle\" limits the connections the capture sees, but [capture] enabled = false: turn the capture on or use \"kill\"".into(),
+            ));
+        }
+        if config.capture.interface.as_deref() == Some("any") {
+            return Err(here(
+                action_span,
+                "action \"throttle\" shapes one interface's egress, but [capture] interface = \"any\": name the interface Plex sends on".into(),
+            ));
+        }
         Some(ThrottleSpec {
             rate_bps,
             release_after,

@@ -540,7 +540,7 @@ mod notify_test {
         assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
         assert_eq!(
             stdout(&o),
-            "family (discord): sent; told of kill, kill-failed, zombie, kill-skipped\nteam (slack): NOT sent: HTTP 500 Internal Server Error\n"
+            "family (discord): sent; told of kill, kill-failed, zombie, kill-skipped, throttle, throttle-failed\nteam (slack): NOT sent: HTTP 500 Internal Server Error\n"
         );
         assert!(
             stderr(&o).contains("1 of 2 notification targets failed"),
@@ -609,4 +609,44 @@ mod notify_test {
             stderr(&o)
         );
     }
+}
+
+#[tokio::test]
+async fn throttles_are_told_by_default_with_their_rate_and_a_lift_when_asked_for() {
+    let r = Receiver::start(204, "");
+    notify(
+        &target("discord", &r.url("/d"), ""),
+        // Told by default: throttle and throttle-failed; not the lift or a dry run's.
+        &[
+            record("throttle"),
+            record("unthrottle"),
+            record("would-throttle"),
+        ],
+    )
+    .await;
+    let embed = one(&r, "/d").json()["embeds"][0].clone();
+    assert_eq!(embed["title"], "Throttled alice\\_b's stream");
+    assert_eq!(
+        embed["description"],
+        "Rule no-4k-transcodes slowed Big Buck Bunny (2008) down to 5 Mbps."
+    );
+    assert_eq!(embed["color"], 0xE67E22);
+    let r = Receiver::start(200, "{}");
+    notify(
+        &target("ntfy", &r.url("/t"), "on = [\"unthrottle\"]"),
+        &[record("throttle"), record("unthrottle")],
+    )
+    .await;
+    let got = one(&r, "/t");
+    assert_eq!(
+        got.headers["title"],
+        "Lifted the throttle on alice_b's stream"
+    );
+    assert!(
+        got.body
+            .starts_with("Big Buck Bunny (2008) is no longer slowed down to 5 Mbps"),
+        "{}",
+        got.body
+    );
+    assert_eq!(got.headers["tags"], "arrow_forward,streamwarden");
 }

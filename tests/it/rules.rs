@@ -463,3 +463,90 @@ fn an_unknown_variable_after_non_ascii_text_is_placed_by_characters() {
     assert!(e[0].starts_with("rules.toml:3:25:"), "{}", e[0]);
     assert!(e[0].contains("(at 1:17 of the expression)"), "{}", e[0]);
 }
+
+#[test]
+fn throttle_rules_are_checked_where_they_are_written() {
+    let ok = compile(
+        "[[rules]]\nname = \"heavy\"\nwhen = 'measured_kbps_1m > 20000'\naction = \"throttle\"\nrate = \"5 Mbps\"\nrelease_after = \"30m\"\nescalate = { after = \"5m\", when = 'measured_kbps_1m > 4500' }\n",
+    )
+    .unwrap();
+    let heavy = ok.get("heavy").unwrap();
+    let spec = heavy.throttle.unwrap();
+    assert_eq!(spec.rate_bps, 5_000_000);
+    assert_eq!(
+        spec.release_after,
+        Some(std::time::Duration::from_secs(1800))
+    );
+    let esc = ok.get("heavy/escalate").unwrap();
+    assert_eq!(esc.escalates.as_deref(), Some("heavy"));
+    assert_eq!(esc.sustain, std::time::Duration::from_secs(300));
+    assert_eq!(esc.when, "measured_kbps_1m > 4500");
+    assert_eq!(esc.action, streamwarden::rules::Action::Kill);
+
+    let err = |text: &str| compile(text).unwrap_err().join("\n");
+    let e = err("[[rules]]\nname = \"t\"\nwhen = 'true'\naction = \"throttle\"\n");
+    assert!(
+        e.contains("rules.toml:4:10") && e.contains("needs a rate"),
+        "{e}"
+    );
+    let e =
+        err("[[rules]]\nname = \"t\"\nwhen = 'true'\naction = \"throttle\"\nrate = \"5 MB/s\"\n");
+    assert!(
+        e.contains("rules.toml:5:8") && e.contains("units: kbps, Mbps, Gbps"),
+        "{e}"
+    );
+    let e = err("[[rules]]\nname = \"t\"\nwhen = 'true'\nrate = \"5 Mbps\"\n");
+    assert!(
+        e.contains("rules.toml:4:8") && e.contains("belongs to action = \"throttle\""),
+        "{e}"
+    );
+    let e = err(
+        "[[rules]]\nname = \"t\"\nwhen = 'true'\naction = \"throttle\"\nrate = \"5 Mbps\"\nescalate = { after = \"soon\" }\n",
+    );
+    assert!(
+        e.contains("rules.toml:6:22") && e.contains("escalate: after"),
+        "{e}"
+    );
+    let e = err(
+        "[[rules]]\nname = \"t\"\nwhen = 'true'\naction = \"throttle\"\nrate = \"5 Mbps\"\nescalate = { after = \"1m\", action = \"throttle\" }\n",
+    );
+    assert!(e.contains("escalate: action \"throttle\""), "{e}");
+    let e = err(
+        "[[rules]]\nname = \"t\"\nwhen = 'true'\naction = \"throttle\"\nrate = \"5 Mbps\"\nescalate = { after = \"1m\", when = 'measured_kbps > 1' }\n",
+    );
+    assert!(
+        e.contains("rules.toml:6:36") && e.contains("unknown variable"),
+        "{e}"
+    );
+    let e = err(
+        "[capture]\nenabled = false\n[[rules]]\nname = \"t\"\nwhen = 'true'\naction = \"throttle\"\nrate = \"5 Mbps\"\n",
+    );
+    assert!(e.contains("[capture] enabled = false"), "{e}");
+}
+
+#[test]
+fn an_escalation_matches_only_under_its_own_rules_throttle() {
+    let rules = compile(
+        "[[rules]]\nname = \"heavy\"\nwhen = 'bandwidth > 1'\naction = \"throttle\"\nrate = \"5 Mbps\"\nescalate = { after = \"1m\" }\n[[rules]]\nname = \"long\"\nwhen = 'throttled_for >= 60'\n",
+    )
+    .unwrap();
+    let s = session();
+    let sessions = [s];
+    let verdict = |throttled_for: Option<f64>, by: Option<&str>| -> Vec<bool> {
+        let observed = streamwarden::rules::Observed {
+            throttled_for_secs: throttled_for,
+            ..Default::default()
+        };
+        engine::evaluate_one(&rules, &sessions, 0, &observed, by)
+            .evaluations
+            .iter()
+            .map(|e| e.outcome == Outcome::Match)
+            .collect()
+    };
+    // [heavy, heavy/escalate, long]
+    assert_eq!(verdict(Some(0.0), None), [true, false, false]);
+    assert_eq!(verdict(Some(90.0), Some("other")), [true, false, true]);
+    assert_eq!(verdict(Some(90.0), Some("heavy")), [true, true, true]);
+    // Nobody keeps throttles (the hook on its own): throttled_for is unknown.
+    assert_eq!(verdict(None, None), [true, false, false]);
+}
