@@ -444,3 +444,57 @@ fn a_capture_without_plex_traffic_says_how_to_see_the_rest() {
     let v = json_of(&replay(dir.path(), &[&ssh, "--json"]));
     assert_eq!(v["as_of"], Value::Null);
 }
+
+#[test]
+fn a_throttle_rule_and_its_escalation_play_out_in_packet_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cap = Cap::default();
+    cap.stream(SERVER, 32400, CLIENT, 50000, 0, 40, 250, 1250); // 2500 kbps
+    cap.packet(40_000_000, eth_tcp(CLIENT, 50000, SERVER, 32400, &[]));
+    let file = dir.path().join("r.pcap");
+    cap.write(&file);
+    let xml = two_sessions_xml(dir.path());
+    let xml_one = std::fs::read_to_string(&xml)
+        .unwrap()
+        .replace("::ffff:198.51.100.7", "203.0.113.9");
+    std::fs::write(&xml, xml_one).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[rules]]\nname = \"heavy\"\nwhen = 'measured_kbps_10s > 2000'\nsustain = \"5s\"\naction = \"throttle\"\nrate = \"1 Mbps\"\nescalate = { after = \"10s\" }\n",
+    )
+    .unwrap();
+    let v = json_of(&replay(
+        dir.path(),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "--sessions",
+            &xml,
+            "--json",
+        ],
+    ));
+    let d = v["decisions"].as_array().unwrap();
+    let at = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(T0 + secs)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert_eq!(d.len(), 2, "{v}");
+    assert_eq!(
+        (&d[0]["rule"], &d[0]["action"], &d[0]["ts"]),
+        (&"heavy".into(), &"would-throttle".into(), &at(6).into())
+    );
+    // The traffic is not really slowed in a replay: it still offends 10 s into the
+    // escalation's hold, which starts with the first round under the throttle (T0 + 7).
+    assert_eq!(
+        (&d[1]["rule"], &d[1]["action"], &d[1]["ts"]),
+        (
+            &"heavy/escalate".into(),
+            &"would-kill".into(),
+            &at(17).into()
+        )
+    );
+}

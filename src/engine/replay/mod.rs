@@ -310,6 +310,13 @@ impl Run<'_> {
             self.tracker.sustain.acted(&d);
             let offset = Duration::from_micros(at.saturating_sub(first).max(0) as u64);
             let applied = self.enforcer.apply_at(&d, offset).await;
+            // A throttle decided here is kept in mind (not put on), so that its escalation
+            // and `throttled_for` play out in packet time as they would live.
+            if matches!(applied, Applied::WouldThrottle | Applied::Throttled) {
+                self.tracker
+                    .throttled
+                    .on(d.session.identity(), d.rule.clone(), at);
+            }
             let repeat = self.made.iter().any(|m| {
                 m.decision.rule == d.rule
                     && m.decision.session.session_id == d.session.session_id
