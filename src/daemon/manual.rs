@@ -23,12 +23,15 @@ pub const MAX_MESSAGE: usize = 300;
 /// Where the page sends its requests.
 pub type Requests = mpsc::Sender<KillRequest>;
 
-/// The owner asks to stop one stream.
+/// The owner asks to stop one stream, or the hook asks for a throttle rule's throttle.
 #[derive(Debug)]
 pub struct KillRequest {
     pub session_id: String,
     /// What the viewer sees; the default message when none.
     pub message: Option<String>,
+    /// Put this throttle rule's throttle on instead (the hook's rules mode): the daemon
+    /// evaluates the rule on its own figures first.
+    pub throttle_rule: Option<String>,
     pub reply: oneshot::Sender<KillAnswer>,
 }
 
@@ -36,7 +39,9 @@ pub struct KillRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KillAnswer {
     /// The audit's name for it (kill, would-kill, kill-failed, kill-skipped,
-    /// already-killed), or "not-found" when Plex does not list the stream.
+    /// already-killed; throttle, would-throttle, throttle-failed, throttle-skipped), or
+    /// "not-found" when Plex does not list the stream, "already-throttled", "no-such-rule"
+    /// or "not-matching" (the rule does not hold on the daemon's figures).
     pub outcome: &'static str,
     /// One line for people.
     pub said: String,

@@ -212,7 +212,22 @@ where
             },
             Some(req) = kill_rx.recv() => {
                 let snap = polled.snapshot();
-                manual::handle(req, &mut kills, &snap.sessions, snap.generation, &metrics).await;
+                match req.throttle_rule.clone() {
+                    Some(rule) => {
+                        let at = throttle::Asked {
+                            rules: &rules,
+                            sessions: &snap.sessions,
+                            feed: &feed,
+                            ports: &ports,
+                            now: clock.now_micros(),
+                        };
+                        kills.throttle_asked(req, &rule, &at, &mut tracker, &metrics);
+                    }
+                    None => {
+                        manual::handle(req, &mut kills, &snap.sessions, snap.generation, &metrics)
+                            .await;
+                    }
+                }
                 continue;
             }
         }
@@ -261,7 +276,7 @@ where
             kills.keep_throttles(&listed, &conns, now, &mut throttled, &metrics);
             for d in &tick.due {
                 if d.action == crate::rules::Action::Throttle {
-                    kills.throttle(d, &conns, now, &mut throttled, &metrics);
+                    let _ = kills.throttle(d, &conns, now, &mut throttled, &metrics);
                 } else {
                     kills.act(d, snap.generation, &world).await;
                 }

@@ -47,6 +47,7 @@ pub fn routes(board: Board) -> Router {
         .route("/api/history", get(history_handler))
         .route("/api/rules/try", post(try_rule))
         .route("/api/streams/kill", post(kill_now))
+        .route("/api/streams/throttle", post(throttle_now))
         .with_state(board)
 }
 
@@ -218,14 +219,68 @@ async fn kill_now(
             );
         }
     };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let sent = kills
-        .send(super::manual::KillRequest {
+    ask(
+        kills,
+        super::manual::KillRequest {
             session_id: req.session_id,
             message: req.message,
-            reply,
-        })
-        .await;
+            throttle_rule: None,
+            reply: tokio::sync::oneshot::channel().0,
+        },
+    )
+    .await
+}
+
+/// `POST /api/streams/throttle` `{"session_id": "...", "rule": "..."}`: the hook's rules
+/// mode asks the daemon, which keeps throttles, to put a throttle rule's throttle on. The
+/// daemon evaluates the rule on its own figures first.
+async fn throttle_now(
+    State(board): State<Board>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(kills) = board.kills().cloned() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "throttling on request needs [http] token: set it, restart, and send it",
+        );
+    };
+    if let Some(refused) = cross_site(&headers) {
+        return error(StatusCode::FORBIDDEN, refused);
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        session_id: String,
+        rule: String,
+    }
+    let req = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be JSON such as {{\"session_id\": \"...\", \"rule\": \"...\"}}: {e}"
+                ),
+            );
+        }
+    };
+    ask(
+        kills,
+        super::manual::KillRequest {
+            session_id: req.session_id,
+            message: None,
+            throttle_rule: Some(req.rule),
+            reply: tokio::sync::oneshot::channel().0,
+        },
+    )
+    .await
+}
+
+/// Hands a request to the loop and answers with what became of it.
+async fn ask(kills: super::manual::Requests, mut request: super::manual::KillRequest) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    request.reply = reply;
+    let sent = kills.send(request).await;
     if sent.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
@@ -239,9 +294,9 @@ async fn kill_now(
         }
     };
     let status = match answer.outcome {
-        "kill" | "would-kill" => StatusCode::OK,
-        "not-found" => StatusCode::NOT_FOUND,
-        "kill-failed" => StatusCode::BAD_GATEWAY,
+        "kill" | "would-kill" | "throttle" | "would-throttle" => StatusCode::OK,
+        "not-found" | "no-such-rule" => StatusCode::NOT_FOUND,
+        "kill-failed" | "throttle-failed" => StatusCode::BAD_GATEWAY,
         _ => StatusCode::CONFLICT,
     };
     (status, axum::Json(answer)).into_response()

@@ -53,7 +53,8 @@ pub fn conns_by_stream(tick: &Tick<'_>) -> HashMap<String, Vec<Conn>> {
 }
 
 impl<P: SessionSource + Terminator> Kills<P> {
-    /// Puts a due throttle decision's throttle on, with the stream's connections now.
+    /// Puts a due throttle decision's throttle on, with the stream's connections now;
+    /// what became of it (`None`: the stream was already throttled).
     pub fn throttle(
         &mut self,
         d: &Decision,
@@ -61,16 +62,15 @@ impl<P: SessionSource + Terminator> Kills<P> {
         now: i64,
         throttled: &mut Throttled,
         metrics: &Metrics,
-    ) {
+    ) -> Option<crate::enforce::Applied> {
         let identity = d.session.identity();
         let list = conns.get(&identity).cloned().unwrap_or_default();
-        let Some(applied) = self.throttles.start(&mut self.enforcer, d, &list, now) else {
-            return;
-        };
+        let applied = self.throttles.start(&mut self.enforcer, d, &list, now)?;
         self.record(&applied, d, 0, metrics);
         if let Some(a) = self.throttles.active().get(&identity) {
             throttled.on(identity, a.decision.rule.clone(), a.since);
         }
+        Some(applied)
     }
 
     /// One round's upkeep of the throttles that are on: lifts those of streams Plex no
@@ -160,5 +160,95 @@ impl<P: SessionSource + Terminator> Kills<P> {
         metrics
             .throttled_streams
             .set(self.throttles.active().len() as i64);
+    }
+}
+
+/// What the loop needs to answer a throttle asked for over HTTP (the hook's rules mode).
+pub struct Asked<'a> {
+    pub rules: &'a crate::rules::RuleSet,
+    pub sessions: &'a [crate::plex::Session],
+    pub feed: &'a super::Feed,
+    pub ports: &'a [u16],
+    pub now: i64,
+}
+
+impl<P: SessionSource + Terminator> Kills<P> {
+    /// Puts a throttle rule's throttle on a stream because the hook asked: only if the
+    /// rule is a throttle rule of this daemon and holds on the daemon's own figures.
+    pub fn throttle_asked(
+        &mut self,
+        req: super::manual::KillRequest,
+        rule: &str,
+        at: &Asked<'_>,
+        tracker: &mut crate::engine::Tracker,
+        metrics: &Metrics,
+    ) {
+        let answer =
+            |outcome: &'static str, said: String| super::manual::KillAnswer { outcome, said };
+        let reply = |a: super::manual::KillAnswer| {
+            let _ = req.reply.send(a);
+        };
+        let escaped = crate::enforce::escape(&req.session_id).into_owned();
+        let Some(i) = at
+            .sessions
+            .iter()
+            .position(|s| s.session_id.as_deref() == Some(req.session_id.as_str()))
+        else {
+            return reply(answer(
+                "not-found",
+                format!("Plex does not list session {escaped} now"),
+            ));
+        };
+        if at.rules.get(rule).and_then(|r| r.throttle).is_none() {
+            return reply(answer(
+                "no-such-rule",
+                format!(
+                    "this daemon has no throttle rule {:?}",
+                    crate::enforce::escape(rule)
+                ),
+            ));
+        }
+        let identity = at.sessions[i].identity();
+        if self.throttles.active().contains_key(&identity) {
+            return reply(answer(
+                "already-throttled",
+                format!("session {escaped} is already throttled"),
+            ));
+        }
+        let attributed = {
+            let m = crate::lock(&at.feed.metering);
+            crate::attribute::attribute(&m.meter, at.sessions, at.ports, at.now)
+        };
+        let observed = crate::rules::Observed {
+            measured: attributed[i].as_ref().map(|a| a.measured),
+            paused_for_secs: Some(tracker.pauses.paused_for(&at.sessions[i], at.now)),
+            throttled_for_secs: Some(0.0),
+        };
+        let eval = crate::engine::evaluate_one(at.rules, at.sessions, i, &observed, None);
+        let Some(d) = eval.decisions().into_iter().find(|d| d.rule == rule) else {
+            return reply(answer(
+                "not-matching",
+                format!(
+                    "rule {:?} does not hold for session {escaped} on the daemon's figures",
+                    crate::enforce::escape(rule)
+                ),
+            ));
+        };
+        let conns: HashMap<String, Vec<Conn>> = attributed[i]
+            .as_ref()
+            .map(|a| (identity.clone(), a.exact.iter().map(conn).collect()))
+            .into_iter()
+            .collect();
+        let mut throttled = tracker.throttled.clone();
+        let applied = self.throttle(&d, &conns, at.now, &mut throttled, metrics);
+        tracker.throttled = throttled;
+        tracker.sustain.acted(&d);
+        match applied {
+            Some(a) => reply(answer(a.action(), a.describe(&d))),
+            None => reply(answer(
+                "already-throttled",
+                format!("session {escaped} is already throttled"),
+            )),
+        }
     }
 }

@@ -54,3 +54,46 @@ pub async fn measured(
         .find(|r| r.session_id.as_deref() == Some(session_id))?
         .measured()
 }
+
+/// Asks the daemon to put throttle rule `rule`'s throttle on session `session_id`: its
+/// answer (the audit's name for what became of it, and a line for people), or why it could
+/// not be asked.
+pub async fn throttle(
+    listen: SocketAddr,
+    token: Option<&Secret>,
+    session_id: &str,
+    rule: &str,
+) -> Result<(String, String), String> {
+    let host = reachable(listen);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client
+        .post(format!("http://{host}/api/streams/throttle"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"session_id": session_id, "rule": rule}).to_string());
+    if let Some(t) = token {
+        request = request.bearer_auth(t.expose());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("the daemon at {host} did not answer: {}", e.without_url()))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| {
+        format!(
+            "the daemon at {host} answered HTTP {status}: {}",
+            e.without_url()
+        )
+    })?;
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| format!("the daemon at {host} answered HTTP {status} without JSON"))?;
+    let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    match (text("outcome"), text("error")) {
+        (outcome, _) if !outcome.is_empty() => Ok((outcome, text("said"))),
+        (_, error) => Err(format!(
+            "the daemon at {host} answered HTTP {status}: {error}"
+        )),
+    }
+}

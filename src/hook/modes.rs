@@ -227,7 +227,7 @@ pub(super) async fn paused(
 }
 
 pub(super) async fn rules(
-    cx: RulesCx<'_>,
+    mut cx: RulesCx<'_>,
     id: &str,
     delay: Option<Duration>,
     say: &mut dyn FnMut(Say),
@@ -272,5 +272,59 @@ pub(super) async fn rules(
         };
         say(Say::Info(format!("rule {:?} {verdict}", ev.rule.name)));
     }
-    Ok(apply_all(cx.enforcer, &eval.decisions(), say, killed).await)
+    let (throttles, others): (Vec<Decision>, Vec<Decision>) = eval
+        .decisions()
+        .into_iter()
+        .partition(|d| d.action == Action::Throttle);
+    let mut outcome = apply_all(cx.enforcer, &others, say, killed).await;
+    for d in &throttles {
+        if ask_daemon_to_throttle(&mut cx, d, say).await.is_err() {
+            outcome = Outcome::KillFailed;
+        }
+    }
+    Ok(outcome)
+}
+
+/// A throttle rule matched: the daemon keeps throttles, so it is asked to put it on (in a
+/// dry run, or with no daemon, the hook's own enforcer audits it: would-throttle, or a
+/// failure saying the daemon was not reached).
+async fn ask_daemon_to_throttle(
+    cx: &mut RulesCx<'_>,
+    d: &Decision,
+    say: &mut dyn FnMut(Say),
+) -> Result<(), ()> {
+    let (Some(addr), false, Some(id)) = (
+        cx.daemon,
+        cx.enforcer.dry_run(),
+        d.session.session_id.as_deref(),
+    ) else {
+        let applied = cx.enforcer.apply(d).await;
+        let line = applied.describe(d);
+        return if matches!(applied, Applied::ThrottleFailed(_)) {
+            say(Say::Error(line));
+            Err(())
+        } else {
+            say(Say::Info(line));
+            Ok(())
+        };
+    };
+    match daemon_client::throttle(addr, cx.daemon_token.as_ref(), id, &d.rule).await {
+        Ok((outcome, said)) => {
+            let line = format!("the daemon at {addr}: {said}");
+            if outcome == "throttle-failed" {
+                say(Say::Error(line));
+                Err(())
+            } else {
+                say(Say::Info(line));
+                Ok(())
+            }
+        }
+        Err(e) => {
+            let applied = Applied::ThrottleFailed(e);
+            cx.enforcer
+                .note(d, applied.action(), applied.reason().map(str::to_string));
+            say(Say::Error(applied.describe(d)));
+            Err(())
+        }
+    }
 }

@@ -390,3 +390,88 @@ async fn a_throttle_that_cannot_be_put_on_is_audited_once_with_the_reason() {
         "a failed throttle is not turned into a kill"
     );
 }
+
+#[tokio::test]
+async fn the_hooks_rules_mode_asks_the_running_daemon_to_throttle() {
+    const SECRET: &str = "throttle-SECRET-77";
+    let plex = FakePlex::start(&mixed_sessions());
+    let shaper = Arc::new(Recorder::default());
+    // The daemon's own hold is long: only the hook's request throttles here.
+    let rule = "[[rules]]\nname = \"heavy\"\nwhen = 'measured_kbps_10s > 8000'\naction = \"throttle\"\nrate = \"5 Mbps\"\nsustain = \"1h\"\n";
+    let d = start(
+        plex,
+        rule,
+        Options {
+            http_token: Some(SECRET.into()),
+            ..opts(&shaper)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let addr = d.http.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("streamwarden.toml"),
+        format!("[http]\nlisten = \"{addr}\"\ntoken = \"{SECRET}\"\n\n{rule}"),
+    )
+    .unwrap();
+    let url = d.plex.url.clone();
+    let path = dir.path().to_path_buf();
+    let o = tokio::task::spawn_blocking(move || {
+        run(&path, &url, TOKEN, &["hook", "--session-id", FAST])
+    })
+    .await
+    .unwrap();
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!("the daemon at {addr}: throttled session {FAST}")),
+        "{out}"
+    );
+    assert!(!out.contains(SECRET), "{out}");
+    assert_eq!(
+        shaper.applies(),
+        vec![(1, 625_000, vec![conn([1, 2, 3, 11], 50_000)])]
+    );
+    // Asked again: already throttled, nothing new.
+    let url = d.plex.url.clone();
+    let path = dir.path().to_path_buf();
+    let o = tokio::task::spawn_blocking(move || {
+        run(&path, &url, TOKEN, &["hook", "--session-id", FAST])
+    })
+    .await
+    .unwrap();
+    assert!(stdout(&o).contains("already throttled"), "{}", stdout(&o));
+    assert_eq!(shaper.applies().len(), 1);
+    let (_, plex, audit) = d.stop().await;
+    assert!(plex.terminates().is_empty());
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["throttle", "unthrottle"], "{audit:?}");
+
+    // No daemon: the hook says a throttle needs one, and fails.
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("streamwarden.toml"),
+        "[[rules]]\nname = \"any\"\nwhen = 'true'\naction = \"throttle\"\nrate = \"5 Mbps\"\n",
+    )
+    .unwrap();
+    let url = plex.url.clone();
+    let path = dir.path().to_path_buf();
+    let o = tokio::task::spawn_blocking(move || {
+        run(&path, &url, TOKEN, &["hook", "--session-id", FAST])
+    })
+    .await
+    .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("a throttle is kept by the daemon (streamwarden run)"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(plex.terminates().is_empty());
+}
