@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::Failure;
 use crate::engine::setup;
-use crate::rules::RuleSet;
+use crate::rules::{Action, RuleSet};
 
 use super::Done;
 
@@ -73,6 +73,19 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
     }
     if config.enforce.dry_run {
         println!("  dry run: decisions are audited, nothing is killed");
+    }
+    if rules.rules.iter().any(|r| r.action == Action::Throttle) {
+        let interface = config.capture.interface.clone().unwrap_or_else(|| {
+            crate::capture::default_interface()
+                .unwrap_or_else(|_| "the default route's interface".into())
+        });
+        if crate::capture::privileges::has_net_admin() {
+            println!("  throttle: shapes {interface}'s egress; this process holds CAP_NET_ADMIN");
+        } else {
+            println!(
+                "  note: throttle rules need CAP_NET_ADMIN when `run` starts (it shapes {interface}'s egress), and this process does not hold it: run as root, or grant it (systemd: AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN and the same in CapabilityBoundingSet; Docker: --cap-add NET_ADMIN; a binary: setcap cap_net_raw,cap_net_admin=eip)"
+            );
+        }
     }
     for w in config.warnings() {
         println!("  warning: {w}");

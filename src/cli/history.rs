@@ -1,4 +1,4 @@
-//! `streamwarden history`: the audit log's kills, would-kills, failed kills and zombies,
+//! `streamwarden history`: the audit log's kills, would-kills, failed kills, zombies and throttles,
 //! newest first, with how often each user was acted on.
 
 use std::path::Path;
@@ -21,7 +21,8 @@ pub struct HistoryArgs {
     /// Only since then: back from now ("7d", "24h"), a date (2026-11-01) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    /// Only these actions, comma-separated (default: kill,would-kill,kill-failed,zombie).
+    /// Only these actions, comma-separated (default: kill,would-kill,kill-failed,zombie,
+    /// throttle,would-throttle,throttle-failed,unthrottle).
     #[arg(long, value_name = "ACTIONS", value_delimiter = ',')]
     pub action: Vec<String>,
     /// List at most this many (the newest); the counts cover every match.
@@ -77,7 +78,7 @@ fn text(report: &Report, period: &str) -> String {
     }
     for e in &report.entries {
         let when = e.ts.get(..19).unwrap_or(&e.ts).replace('T', " ");
-        let dry = if e.mode == "dry-run" && e.action != "would-kill" {
+        let dry = if e.mode == "dry-run" && !e.action.starts_with("would-") {
             " (dry run)"
         } else {
             ""
@@ -89,6 +90,9 @@ fn text(report: &Report, period: &str) -> String {
             escape(&e.rule),
             escape(e.title.as_deref().unwrap_or("")),
         ));
+        if let Some(rate) = &e.rate {
+            out.push_str(&format!("    to {}\n", escape(rate)));
+        }
         if !e.message.is_empty() {
             out.push_str(&format!("    \"{}\"\n", escape(&e.message)));
         }
@@ -112,6 +116,7 @@ fn text(report: &Report, period: &str) -> String {
             (u.would_kills, "would have been killed"),
             (u.failures, "a kill failed"),
             (u.zombies, "survived a kill"),
+            (u.throttles, "throttled"),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)

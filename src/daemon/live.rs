@@ -9,10 +9,11 @@ use crate::Failure;
 use crate::capture::feed::Feeder;
 use crate::capture::{PacketSource, privileges};
 use crate::config::Config;
+use crate::enforce::shape::Shaper;
 use crate::engine::setup::{compile, open_audit, plex_client};
 use crate::meter::Metering;
 use crate::notify::{Delivery, Notifier};
-use crate::rules::RuleSet;
+use crate::rules::{Action, RuleSet};
 
 use super::{Feed, Reload, Reloaded, Setup, Summary, SystemClock, View};
 
@@ -46,11 +47,17 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         })?),
         None => None,
     };
-    let (feed, feeder) = if config.capture.enabled {
+    let (feed, feeder, shaper) = if config.capture.enabled {
         let source =
             PacketSource::open_live(&config.capture).map_err(|e| Failure::Usage(e.to_string()))?;
-        let done = privileges::drop_privileges(config.capture.user.as_deref())
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let shaper = open_shaper(&config, &rules)?;
+        let keep = if shaper.is_ok() {
+            privileges::Keep::NetAdmin
+        } else {
+            privileges::Keep::Nothing
+        };
+        let done = privileges::drop_privileges(config.capture.user.as_deref(), keep)
+            .map_err(Failure::Usage)?;
         tracing::info!("capture open; {done}");
         let feed = Feed::new(Metering::new(
             source.linktype(),
@@ -58,10 +65,11 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         ));
         let feeder = Feeder::spawn(source, feed.clone())
             .map_err(|e| Failure::Failed(format!("cannot start the capture thread: {e}")))?;
-        (feed, Some(feeder))
+        (feed, Some(feeder), shaper)
     } else {
-        let done = privileges::drop_privileges(config.capture.user.as_deref())
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let done =
+            privileges::drop_privileges(config.capture.user.as_deref(), privileges::Keep::Nothing)
+                .map_err(Failure::Usage)?;
         tracing::info!(
             "capture off ([capture] enabled = false): measured variables are unknown; {done}"
         );
@@ -69,13 +77,13 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             crate::capture::decode::LINKTYPE_ETHERNET,
             Some(config.capture.ports.clone()),
         ));
-        (feed, None)
+        let no: Result<Arc<dyn Shaper>, String> =
+            Err("the capture is off ([capture] enabled = false): nothing to throttle".into());
+        (feed, None, no)
     };
     if config.enforce.dry_run {
         tracing::info!("dry run: decisions are audited, nothing is killed");
     }
-    let shaper: Result<Arc<dyn crate::enforce::shape::Shaper>, String> =
-        Err("throttling is not available yet".into());
     let control =
         super::signals().map_err(|e| Failure::Failed(format!("cannot watch signals: {e}")))?;
     let summary = super::run(
@@ -109,6 +117,33 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         f.stop();
     }
     Ok(summary)
+}
+
+/// Opens traffic control on the interface Plex sends on when a rule throttles (and this is
+/// not a dry run); why there is no shaper otherwise. A throttle rule that cannot work is
+/// an error at start, said plainly with what to grant.
+fn open_shaper(
+    config: &Config,
+    rules: &RuleSet,
+) -> Result<Result<Arc<dyn Shaper>, String>, Failure> {
+    if !rules.rules.iter().any(|r| r.action == Action::Throttle) {
+        return Ok(Err(
+            "no rule throttled when streamwarden started: restart it to throttle (it keeps CAP_NET_ADMIN only for throttle rules)".into(),
+        ));
+    }
+    if config.enforce.dry_run {
+        return Ok(Err(
+            "streamwarden started in dry run: restart it to throttle".into(),
+        ));
+    }
+    let interface = match &config.capture.interface {
+        Some(i) => i.clone(),
+        None => crate::capture::default_interface().map_err(|e| Failure::Usage(e.to_string()))?,
+    };
+    let shaper =
+        crate::enforce::shape::open(&interface).map_err(|e| Failure::Usage(e.to_string()))?;
+    tracing::info!(interface = %interface, "throttles will shape {interface}'s egress");
+    Ok(Ok(shaper))
 }
 
 /// Re-reads the same config file (and PLEX_URL/PLEX_TOKEN) on SIGHUP; `--dry-run` stays.

@@ -12,9 +12,19 @@ use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// The actions listed unless a query names others: kills, dry-run kills, failed kills and
-/// zombies (streams still listed after their kill).
-pub const ACTIONS: &[&str] = &["kill", "would-kill", "kill-failed", "zombie"];
+/// The actions listed unless a query names others: kills, dry-run kills, failed kills,
+/// zombies (streams still listed after their kill), and throttles put on, lifted, failed
+/// or decided in a dry run.
+pub const ACTIONS: &[&str] = &[
+    "kill",
+    "would-kill",
+    "kill-failed",
+    "zombie",
+    "throttle",
+    "would-throttle",
+    "throttle-failed",
+    "unthrottle",
+];
 
 /// At most this many entries are listed unless a query says otherwise (the counts cover
 /// every matching line).
@@ -38,6 +48,8 @@ pub struct Entry {
     pub message: String,
     /// Why a kill failed or was skipped, or what became of it.
     pub reason: Option<String>,
+    /// A throttle's rate ("5 Mbps").
+    pub rate: Option<String>,
     pub estimated: bool,
     /// The values the rule read; null where unknown.
     pub values: Map<String, Json>,
@@ -93,6 +105,7 @@ pub struct UserCounts {
     pub would_kills: u32,
     pub failures: u32,
     pub zombies: u32,
+    pub throttles: u32,
 }
 
 /// The entries a query matched, newest first, and the per-user counts.
@@ -202,6 +215,7 @@ impl<'q> Collector<'q> {
             "would-kill" => counts.would_kills += 1,
             "kill-failed" => counts.failures += 1,
             "zombie" => counts.zombies += 1,
+            "throttle" => counts.throttles += 1,
             _ => {}
         }
         if self.limit == 0 {

@@ -21,5 +21,6 @@ mod plex_parse;
 mod reach;
 mod replay;
 mod rules;
+mod throttle_live;
 mod trust;
 mod view;

@@ -161,7 +161,7 @@
       case 'due':
         return el('span', { class: 'chip due' }, r.rule + ': due');
       case 'acted':
-        return el('span', { class: 'chip acted' }, r.rule + (ruleAction(r.rule) === 'log' ? ': logged' : ': acted'));
+        return el('span', { class: 'chip acted' }, r.rule + ({ log: ': logged', throttle: ': throttled' }[ruleAction(r.rule)] || ': acted'));
       default:
         return el('span', { class: 'chip ok' }, r.rule + ': ok');
     }
@@ -212,6 +212,13 @@
       if (fine.length) chips.append(el('span', { class: 'rules-ok', title: 'These rules do not match this stream' }, 'ok: ' + fine.join(', ')));
       if (row.killed) chips.prepend(el('span', { class: 'chip killed' }, 'killed, waiting for Plex to drop it'));
       else if (row.still_listed) chips.prepend(el('span', { class: 'chip failed' }, 'killed, still listed (zombie)'));
+      if (row.throttle) {
+        const t = row.throttle;
+        chips.prepend(el('span', {
+          class: 'chip ' + (t.dry ? 'would' : 'throttled'),
+          title: 'Rule ' + t.rule + ': ' + t.connections + ' connection(s) limited in the kernel for ' + t.for_s + ' s',
+        }, (t.dry ? 'would throttle to ' : 'throttled to ') + t.rate + (t.dry ? ' (dry run)' : '')));
+      }
       if (row.exempt) chips.prepend(el('span', { class: 'chip exempt' }, 'exempt user'));
       const details = [row.transcode_decision || 'decision unknown', row.address || 'no address', row.state || null]
         .filter(Boolean).join(' · ');
@@ -275,6 +282,7 @@
       if (u.would_kills) parts.push(times(u.would_kills, 'would have been killed'));
       if (u.failures) parts.push(times(u.failures, 'a kill failed'));
       if (u.zombies) parts.push(times(u.zombies, 'survived a kill'));
+      if (u.throttles) parts.push(times(u.throttles, 'throttled'));
       const li = el('li', { title: 'Show only ' + u.user, 'data-user': u.user },
         el('span', { class: 'strong' }, u.user), ': ' + parts.join(', ') + ' ' + period);
       li.addEventListener('click', () => { $('f-user').value = u.user; loadHistory(); });

@@ -38,3 +38,8 @@ pub trait Shaper: Send + Sync {
     /// Removes everything this shaper added (shutdown).
     fn release_all(&self) -> Result<(), ShapeError>;
 }
+
+/// Opens Linux traffic control on `interface` for throttles.
+pub fn open(interface: &str) -> Result<std::sync::Arc<dyn Shaper>, ShapeError> {
+    Err(ShapeError::Other(format!("{interface}: TEMPORARY")))
+}
