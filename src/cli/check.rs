@@ -51,6 +51,8 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
         }
         let sustain = if r.sustain.is_zero() {
             String::new()
+        } else if r.escalates.is_some() {
+            format!(", after {} under it", humantime::format_duration(r.sustain))
         } else {
             format!(", sustain {}", humantime::format_duration(r.sustain))
         };
