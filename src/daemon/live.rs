@@ -46,7 +46,8 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         })?),
         None => None,
     };
-    let (feed, feeder) = if config.capture.enabled {
+    let source = config.measure.source;
+    let (feed, feeder) = if config.capture.enabled && source.packets() {
         let source =
             PacketSource::open_live(&config.capture).map_err(|e| Failure::Usage(e.to_string()))?;
         let done = privileges::drop_privileges(config.capture.user.as_deref())
@@ -62,9 +63,16 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
     } else {
         let done = privileges::drop_privileges(config.capture.user.as_deref())
             .map_err(|e| Failure::Usage(e.to_string()))?;
-        tracing::info!(
-            "capture off ([capture] enabled = false): measured variables are unknown; {done}"
-        );
+        if source.plex() {
+            tracing::info!(
+                "capture off: measuring from Plex's own counters only ([measure] source = \"{}\"); {done}",
+                source.as_str()
+            );
+        } else {
+            tracing::info!(
+                "capture off ([capture] enabled = false): measured variables are unknown; {done}"
+            );
+        }
         let feed = Feed::new(Metering::new(
             crate::capture::decode::LINKTYPE_ETHERNET,
             Some(config.capture.ports.clone()),
@@ -85,7 +93,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             notify,
             ports: config.capture.ports.clone(),
             poll_interval: config.plex.poll_interval,
-            feed,
+            feed: feed.with_source(source),
             clock: Arc::new(SystemClock),
             view,
             http,
