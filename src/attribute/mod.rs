@@ -227,17 +227,12 @@ pub fn split_by_series(
         .map(Series::last)
         .min()?
         .min(second_of(now_micros) - 1);
-    let lo = plex
-        .iter()
-        .map(|p| p.first)
-        .max()?
-        .max(hi - MATCH_SECS + 1);
+    let lo = plex.iter().map(|p| p.first).max()?.max(hi - MATCH_SECS + 1);
     if hi - lo + 1 < MATCH_MIN_SECS {
         return None;
     }
-    let per_second = |f: &FlowStats| -> Vec<f64> {
-        (lo..=hi).map(|s| f.windows().second(s) as f64).collect()
-    };
+    let per_second =
+        |f: &FlowStats| -> Vec<f64> { (lo..=hi).map(|s| f.windows().second(s) as f64).collect() };
     // What each session still has to explain once its tied connections are taken off.
     let residual: Vec<Vec<f64>> = plex
         .iter()

@@ -573,8 +573,7 @@ mod tests {
             Config::parse("", None).unwrap().measure.source,
             MeasureSource::Packets
         );
-        let e = Config::parse("[measure]\nsource = \"pcap\"\n", Some("c.toml".into()))
-            .unwrap_err();
+        let e = Config::parse("[measure]\nsource = \"pcap\"\n", Some("c.toml".into())).unwrap_err();
         assert_eq!(e.position, Some((2, 10)), "{e}");
         assert!(e.message.contains("\"packets\""), "{e}");
         let e = Config::parse("[measure]\nsorce = \"plex\"\n", None).unwrap_err();

@@ -227,14 +227,8 @@ where
         kills.confirm(&snap.sessions, snap.generation).await;
 
         let attributed = feed.measure(&snap.sessions, &ports, now);
-        let tick = engine::tick_measured(
-            &rules,
-            &snap.sessions,
-            attributed,
-            now,
-            fresh,
-            &mut tracker,
-        );
+        let tick =
+            engine::tick_measured(&rules, &snap.sessions, attributed, now, fresh, &mut tracker);
         metrics
             .rule_evaluations
             .inc_by((tick.streams.len() * rules.rules.len()) as u64);

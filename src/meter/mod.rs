@@ -56,9 +56,7 @@ pub struct Measured {
 }
 
 /// Where a stream's measured figures come from.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateSource {
     /// Packets captured on the wire.

@@ -284,13 +284,18 @@ impl Counters {
             .collect();
         let mut first_row: Option<i64> = None;
         for k in &keys {
-            if let Some((at, _)) = self.rows.get(k).and_then(|r| r.iter().find(|(_, b)| **b > 0))
+            if let Some((at, _)) = self
+                .rows
+                .get(k)
+                .and_then(|r| r.iter().find(|(_, b)| **b > 0))
             {
                 first_row = Some(first_row.map_or(*at, |f| f.min(*at)));
             }
         }
         // The stream starts at its first counted second, or where the reads start.
-        let first = first_row?.max(self.covered_from?).max(through - KEEP_SECS + 1);
+        let first = first_row?
+            .max(self.covered_from?)
+            .max(through - KEEP_SECS + 1);
         if first > through {
             return None;
         }
@@ -298,7 +303,10 @@ impl Counters {
         for k in &keys {
             if let Some(rows) = self.rows.get(k) {
                 for (at, b) in rows.range(first..=through) {
-                    if let Some(slot) = usize::try_from(at - first).ok().and_then(|i| bytes.get_mut(i)) {
+                    if let Some(slot) = usize::try_from(at - first)
+                        .ok()
+                        .and_then(|i| bytes.get_mut(i))
+                    {
                         *slot = slot.saturating_add(*b);
                     }
                 }

@@ -13,10 +13,7 @@ pub trait SessionSource: Send + Sync {
 
     /// Plex's per-second byte counters from `since` (unix seconds) on. A source without
     /// them answers as a server without Plex Pass does (404).
-    fn bandwidth(
-        &self,
-        since: i64,
-    ) -> impl Future<Output = Result<Bandwidth, PlexError>> + Send {
+    fn bandwidth(&self, since: i64) -> impl Future<Output = Result<Bandwidth, PlexError>> + Send {
         let _ = since;
         async {
             Err(PlexError::Status {
