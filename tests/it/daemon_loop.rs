@@ -96,6 +96,8 @@ struct Options {
     reload: Option<daemon::Reload>,
     flows: Vec<([u8; 4], u16, u64)>,
     notify: Option<streamwarden::notify::Notifier>,
+    /// `[measure] source`.
+    measure: streamwarden::config::MeasureSource,
 }
 
 impl Default for Options {
@@ -109,6 +111,7 @@ impl Default for Options {
             reload: None,
             flows: Vec::new(),
             notify: None,
+            measure: Default::default(),
         }
     }
 }
@@ -131,7 +134,8 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         tls_verify: true,
     };
     let client = PlexClient::new(settings.clone()).unwrap();
-    let feed = Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400])));
+    let feed =
+        Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400]))).with_source(opts.measure);
     let listener = if opts.http {
         Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
     } else {
@@ -946,6 +950,8 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
 }
 
 mod web;
+
+mod counters;
 
 mod tautulli_webhook {
     use super::*;
