@@ -18,6 +18,7 @@ use std::net::IpAddr;
 
 use crate::meter::{FlowKey, FlowStats, Measured, Meter, RequestHints, WINDOWS_SECS, second_of};
 use crate::plex::Session;
+use crate::plex::bandwidth::{Counters, Series};
 
 /// How one session's figure was obtained.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -39,6 +40,18 @@ pub fn attribute(
     sessions: &[Session],
     ports: &[u16],
     now_micros: i64,
+) -> Vec<Option<Attributed>> {
+    attribute_with(meter, sessions, ports, now_micros, None)
+}
+
+/// [`attribute`], with Plex's per-device counters to split what several sessions behind
+/// one address send when their requests cannot be read (see [`split_by_series`]).
+pub fn attribute_with(
+    meter: &Meter,
+    sessions: &[Session],
+    ports: &[u16],
+    now_micros: i64,
+    counters: Option<&Counters>,
 ) -> Vec<Option<Attributed>> {
     // Server → client flows, grouped by client address.
     let mut by_client: HashMap<IpAddr, Vec<(&FlowKey, &FlowStats)>> = HashMap::new();
@@ -93,24 +106,55 @@ pub fn attribute(
             continue;
         }
         // Several sessions behind one address: tie each connection by its requests.
-        let mut exact: Vec<(Bytes, usize)> = vec![(Bytes::default(), 0); members.len()];
-        let mut exact_keys: Vec<Vec<FlowKey>> = vec![Vec::new(); members.len()];
-        let mut unknown = Bytes::default();
-        let mut unknown_flows = 0;
+        let mut tied: Vec<Vec<&FlowStats>> = vec![Vec::new(); members.len()];
+        let mut untied: Vec<&FlowStats> = Vec::new();
+        // The keys beside the stats, in the same order: what a throttle limits.
+        let mut tied_keys: Vec<Vec<FlowKey>> = vec![Vec::new(); members.len()];
+        let mut untied_keys: Vec<FlowKey> = Vec::new();
         for (key, stats) in flows {
             let hints = meter.get(&key.reversed()).map(|r| &r.hints);
             let owner = hints.and_then(|h| members.iter().position(|&i| matches(&sessions[i], h)));
             match owner {
                 Some(j) => {
-                    exact[j].0.add(stats, now_micros, 1.0);
-                    exact[j].1 += 1;
-                    exact_keys[j].push(**key);
+                    tied[j].push(stats);
+                    tied_keys[j].push(**key);
                 }
                 None => {
-                    unknown.add(stats, now_micros, 1.0);
-                    unknown_flows += 1;
+                    untied.push(stats);
+                    untied_keys.push(**key);
                 }
             }
+        }
+        // Then by their byte series against Plex's per-device counters, when that is
+        // unambiguous.
+        if !untied.is_empty()
+            && let Some(series) = counters.and_then(|c| {
+                members
+                    .iter()
+                    .map(|&i| c.series(sessions, i, second_of(now_micros)))
+                    .collect::<Option<Vec<Series>>>()
+            })
+            && let Some(Split { owners, left }) =
+                split_by_series(&series, &tied, &untied, now_micros)
+        {
+            for (f, j) in owners {
+                tied[j].push(untied[f]);
+                tied_keys[j].push(untied_keys[f]);
+            }
+            untied_keys = left.iter().map(|&f| untied_keys[f]).collect();
+            untied = left.into_iter().map(|f| untied[f]).collect();
+        }
+        let mut exact: Vec<(Bytes, usize)> = vec![(Bytes::default(), 0); members.len()];
+        for (j, list) in tied.iter().enumerate() {
+            for stats in list {
+                exact[j].0.add(stats, now_micros, 1.0);
+                exact[j].1 += 1;
+            }
+        }
+        let mut unknown = Bytes::default();
+        let unknown_flows = untied.len();
+        for stats in &untied {
+            unknown.add(stats, now_micros, 1.0);
         }
         // What could not be told apart goes to the sessions without a connection of their
         // own (or to all when each has one), by Plex's reported bitrates.
@@ -148,12 +192,160 @@ pub fn attribute(
                 out[i] = Some(Attributed {
                     measured,
                     flows,
-                    exact: std::mem::take(&mut exact_keys[j]),
+                    exact: std::mem::take(&mut tied_keys[j]),
                 });
             }
         }
     }
     out
+}
+
+/// The fewest complete seconds a series match needs.
+pub const MATCH_MIN_SECS: i64 = 10;
+/// The most recent complete seconds a series match looks at.
+pub const MATCH_SECS: i64 = 120;
+/// The largest relative squared error of an accepted match (about 22 % RMS).
+pub const MATCH_MAX_ERROR: f64 = 0.05;
+/// How much worse (relative squared error) the second-best assignment must be.
+pub const MATCH_MARGIN: f64 = 0.05;
+/// The most assignments tried (sessions ^ connections); past it the estimate stays.
+const MATCH_MAX_TRIES: usize = 4096;
+
+/// Connections assigned to sessions by their byte series: `(connection, member)` pairs,
+/// and the connections left out (idle in the compared seconds).
+#[derive(Debug, PartialEq)]
+pub struct Split {
+    pub owners: Vec<(usize, usize)>,
+    pub left: Vec<usize>,
+}
+
+/// Assigns each connection of `untied` to one of the sessions whose Plex series are
+/// `plex` (one per session, as `tied`: the connections already tied to each by their
+/// requests), by least squared error over the complete seconds both sides cover: each
+/// session's Plex bytes against the bytes of its tied connections plus those assigned to
+/// it, second by second. The best assignment is taken only when there are at least
+/// [`MATCH_MIN_SECS`] common seconds, its relative error is at most [`MATCH_MAX_ERROR`],
+/// and every other assignment is worse by [`MATCH_MARGIN`] and at least twice as bad;
+/// otherwise `None` (the caller keeps its estimate). Connections with no bytes in the
+/// compared seconds are left out rather than guessed.
+///
+/// The seconds compared are the last [`MATCH_SECS`] that every series covers and that are
+/// complete on the packet side; packet and Plex seconds are taken to be the same clock's
+/// (the capture runs on Plex's host, or one synchronised to it).
+pub fn split_by_series(
+    plex: &[Series],
+    tied: &[Vec<&FlowStats>],
+    untied: &[&FlowStats],
+    now_micros: i64,
+) -> Option<Split> {
+    let k = plex.len();
+    if k < 2 || tied.len() != k || untied.is_empty() {
+        return None;
+    }
+    let hi = plex
+        .iter()
+        .map(Series::last)
+        .min()?
+        .min(second_of(now_micros) - 1);
+    let lo = plex.iter().map(|p| p.first).max()?.max(hi - MATCH_SECS + 1);
+    if hi - lo + 1 < MATCH_MIN_SECS {
+        return None;
+    }
+    let per_second =
+        |f: &FlowStats| -> Vec<f64> { (lo..=hi).map(|s| f.windows().second(s) as f64).collect() };
+    // What each session still has to explain once its tied connections are taken off.
+    let residual: Vec<Vec<f64>> = plex
+        .iter()
+        .zip(tied)
+        .map(|(p, t)| {
+            let mut r: Vec<f64> = (lo..=hi).map(|s| p.at(s) as f64).collect();
+            for f in t {
+                for (x, b) in r.iter_mut().zip(per_second(f)) {
+                    *x -= b;
+                }
+            }
+            r
+        })
+        .collect();
+    let energy: f64 = plex
+        .iter()
+        .map(|p| (lo..=hi).map(|s| (p.at(s) as f64).powi(2)).sum::<f64>())
+        .sum();
+    if energy <= 0.0 {
+        return None;
+    }
+    let mut active = Vec::new();
+    let mut left = Vec::new();
+    let mut series = Vec::new();
+    for (i, f) in untied.iter().enumerate() {
+        let v = per_second(f);
+        if v.iter().any(|b| *b > 0.0) {
+            active.push(i);
+            series.push(v);
+        } else {
+            left.push(i);
+        }
+    }
+    let m = active.len();
+    if m == 0 {
+        return None;
+    }
+    let tries = u32::try_from(m)
+        .ok()
+        .and_then(|m| k.checked_pow(m))
+        .filter(|t| *t <= MATCH_MAX_TRIES)?;
+    let n = residual[0].len();
+    let mut best: Option<(f64, usize)> = None;
+    let mut second = f64::INFINITY;
+    let mut sums = vec![vec![0.0f64; n]; k];
+    for code in 0..tries {
+        for s in &mut sums {
+            s.fill(0.0);
+        }
+        let mut c = code;
+        for v in &series {
+            let j = c % k;
+            c /= k;
+            for (x, b) in sums[j].iter_mut().zip(v) {
+                *x += b;
+            }
+        }
+        let err: f64 = residual
+            .iter()
+            .zip(&sums)
+            .map(|(r, s)| r.iter().zip(s).map(|(a, b)| (a - b).powi(2)).sum::<f64>())
+            .sum::<f64>()
+            / energy;
+        match best {
+            Some((b, _)) if err >= b => second = second.min(err),
+            _ => {
+                if let Some((b, _)) = best {
+                    second = second.min(b);
+                }
+                best = Some((err, code));
+            }
+        }
+    }
+    let (err, code) = best?;
+    if err > MATCH_MAX_ERROR || second - err < MATCH_MARGIN || second < 2.0 * err {
+        return None;
+    }
+    let mut c = code;
+    let owners = active
+        .iter()
+        .map(|&f| {
+            let j = c % k;
+            c /= k;
+            (f, j)
+        })
+        .collect();
+    // An idle connection's bytes lie outside the compared seconds: it stays with the
+    // estimate only when it still counts in a window.
+    let left = left
+        .into_iter()
+        .filter(|&f| untied[f].window_bytes(now_micros).iter().any(|b| *b > 0))
+        .collect();
+    Some(Split { owners, left })
 }
 
 /// Whether a connection's requests name this session.
@@ -218,6 +410,7 @@ impl Bytes {
             kbps_5m: k(2),
             kbps_10m: k(3),
             estimated: false,
+            source: crate::meter::RateSource::Packets,
         }
     }
 }

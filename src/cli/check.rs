@@ -70,6 +70,16 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
             t.on.join(", ")
         );
     }
+    println!(
+        "  measure: {}",
+        match config.measure.source {
+            crate::config::MeasureSource::Packets => "packets (captured on the wire)",
+            crate::config::MeasureSource::Plex =>
+                "plex (Plex's own counters, /statistics/bandwidth, Plex Pass; no capture)",
+            crate::config::MeasureSource::Both =>
+                "both (packets first; Plex's counters where packets have none, and to split viewers behind one address)",
+        }
+    );
     if rules.is_empty() {
         println!("  no rules: nothing will be killed except by hook --jbop");
     }

@@ -12,12 +12,14 @@ use toml::Spanned;
 
 pub mod capture;
 pub mod http;
+pub mod measure;
 pub mod notify;
 mod validate;
 
 use crate::plex::PlexSettings;
 pub use capture::CaptureConfig;
 pub use http::{HttpConfig, Secret};
+pub use measure::{MeasureConfig, MeasureSource};
 pub use notify::{NotifyConfig, NotifyKind};
 
 /// A configuration problem, located in its file where possible.
@@ -159,6 +161,8 @@ struct RawConfig {
     #[serde(default)]
     http: http::RawHttp,
     #[serde(default)]
+    measure: measure::RawMeasure,
+    #[serde(default)]
     notify: Vec<notify::RawNotify>,
 }
 
@@ -237,6 +241,9 @@ impl Config {
         if self.http != other.http {
             out.push("[http]");
         }
+        if self.measure != other.measure {
+            out.push("[measure]");
+        }
         if self.enforce.audit_log != other.enforce.audit_log {
             out.push("[enforce] audit_log");
         }
@@ -297,6 +304,8 @@ pub struct Config {
     /// `[capture]`: interface, ports, snaplen, buffer size, immediate mode.
     pub capture: CaptureConfig,
     pub http: HttpConfig,
+    /// `[measure]`: packets, Plex's counters, or both.
+    pub measure: MeasureConfig,
     /// `[[notify]]`: where kills are told.
     pub notify: Vec<NotifyConfig>,
     pub source: SourceMap,
@@ -442,6 +451,7 @@ impl Config {
             rules: raw.rules,
             capture: raw.capture.resolve(&source)?,
             http,
+            measure: raw.measure.resolve(&source)?,
             notify: notify::resolve(raw.notify, &source)?,
             source,
         })
@@ -570,6 +580,21 @@ mod tests {
             e.to_string().starts_with("c.toml:2:17: poll_interval"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn measure_source_is_read_and_a_bad_one_is_located() {
+        let c = Config::parse("[measure]\nsource = \"both\"\n", None).unwrap();
+        assert_eq!(c.measure.source, MeasureSource::Both);
+        assert_eq!(
+            Config::parse("", None).unwrap().measure.source,
+            MeasureSource::Packets
+        );
+        let e = Config::parse("[measure]\nsource = \"pcap\"\n", Some("c.toml".into())).unwrap_err();
+        assert_eq!(e.position, Some((2, 10)), "{e}");
+        assert!(e.message.contains("\"packets\""), "{e}");
+        let e = Config::parse("[measure]\nsorce = \"plex\"\n", None).unwrap_err();
+        assert!(e.message.contains("sorce"), "{e}");
     }
 
     #[test]

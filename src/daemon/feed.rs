@@ -1,11 +1,16 @@
-//! The packet side as the daemon sees it: a meter that something else fills.
+//! What the daemon measures with: a meter that something else fills, and Plex's own
+//! per-second counters that the daemon's bandwidth poller fills (`[measure] source`).
 
 use std::sync::{Arc, Mutex};
 
+use crate::attribute::Attributed;
 use crate::capture::feed::Sink;
 use crate::capture::{CaptureStats, DecodeStats, Packet};
+use crate::config::MeasureSource;
 use crate::lock;
 use crate::meter::Metering;
+use crate::plex::Session;
+use crate::plex::bandwidth::Counters;
 
 /// What a packet feed reports about itself.
 #[derive(Debug, Default, Clone, Copy)]
@@ -20,6 +25,9 @@ pub struct FeedStats {
 pub struct Feed {
     pub metering: Arc<Mutex<Metering>>,
     capture: Arc<Mutex<Option<CaptureStats>>>,
+    /// Plex's counters as read so far (empty unless the source reads them).
+    pub counters: Arc<Mutex<Counters>>,
+    source: MeasureSource,
 }
 
 impl Feed {
@@ -27,7 +35,39 @@ impl Feed {
         Self {
             metering: Arc::new(Mutex::new(metering)),
             capture: Arc::new(Mutex::new(None)),
+            counters: Arc::new(Mutex::new(Counters::default())),
+            source: MeasureSource::Packets,
         }
+    }
+
+    /// The same feed measuring from `source` (packets by default).
+    pub fn with_source(mut self, source: MeasureSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Where the streams' figures come from.
+    pub fn source(&self) -> MeasureSource {
+        self.source
+    }
+
+    /// Each session's measured figures as of `now_micros` (see [`crate::engine::measure`]).
+    pub fn measure(
+        &self,
+        sessions: &[Session],
+        ports: &[u16],
+        now_micros: i64,
+    ) -> Vec<Option<Attributed>> {
+        let m = lock(&self.metering);
+        let counters = self.source.plex().then(|| lock(&self.counters));
+        crate::engine::measure(
+            &m.meter,
+            sessions,
+            ports,
+            now_micros,
+            self.source,
+            counters.as_deref(),
+        )
     }
 
     /// Meters one packet.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::enforce::{Applied, Enforcer, Terminator, escape};
 use crate::engine::{self, Tracker};
-use crate::lock;
 use crate::plex::{Session, SessionSource};
 use crate::rules::{Action, Decision, Observed, Outcome, RuleSet};
 
@@ -291,10 +290,7 @@ async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Recheck {
         return Recheck::Not;
     };
     let now = w.clock.now_micros();
-    let attributed = {
-        let m = lock(&w.feed.metering);
-        crate::attribute::attribute(&m.meter, &sessions, w.ports, now)
-    };
+    let attributed = w.feed.measure(&sessions, w.ports, now);
     let observed = Observed {
         measured: attributed[i].as_ref().map(|a| a.measured),
         paused_for_secs: Some(w.tracker.pauses.paused_for(&sessions[i], now)),

@@ -47,7 +47,8 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         })?),
         None => None,
     };
-    let (feed, feeder, shaper) = if config.capture.enabled {
+    let source = config.measure.source;
+    let (feed, feeder, shaper) = if config.capture.enabled && source.packets() {
         let source =
             PacketSource::open_live(&config.capture).map_err(|e| Failure::Usage(e.to_string()))?;
         let shaper = open_shaper(&config, &rules)?;
@@ -70,9 +71,16 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         let done =
             privileges::drop_privileges(config.capture.user.as_deref(), privileges::Keep::Nothing)
                 .map_err(Failure::Usage)?;
-        tracing::info!(
-            "capture off ([capture] enabled = false): measured variables are unknown; {done}"
-        );
+        if source.plex() {
+            tracing::info!(
+                "capture off: measuring from Plex's own counters only ([measure] source = \"{}\"); {done}",
+                source.as_str()
+            );
+        } else {
+            tracing::info!(
+                "capture off ([capture] enabled = false): measured variables are unknown; {done}"
+            );
+        }
         let feed = Feed::new(Metering::new(
             crate::capture::decode::LINKTYPE_ETHERNET,
             Some(config.capture.ports.clone()),
@@ -95,7 +103,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             notify,
             ports: config.capture.ports.clone(),
             poll_interval: config.plex.poll_interval,
-            feed,
+            feed: feed.with_source(source),
             clock: Arc::new(SystemClock),
             view,
             http,

@@ -159,8 +159,17 @@ where
         poll_interval,
         metrics.clone(),
         clock.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let counters = feed.source().plex().then(|| {
+        tokio::spawn(poll::bandwidth(
+            plex.clone(),
+            feed.counters.clone(),
+            poll_interval,
+            clock.clone(),
+            stop_rx,
+        ))
+    });
     let mut kills = kill::Kills::new(
         Enforcer::new(plex.clone(), &enforce, audit),
         crate::enforce::throttle::Throttles::new(shaper),
@@ -242,18 +251,9 @@ where
         // Confirm earlier kills against a newer poll.
         kills.confirm(&snap.sessions, snap.generation).await;
 
-        let tick = {
-            let m = lock(&feed.metering);
-            engine::tick(
-                &rules,
-                &snap.sessions,
-                &m.meter,
-                &ports,
-                now,
-                fresh,
-                &mut tracker,
-            )
-        };
+        let attributed = feed.measure(&snap.sessions, &ports, now);
+        let tick =
+            engine::tick_measured(&rules, &snap.sessions, attributed, now, fresh, &mut tracker);
         metrics
             .rule_evaluations
             .inc_by((tick.streams.len() * rules.rules.len()) as u64);
@@ -360,6 +360,9 @@ where
     let _ = stop_tx.send(true);
     drop(kill_tx);
     poller.abort();
+    if let Some(c) = counters {
+        c.abort();
+    }
     if let Some(n) = notify {
         for p in n.finish(NOTIFY_AT_STOP).await.problems() {
             tracing::warn!("{p}");

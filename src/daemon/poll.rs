@@ -71,3 +71,80 @@ pub(super) async fn run<P: SessionSource>(
         }
     }
 }
+
+/// How long to wait before asking again a server that has no bandwidth counters (no Plex
+/// Pass): the answer rarely changes, and one warning says so.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(300);
+
+/// Reads Plex's per-second bandwidth counters every `interval` into `counters` until
+/// `stop`; says once per change of state what is wrong. A server without them (401, 403
+/// or 404: no Plex Pass) gets one warning and is asked again only every five minutes.
+pub(super) async fn bandwidth<P: SessionSource>(
+    plex: Arc<P>,
+    counters: Arc<Mutex<crate::plex::bandwidth::Counters>>,
+    interval: Duration,
+    clock: Arc<dyn Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::plex::PlexError;
+    let mut delay = interval;
+    let mut last_problem: Option<String> = None;
+    let mut read_once = false;
+    loop {
+        let now_sec = clock.now_micros().div_euclid(1_000_000);
+        let since = lock(&counters).next_since(now_sec);
+        match plex.bandwidth(since).await {
+            Ok(answer) => {
+                if last_problem.take().is_some() {
+                    tracing::info!("Plex's bandwidth counters answer again");
+                } else if !read_once {
+                    tracing::info!(
+                        "reading Plex's bandwidth counters (/statistics/bandwidth, per second; the newest {} s are left until complete)",
+                        crate::plex::bandwidth::LAG_SECS
+                    );
+                }
+                read_once = true;
+                if answer.skipped > 0 {
+                    tracing::debug!(
+                        skipped = answer.skipped,
+                        "rows of /statistics/bandwidth without a usable value were skipped"
+                    );
+                }
+                lock(&counters).absorb(&answer, since, now_sec);
+                delay = interval;
+            }
+            Err(e) => {
+                let unavailable = match &e {
+                    PlexError::Unauthorized { .. } => Some(401),
+                    PlexError::Status { status, .. } if matches!(status, 403 | 404) => {
+                        Some(*status)
+                    }
+                    _ => None,
+                };
+                let msg = match unavailable {
+                    Some(status) => {
+                        delay = UNAVAILABLE_RETRY;
+                        format!(
+                            "Plex's bandwidth counters (/statistics/bandwidth) are not available on this server (HTTP {status}): they need the server owner's Plex Pass; streams stay unmeasured where packets do not measure them"
+                        )
+                    }
+                    None => {
+                        delay = (delay * 2).min(Duration::from_secs(60)).max(interval);
+                        format!(
+                            "cannot read Plex's bandwidth counters: {e}; their figures become unknown after {} s without a read",
+                            crate::plex::bandwidth::STALE_SECS
+                        )
+                    }
+                };
+                if last_problem.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!("{msg}");
+                }
+                last_problem = Some(msg);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -210,7 +210,11 @@ pub fn screen(rows: &[StreamRow], st: &Status<'_>, events: &[String]) -> String 
                 parts.join(", ")
             }
         };
-        let est = if r.estimated { " est." } else { "" };
+        let est = match (r.estimated, r.rate_source.as_deref()) {
+            (true, _) => " est.",
+            (false, Some("plex")) => " plex",
+            _ => "",
+        };
         out.push_str(&format!(
             "[{}] [{}] [{}] [{}, {}, {} Mbps{est}] [{}]  {state}\n",
             text(&r.address),

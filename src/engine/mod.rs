@@ -14,8 +14,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::attribute::{self, Attributed};
-use crate::meter::{Measured, Meter};
+use crate::config::MeasureSource;
+use crate::meter::{Measured, Meter, RateSource, second_of};
 use crate::plex::Session;
+use crate::plex::bandwidth::Counters;
 use crate::rules::{Decision, Evaluation, Observed, Outcome, RuleSet, Vars, vars};
 
 /// One stream with its values and every rule's verdict.
@@ -37,13 +39,73 @@ impl StreamEval<'_> {
                 action: e.rule.action,
                 session: self.session.clone(),
                 message: e.rule.message.render(&e.rule.name, &self.vars),
-                values: e.values.clone(),
+                values: with_rate_source(e, &self.vars),
                 estimated: self.vars.estimated
                     && e.rule.reads.iter().any(|r| vars::MEASURED.contains(r)),
                 vars: self.vars.clone(),
                 throttle: e.rule.throttle,
             })
             .collect()
+    }
+}
+
+/// The values a rule read, and where the measured figures came from when it read one:
+/// an audit record says whether a kill rested on packets or on Plex's counters.
+fn with_rate_source(
+    e: &Evaluation<'_>,
+    vars: &Vars,
+) -> std::collections::BTreeMap<&'static str, Option<crate::rules::Value>> {
+    let mut values = e.values.clone();
+    if e.rule.reads.iter().any(|r| vars::MEASURED.contains(r))
+        && let Some(source) = vars.get("rate_source")
+    {
+        values.insert("rate_source", Some(source.clone()));
+    }
+    values
+}
+
+/// Each stream's measured figures as of `now_micros`, from the sources configured:
+///
+/// - `Packets`: the meter's connections attributed to the sessions.
+/// - `Plex`: Plex's per-second counters, for each stream that is the only one of its
+///   account on its device; unknown otherwise (never shared out).
+/// - `Both`: packets first, with Plex's counters splitting several viewers behind one
+///   address where their series match unambiguously; Plex's figure for a stream packets
+///   have none for.
+pub fn measure(
+    meter: &Meter,
+    sessions: &[Session],
+    ports: &[u16],
+    now_micros: i64,
+    source: MeasureSource,
+    counters: Option<&Counters>,
+) -> Vec<Option<Attributed>> {
+    let now_sec = second_of(now_micros);
+    let from_plex = |i: usize| -> Option<Attributed> {
+        let [kbps_10s, kbps_1m, kbps_5m, kbps_10m] = counters?.kbps(sessions, i, now_sec)?;
+        Some(Attributed {
+            measured: Measured {
+                kbps_10s,
+                kbps_1m,
+                kbps_5m,
+                kbps_10m,
+                estimated: false,
+                source: RateSource::Plex,
+            },
+            flows: 0,
+            exact: Vec::new(),
+        })
+    };
+    match source {
+        MeasureSource::Packets => attribute::attribute(meter, sessions, ports, now_micros),
+        MeasureSource::Plex => (0..sessions.len()).map(from_plex).collect(),
+        MeasureSource::Both => {
+            attribute::attribute_with(meter, sessions, ports, now_micros, counters)
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| a.or_else(|| from_plex(i)))
+                .collect()
+        }
     }
 }
 
@@ -290,6 +352,18 @@ pub fn tick<'r>(
     tracker: &mut Tracker,
 ) -> Tick<'r> {
     let attributed = attribute::attribute(meter, sessions, ports, now_micros);
+    tick_measured(rules, sessions, attributed, now_micros, fresh, tracker)
+}
+
+/// [`tick`] with the streams' figures already measured (by [`measure`]).
+pub fn tick_measured<'r>(
+    rules: &'r RuleSet,
+    sessions: &[Session],
+    attributed: Vec<Option<Attributed>>,
+    now_micros: i64,
+    fresh: bool,
+    tracker: &mut Tracker,
+) -> Tick<'r> {
     let paused = tracker.pauses.observe(sessions, now_micros);
     let streams: Vec<StreamEval<'r>> = (0..sessions.len())
         .map(|i| {

@@ -30,6 +30,9 @@ pub struct StreamRow {
     pub measured_kbps_10m: Option<f64>,
     /// The measured figures are this stream's estimated share of its address.
     pub estimated: bool,
+    /// Where the measured figures come from: "packets" or "plex" (Plex's own counters);
+    /// none when unmeasured.
+    pub rate_source: Option<String>,
     /// Killed, and waiting for Plex to stop listing it.
     pub killed: bool,
     /// The throttle on the stream, when one is.
@@ -74,6 +77,10 @@ impl StreamRow {
             kbps_5m: self.measured_kbps_5m?,
             kbps_10m: self.measured_kbps_10m?,
             estimated: self.estimated,
+            source: match self.rate_source.as_deref() {
+                Some("plex") => crate::meter::RateSource::Plex,
+                _ => crate::meter::RateSource::Packets,
+            },
         })
     }
 }
@@ -128,6 +135,7 @@ pub fn rows(
                 measured_kbps_5m: m.map(|m| m.kbps_5m),
                 measured_kbps_10m: m.map(|m| m.kbps_10m),
                 estimated: m.is_some_and(|m| m.estimated),
+                rate_source: m.map(|m| m.source.as_str().to_string()),
                 killed: s.session_id.as_deref().is_some_and(&killed),
                 throttle: throttle(&s.identity()),
                 rules,

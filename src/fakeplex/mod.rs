@@ -45,6 +45,18 @@ pub struct PlexState {
     pub sessions_delay: Option<Duration>,
     /// Print each terminate as the viewer would see it (the demo).
     pub announce: bool,
+    /// `/statistics/bandwidth`: bytes a second sent to each device (by Player
+    /// `machineIdentifier`) while a session of it is listed.
+    pub bandwidth_rates: HashMap<String, u64>,
+    /// `/statistics/bandwidth`: each device's bytes in given seconds (unix seconds), served
+    /// instead of its rate while a session of it is listed.
+    pub bandwidth_series: HashMap<String, std::collections::BTreeMap<i64, u64>>,
+    /// Answer /statistics/bandwidth with this status instead (401, 403, 404: no Plex Pass).
+    pub bandwidth_failure: Option<u16>,
+    /// The newest second served is this many seconds before now (Plex's rows come late).
+    pub bandwidth_lag_secs: i64,
+    /// The device ids handed out, by client identifier.
+    device_ids: HashMap<String, i64>,
 }
 
 /// A running fake server; it stops when dropped.
@@ -69,6 +81,7 @@ impl FakePlex {
             sessions_body: sessions_body.to_string(),
             plex_pass: true,
             remove_on_kill: true,
+            bandwidth_lag_secs: 2,
             ..Default::default()
         }));
         let shared = Shared {
@@ -80,6 +93,7 @@ impl FakePlex {
             .route("/status/sessions", get(sessions))
             .route("/status/sessions/terminate", get(terminate))
             .route("/library/metadata/{key}", get(metadata))
+            .route("/statistics/bandwidth", get(bandwidth))
             .route("/transcode/sessions/{key}", delete(delete_transcode))
             .with_state(shared);
         let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
@@ -305,4 +319,106 @@ async fn delete_transcode(
     }
     lock(&s.state).deleted_transcodes.push(key);
     StatusCode::OK.into_response()
+}
+
+/// The newest rows the fake serves go back this far.
+const BANDWIDTH_SPAN_SECS: i64 = 120;
+
+fn xml_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `/statistics/bandwidth?timespan=6[&at>=SINCE]`, consistent with the listed sessions:
+/// for each listed session's device (account, device, LAN or not) its series or rate, per
+/// second, up to `bandwidth_lag_secs` before now. Several sessions of one device are summed,
+/// as Plex counts them.
+async fn bandwidth(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorised(&s, &headers, "/statistics/bandwidth", &q) {
+        return unauthorised();
+    }
+    if q.get("timespan").map(String::as_str) != Some("6") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let since = q.get("at>").and_then(|v| v.parse::<i64>().ok());
+    let mut st = lock(&s.state);
+    if let Some(code) = st.bandwidth_failure {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, Html("<html><body>no</body></html>")).into_response();
+    }
+    if !st.plex_pass {
+        return unauthorised();
+    }
+    let sessions = crate::plex::session::parse_sessions(&st.sessions_body).unwrap_or_default();
+    let newest = now - st.bandwidth_lag_secs;
+    let oldest = since.unwrap_or(i64::MIN).max(now - BANDWIDTH_SPAN_SECS);
+    type Key = (i64, i64, bool);
+    let mut rows: std::collections::BTreeMap<Key, std::collections::BTreeMap<i64, u64>> =
+        Default::default();
+    let mut devices: Vec<(i64, &crate::plex::Session)> = Vec::new();
+    let mut accounts: Vec<(i64, String)> = Vec::new();
+    let mut from_series: std::collections::HashSet<Key> = Default::default();
+    for x in &sessions {
+        let (Some(machine), Some(account)) = (&x.machine_identifier, x.user_id) else {
+            continue;
+        };
+        let next = 100 + st.device_ids.len() as i64;
+        let device = *st.device_ids.entry(machine.clone()).or_insert(next);
+        if !devices.iter().any(|(d, _)| *d == device) {
+            devices.push((device, x));
+        }
+        if !accounts.iter().any(|(a, _)| *a == account) {
+            accounts.push((account, x.user.clone().unwrap_or_default()));
+        }
+        let key = (account, device, x.location.as_deref() != Some("wan"));
+        if let Some(series) = st.bandwidth_series.get(machine) {
+            if from_series.insert(key) {
+                let out = rows.entry(key).or_default();
+                for (at, b) in series.range(oldest..=newest) {
+                    out.insert(*at, *b);
+                }
+            }
+        } else if let Some(rate) = st.bandwidth_rates.get(machine) {
+            let out = rows.entry(key).or_default();
+            for at in oldest..=newest {
+                *out.entry(at).or_default() += rate;
+            }
+        }
+    }
+    let mut body = String::from(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let size: usize = rows.values().map(|r| r.len()).sum();
+    body.push_str(&format!(r#"<MediaContainer size="{size}">"#));
+    for (id, x) in &devices {
+        body.push_str(&format!(
+            r#"<Device id="{id}" name="{}" platform="{}" clientIdentifier="{}" createdAt="1700000000" />"#,
+            xml_attr(x.player.as_deref().unwrap_or("")),
+            xml_attr(x.platform.as_deref().unwrap_or("")),
+            xml_attr(x.machine_identifier.as_deref().unwrap_or("")),
+        ));
+    }
+    for (id, name) in &accounts {
+        body.push_str(&format!(
+            r#"<Account id="{id}" key="/accounts/{id}" name="{}" defaultAudioLanguage="en" autoSelectAudio="1" defaultSubtitleLanguage="en" subtitleMode="0" thumb="" />"#,
+            xml_attr(name)
+        ));
+    }
+    for ((account, device, lan), series) in &rows {
+        for (at, bytes) in series {
+            body.push_str(&format!(
+                r#"<StatisticsBandwidth accountID="{account}" deviceID="{device}" timespan="6" at="{at}" lan="{}" bytes="{bytes}" />"#,
+                u8::from(*lan)
+            ));
+        }
+    }
+    body.push_str("</MediaContainer>");
+    body.into_response()
 }

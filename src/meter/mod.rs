@@ -50,6 +50,29 @@ pub struct Measured {
     /// The stream shared an address with others and could not be told apart:
     /// the figures are its share by Plex's reported bitrates.
     pub estimated: bool,
+    /// Where the figures come from.
+    #[serde(default)]
+    pub source: RateSource,
+}
+
+/// Where a stream's measured figures come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateSource {
+    /// Packets captured on the wire.
+    #[default]
+    Packets,
+    /// Plex's own per-second counters (`/statistics/bandwidth`).
+    Plex,
+}
+
+impl RateSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateSource::Packets => "packets",
+            RateSource::Plex => "plex",
+        }
+    }
 }
 
 /// Default hard cap on the number of flows tracked.

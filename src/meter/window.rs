@@ -178,6 +178,17 @@ impl SecondWindows {
         sums
     }
 
+    /// The bytes of second `sec`: 0 for a second before the flow, after the head, or no
+    /// longer in the ring.
+    pub fn second(&self, sec: i64) -> u64 {
+        let len = self.buckets.len() as i64;
+        if sec < self.first_sec || sec > self.head_sec || self.head_sec - sec >= len {
+            0
+        } else {
+            u64::from(self.bytes_at(sec))
+        }
+    }
+
     /// The bytes of second `s`, which the ring holds.
     #[inline]
     fn bytes_at(&self, s: i64) -> u32 {

@@ -1,5 +1,6 @@
 //! The Plex Media Server client: sessions, source facts, capabilities and terminate.
 
+pub mod bandwidth;
 mod redirect;
 pub mod resolve;
 pub mod session;
@@ -280,15 +281,20 @@ impl PlexClient {
 
     /// A read, retries included, within the budget.
     async fn read(&self, endpoint: &str) -> Result<String, PlexError> {
-        self.within(endpoint, self.read_retrying(endpoint)).await
+        self.within(endpoint, self.read_retrying(endpoint, &[]))
+            .await
     }
 
     /// A read with bounded retries and backoff on transient failures.
-    async fn read_retrying(&self, endpoint: &str) -> Result<String, PlexError> {
+    async fn read_retrying(
+        &self,
+        endpoint: &str,
+        query: &[(&str, &str)],
+    ) -> Result<String, PlexError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
-            match self.get_once(endpoint, &[]).await {
+            match self.get_once(endpoint, query).await {
                 Ok(body) => return Ok(body),
                 Err(e) if e.transient() && attempt < self.read_attempts => {
                     tracing::debug!(endpoint, attempt, error = %e, "retrying Plex read");
@@ -306,6 +312,23 @@ impl PlexClient {
         let endpoint = "/status/sessions";
         let body = self.read(endpoint).await?;
         session::parse_sessions(&body).map_err(|e| PlexError::BadXml {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET /statistics/bandwidth?timespan=6&at>=SINCE`: Plex's per-second byte counters
+    /// from `since` (unix seconds) on. Without Plex Pass the server answers 401, 403 or 404.
+    pub async fn bandwidth(&self, since: i64) -> Result<bandwidth::Bandwidth, PlexError> {
+        let endpoint = "/statistics/bandwidth";
+        let timespan = bandwidth::TIMESPAN_SECONDS.to_string();
+        let since = since.to_string();
+        // `at>` is sent as `at%3E=SINCE`, which the server reads as at >= SINCE.
+        let query = [("timespan", timespan.as_str()), ("at>", since.as_str())];
+        let body = self
+            .within(endpoint, self.read_retrying(endpoint, &query))
+            .await?;
+        bandwidth::parse(&body).map_err(|e| PlexError::BadXml {
             endpoint: endpoint.to_string(),
             reason: e.to_string(),
         })

@@ -371,6 +371,15 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
                 "action \"throttle\" limits the connections the capture sees, but [capture] enabled = false: turn the capture on or use \"kill\"".into(),
             ));
         }
+        if !config.measure.source.packets() {
+            return Err(here(
+                action_span,
+                format!(
+                    "action \"throttle\" limits the connections the capture sees, but [measure] source = \"{}\" reads no packets: use \"packets\" or \"both\", or \"kill\"",
+                    config.measure.source.as_str()
+                ),
+            ));
+        }
         if config.capture.interface.as_deref() == Some("any") {
             return Err(here(
                 action_span,

@@ -49,6 +49,7 @@ pub const VARIABLES: &[(&str, Kind)] = &[
     ("measured_kbps_1m", Kind::Number),
     ("measured_kbps_5m", Kind::Number),
     ("measured_kbps_10m", Kind::Number),
+    ("rate_source", Kind::Text),
 ];
 
 /// Variables that carry a rate in kbps and so have an `_mbps` template form.
@@ -188,6 +189,8 @@ impl Vars {
             num("measured_kbps_1m", Some(m.kbps_1m));
             num("measured_kbps_5m", Some(m.kbps_5m));
             num("measured_kbps_10m", Some(m.kbps_10m));
+            v.values
+                .insert("rate_source", Value::Text(m.source.as_str().to_string()));
         }
         if let Some(b) = session.local {
             v.values.insert("local", Value::Flag(b));

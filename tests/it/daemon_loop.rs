@@ -99,6 +99,8 @@ struct Options {
     notify: Option<streamwarden::notify::Notifier>,
     /// What throttles (none: throttle decisions fail).
     shaper: Option<Arc<dyn streamwarden::enforce::shape::Shaper>>,
+    /// `[measure] source`.
+    measure: streamwarden::config::MeasureSource,
 }
 
 impl Default for Options {
@@ -113,6 +115,7 @@ impl Default for Options {
             flows: Vec::new(),
             notify: None,
             shaper: None,
+            measure: Default::default(),
         }
     }
 }
@@ -135,7 +138,8 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         tls_verify: true,
     };
     let client = PlexClient::new(settings.clone()).unwrap();
-    let feed = Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400])));
+    let feed =
+        Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400]))).with_source(opts.measure);
     let listener = if opts.http {
         Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
     } else {
@@ -960,6 +964,8 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
 
 mod throttle;
 mod web;
+
+mod counters;
 
 mod tautulli_webhook {
     use super::*;

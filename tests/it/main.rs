@@ -16,6 +16,7 @@ mod hook;
 mod hook_notify;
 mod meter_windows;
 mod notify;
+mod plex_bandwidth;
 mod plex_client;
 mod plex_parse;
 mod reach;

@@ -113,6 +113,7 @@ fn unknown_values_make_the_rule_not_match_and_are_named() {
         kbps_5m: 1.0,
         kbps_10m: 1.0,
         estimated: false,
+        ..Default::default()
     };
     assert_eq!(
         outcome("measured_kbps_1m > 5000", &s, Some(m)),

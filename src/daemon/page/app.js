@@ -233,6 +233,7 @@
         el('td', { class: 'num rate-cell', 'data-label': 'Measured 10 s · 1 min' },
           el('span', { class: 'rate-10s strong' }, mbps(row.measured_kbps_10s)),
           row.estimated ? el('span', { class: 'est', title: 'An estimated share: several streams share this address' }, 'estimated') : null,
+          row.rate_source === 'plex' ? el('span', { class: 'est', title: "Measured by Plex's own counters (/statistics/bandwidth), not from packets" }, 'plex') : null,
           ' ', spark(row.history_kbps),
           el('span', { class: 'sub' }, '1 min ' + mbps(row.measured_kbps_1m))),
         el('td', { class: 'num', 'data-label': 'Plex reports · source file' },
