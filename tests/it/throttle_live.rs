@@ -323,6 +323,11 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
     }
     let _ = server.join();
 
+    eprintln!(
+        "throttled stream {:.2} Mbps (cap 5), other {:.2} Mbps (sends 10)",
+        a / 1e6,
+        b / 1e6
+    );
     assert!(
         throttled.contains("\"action\":\"throttle\""),
         "no throttle:\n{throttled}\n{log}"

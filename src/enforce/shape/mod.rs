@@ -1,5 +1,8 @@
 //! Slowing a stream down in the kernel: the `Shaper` trait a throttle goes through, and
-//! Linux traffic control behind it.
+//! Linux traffic control behind it (`tc`).
+
+#[cfg(target_os = "linux")]
+pub mod tc;
 
 /// One TCP connection of a throttled stream, as the server sends it: server (IP, port) ->
 /// client (IP, port).
@@ -13,11 +16,54 @@ pub struct Conn {
 /// 1..=0xfffe).
 pub type ThrottleId = u16;
 
+/// What to grant so that throttles work.
+pub const GRANT: &str = "run as root, or grant CAP_NET_ADMIN: systemd AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN (and the same in CapabilityBoundingSet), Docker --cap-add NET_ADMIN, or setcap cap_net_raw,cap_net_admin=eip on the binary";
+
 /// Why a throttle could not be put on or lifted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShapeError {
+    #[error(
+        "{0}: throttling needs CAP_NET_ADMIN (traffic control), which this process does not hold: {GRANT}"
+    )]
+    NotPermitted(String),
+    #[error("{0}: no such network interface to throttle on ([capture] interface)")]
+    NoInterface(String),
+    #[error(
+        "{interface}: its root qdisc is the owner's ({kind} {handle}); streamwarden will not replace it to throttle. Remove it (tc qdisc del dev {interface} root) or do not use action = \"throttle\""
+    )]
+    ForeignRootQdisc {
+        interface: String,
+        kind: String,
+        handle: String,
+    },
+    #[error("{interface}: cannot {what}: {why}")]
+    Netlink {
+        interface: String,
+        what: String,
+        why: String,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+impl ShapeError {
+    /// A failed netlink request, from its errno.
+    pub fn netlink(interface: &str, what: &str, errno: Option<i32>) -> Self {
+        match errno {
+            // EPERM
+            Some(1) => ShapeError::NotPermitted(interface.to_string()),
+            Some(e) => ShapeError::Netlink {
+                interface: interface.to_string(),
+                what: what.to_string(),
+                why: std::io::Error::from_raw_os_error(e).to_string(),
+            },
+            None => ShapeError::Netlink {
+                interface: interface.to_string(),
+                what: what.to_string(),
+                why: "no answer from the kernel".into(),
+            },
+        }
+    }
 }
 
 /// What limits connections: Linux traffic control, or a test double.
@@ -39,7 +85,16 @@ pub trait Shaper: Send + Sync {
     fn release_all(&self) -> Result<(), ShapeError>;
 }
 
-/// Opens Linux traffic control on `interface` for throttles.
+/// Opens Linux traffic control on `interface` for throttles (see [`tc::TcShaper::open`]).
+#[cfg(target_os = "linux")]
 pub fn open(interface: &str) -> Result<std::sync::Arc<dyn Shaper>, ShapeError> {
-    Err(ShapeError::Other(format!("{interface}: TEMPORARY")))
+    Ok(std::sync::Arc::new(tc::TcShaper::open(interface)?))
+}
+
+/// Throttles need Linux traffic control.
+#[cfg(not(target_os = "linux"))]
+pub fn open(interface: &str) -> Result<std::sync::Arc<dyn Shaper>, ShapeError> {
+    Err(ShapeError::Other(format!(
+        "{interface}: throttling needs Linux traffic control"
+    )))
 }
