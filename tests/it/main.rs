@@ -22,6 +22,7 @@ mod plex_parse;
 mod reach;
 mod replay;
 mod rules;
+mod shape;
 mod throttle_live;
 mod trust;
 mod view;
