@@ -165,9 +165,9 @@ fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
         allowed.contains("read") && !allowed.contains("reboot"),
         "{allowed:?}"
     );
-    // Run the daemon as the unit does: an unprivileged user holding only CAP_NET_RAW
-    // (ambient), capturing, serving HTTP, killing, then stopped by SIGTERM; every syscall
-    // it makes is recorded.
+    // Run the daemon as the unit does: an unprivileged user holding only CAP_NET_RAW and
+    // CAP_NET_ADMIN (ambient), capturing, opening traffic control for a throttle rule,
+    // serving HTTP, killing, then stopped by SIGTERM; every syscall it makes is recorded.
     let plex = FakePlex::start(&mixed_sessions());
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -183,7 +183,7 @@ fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
     std::fs::write(
         dir.path().join("c.toml"),
         format!(
-            "[plex]\npoll_interval = \"1s\"\n[capture]\ninterface = \"lo\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[enforce]\naudit_log = \"audit.jsonl\"\n\n[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n"
+            "[plex]\npoll_interval = \"1s\"\n[capture]\ninterface = \"lo\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[enforce]\naudit_log = \"audit.jsonl\"\n\n[[rules]]\nname = \"owner-only\"\nwhen = 'user_id == 7'\nsustain = \"1s\"\n\n[[rules]]\nname = \"slow-down\"\nwhen = 'user_id == 7'\naction = \"throttle\"\nrate = \"5 Mbps\"\n"
         ),
     )
     .unwrap();
@@ -198,8 +198,8 @@ fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            "--inh-caps=+net_raw",
-            "--ambient-caps=+net_raw",
+            "--inh-caps=+net_raw,+net_admin",
+            "--ambient-caps=+net_raw,+net_admin",
             "--",
         ])
         .arg(&exe)
