@@ -356,3 +356,98 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
     let audit = std::fs::read_to_string(&audit).unwrap();
     assert!(audit.contains("\"action\":\"unthrottle\""), "{audit}");
 }
+
+#[test]
+fn run_and_check_say_plainly_when_cap_net_admin_is_missing() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the live throttle test as root"
+        );
+        eprintln!("skipping: needs root to hand out exactly CAP_NET_RAW");
+        return;
+    }
+    let plex = FakePlex::start(&mixed_sessions());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[capture]\ninterface = \"lo\"\n\n[[rules]]\nname = \"slow-down\"\nwhen = 'measured_kbps_10s > 20000'\naction = \"throttle\"\nrate = \"5 Mbps\"\n",
+    )
+    .unwrap();
+    // As the systemd unit would run it without CAP_NET_ADMIN: capture allowed, throttles not.
+    let as_unit = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=+net_raw",
+                "--ambient-caps=+net_raw",
+                "--",
+            ])
+            .arg(bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PLEX_URL", &plex.url)
+            .env("PLEX_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let o = as_unit(&["run", "--config", "c.toml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lo: throttling needs CAP_NET_ADMIN")
+            && err.contains("AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN")
+            && err.contains("--cap-add NET_ADMIN"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN), "{err}");
+    let o = as_unit(&["check", "--config", "c.toml"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("throttle rules need CAP_NET_ADMIN when `run` starts"),
+        "{out}"
+    );
+    // In a dry run nothing is touched, so nothing more is needed: it runs until stopped.
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+net_raw",
+            "--ambient-caps=+net_raw",
+            "--",
+        ])
+        .arg(bin())
+        .args(["run", "--config", "c.toml", "--dry-run"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PLEX_URL", &plex.url)
+        .env("PLEX_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the dry run stopped by itself"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("CAP_NET_ADMIN"), "{err}");
+}
