@@ -112,7 +112,8 @@ pub enum CaptureError {
     /// The capture's link type cannot be decoded.
     #[error(
         "link type {name} ({linktype}) is not supported: streamwarden decodes Ethernet, \
-         Linux cooked capture v1/v2, BSD loopback and raw IP"
+         Linux cooked capture v1/v2, BSD loopback, raw IP, PPP, PPPoE, Cisco HDLC, \
+         IP over InfiniBand and ARCNET"
     )]
     UnsupportedLinkType {
         /// The numeric link type.

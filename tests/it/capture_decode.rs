@@ -9,8 +9,10 @@ use etherparse::{PacketBuilder, VlanId};
 use pcap::{Capture, Linktype, Packet, PacketHeader, Precision};
 use proptest::prelude::*;
 use streamwarden::capture::decode::{
-    DLT_RAW, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
-    LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW, SUPPORTED_LINKTYPES,
+    DLT_RAW, LINKTYPE_ARCNET_LINUX, LINKTYPE_C_HDLC, LINKTYPE_C_HDLC_WITH_DIR, LINKTYPE_ETHERNET,
+    LINKTYPE_IPOIB, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_PPP, LINKTYPE_PPP_ETHER, LINKTYPE_PPP_HDLC,
+    LINKTYPE_PPP_WITH_DIR, LINKTYPE_RAW, SUPPORTED_LINKTYPES,
 };
 use streamwarden::capture::{DecodeStats, Next, PacketSource, Skip, decode};
 use streamwarden::meter::{FlowKey, Meter, RequestHints};
@@ -579,6 +581,45 @@ fn wrap(linktype: i32, ip: &[u8]) -> Vec<u8> {
         LINKTYPE_NULL | LINKTYPE_LOOP => {
             let family: u32 = if v6 { 24 } else { 2 };
             let mut v = family.to_be_bytes().to_vec();
+            v.extend_from_slice(ip);
+            v
+        }
+        LINKTYPE_PPP | LINKTYPE_PPP_HDLC | LINKTYPE_PPP_WITH_DIR | LINKTYPE_PPP_ETHER => {
+            let ppp: u16 = if v6 { 0x0057 } else { 0x0021 };
+            let mut v = match linktype {
+                LINKTYPE_PPP_WITH_DIR => vec![1, 0xff, 0x03],
+                // PPPoE session: version/type, code, session 0x1234, length
+                LINKTYPE_PPP_ETHER => {
+                    let mut h = vec![0x11, 0, 0x12, 0x34];
+                    h.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+                    h
+                }
+                _ => vec![0xff, 0x03],
+            };
+            v.extend_from_slice(&ppp.to_be_bytes());
+            v.extend_from_slice(ip);
+            v
+        }
+        LINKTYPE_IPOIB => {
+            let mut v = vec![0u8; 40];
+            v.extend_from_slice(&ether_type.to_be_bytes());
+            v.extend_from_slice(&[0, 0]);
+            v.extend_from_slice(ip);
+            v
+        }
+        LINKTYPE_ARCNET_LINUX => {
+            // source, destination, offset, protocol (IPv4 or IPv6), split flag, sequence
+            let mut v = vec![0x01, 0x02, 0, 0, if v6 { 0xc4 } else { 0xd4 }, 0, 0, 7];
+            v.extend_from_slice(ip);
+            v
+        }
+        LINKTYPE_C_HDLC | LINKTYPE_C_HDLC_WITH_DIR => {
+            let mut v = if linktype == LINKTYPE_C_HDLC_WITH_DIR {
+                vec![0, 0x0f, 0x00]
+            } else {
+                vec![0x0f, 0x00]
+            };
+            v.extend_from_slice(&ether_type.to_be_bytes());
             v.extend_from_slice(ip);
             v
         }

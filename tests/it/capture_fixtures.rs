@@ -1,32 +1,19 @@
 //! Reads every real capture in `../shared/fixtures/pcap` (tcpdump's test suite) through
 //! `PacketSource::open_file` + `decode` + `Meter`, and compares the per-connection packet counts
-//! with what tshark dissects.
+//! and IP bytes of the innermost IP/TCP with what tshark dissects (reassembly off).
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use streamwarden::capture::{
-    CaptureError, CaptureWarning, DecodeStats, Next, PacketSource, decode,
-};
-use streamwarden::meter::Meter;
+use streamwarden::capture::{CaptureError, CaptureWarning, Next, PacketSource, decode};
+
+use crate::common::tshark::{read_ours, read_tshark};
 
 use crate::common::capture::{Cap, RawPcap, SERVER, T0, eth_tcp};
 
-type Counts = BTreeMap<(IpAddr, u16, IpAddr, u16), u64>;
-
-/// Files on which tshark and the decoder legitimately differ, and why.
-///
-/// - `geneve.pcap`: SSH carried inside Geneve (outer IPv4/UDP, inner Ethernet/IPv4/TCP).
-///   tshark dissects the inner TCP; streamwarden meters the outer packet, which is UDP, and does
-///   not decode tunnels (Plex traffic is not tunnelled on the capture interface, and an inner
-///   flow's bytes would be those of the outer packets anyway).
-///
-/// Every other file is compared, including the deliberately malformed ones (beep-oobr,
-/// heapoverflow-tcp_print, scps_invalid, tcp_rst_data-trunc, timestamp_invalid_micro): their
-/// IP and TCP port fields are intact, so tshark and the lax decoder agree on them.
-const DISAGREE: &[&str] = &["geneve.pcap"];
+/// Files on which tshark and the decoder legitimately differ, and why: none. (geneve.pcap,
+/// SSH inside Geneve, differed until tunnels were decoded.)
+const DISAGREE: &[&str] = &[];
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pcap")
@@ -44,88 +31,6 @@ fn fixture_files() -> Vec<PathBuf> {
         "expected the tcpdump fixtures, found {files:?}"
     );
     files
-}
-
-struct Read {
-    counts: Counts,
-    stats: DecodeStats,
-    meter: Meter,
-    /// An error after the last whole packet (a savefile cut off mid-record).
-    tail_error: Option<CaptureError>,
-}
-
-fn read_ours(path: &Path) -> Result<Read, CaptureError> {
-    let mut source = PacketSource::open_file(path, None)?;
-    let linktype = source.linktype();
-    let mut counts = Counts::new();
-    let mut stats = DecodeStats::default();
-    let mut meter = Meter::new();
-    let tail_error = loop {
-        match source.next_packet() {
-            Ok(Next::Packet(p)) => {
-                if let Ok(seg) = stats.count(decode(linktype, p.data)) {
-                    *counts
-                        .entry((seg.src, seg.sport, seg.dst, seg.dport))
-                        .or_default() += 1;
-                    meter.record(p.ts_micros, &seg);
-                }
-            }
-            Ok(Next::Eof) => break None,
-            Ok(Next::Idle) => panic!("a savefile never idles"),
-            Err(e) => break Some(e),
-        }
-    };
-    Ok(Read {
-        counts,
-        stats,
-        meter,
-        tail_error,
-    })
-}
-
-/// Per-connection packet counts from tshark, or `None` when tshark is not installed.
-fn read_tshark(path: &Path) -> Option<Result<Counts, String>> {
-    let output = Command::new("tshark")
-        .arg("-r")
-        .arg(path)
-        .args(["-T", "fields", "-E", "occurrence=f"])
-        .args(["-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport"])
-        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport"])
-        .args(["-Y", "tcp"])
-        .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(Err(e.to_string())),
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut counts = Counts::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 6 {
-            return Some(Err(format!("unexpected tshark line {line:?}")));
-        }
-        let addr = |v4: &str, v6: &str| -> Result<IpAddr, String> {
-            let s = if v4.is_empty() { v6 } else { v4 };
-            s.parse().map_err(|_| format!("address {s:?} in {line:?}"))
-        };
-        let port = |p: &str| -> Result<u16, String> {
-            p.parse().map_err(|_| format!("port {p:?} in {line:?}"))
-        };
-        let key = (|| {
-            Ok::<_, String>((
-                addr(f[0], f[1])?,
-                port(f[2])?,
-                addr(f[3], f[4])?,
-                port(f[5])?,
-            ))
-        })();
-        match key {
-            Ok(k) => *counts.entry(k).or_default() += 1,
-            Err(e) => return Some(Err(e)),
-        }
-    }
-    Some(Ok(counts))
 }
 
 #[test]
@@ -195,12 +100,12 @@ fn per_connection_counts_match_tshark() {
     let mut tcp_packets = 0;
     for path in fixture_files() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let ours = match read_ours(&path) {
-            Ok(r) => r.counts,
+        let (ours, our_bytes) = match read_ours(&path) {
+            Ok(r) => (r.counts, r.bytes),
             Err(CaptureError::UnsupportedLinkType { .. }) => continue,
             Err(e) => panic!("{name}: {e}"),
         };
-        let theirs = match read_tshark(&path) {
+        let (theirs, their_bytes) = match read_tshark(&path) {
             Some(Ok(c)) => c,
             Some(Err(e)) => panic!("{name}: tshark: {e}"),
             None => {
@@ -219,6 +124,10 @@ fn per_connection_counts_match_tshark() {
         }
         if ours != theirs {
             mismatches.push(format!("{name}: ours {ours:?}\n  tshark {theirs:?}"));
+        } else if our_bytes != their_bytes {
+            mismatches.push(format!(
+                "{name}: IP bytes: ours {our_bytes:?}\n  tshark {their_bytes:?}"
+            ));
         }
         compared += 1;
         tcp_packets += theirs.values().sum::<u64>();

@@ -7,6 +7,7 @@ mod attribute;
 mod capture_decode;
 mod capture_fixtures;
 mod capture_live;
+mod capture_tunnels;
 mod cli;
 mod daemon;
 mod daemon_loop;

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod logs;
 pub mod receiver;
+pub mod tshark;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

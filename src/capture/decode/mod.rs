@@ -19,12 +19,32 @@ use etherparse::{
 
 use super::CaptureError;
 
+mod tunnel;
+use tunnel::Inner;
+pub use tunnel::MAX_DEPTH;
+
 /// `LINKTYPE_NULL`: BSD loopback, a 4-byte address family in the capturing host's byte order.
 pub const LINKTYPE_NULL: i32 = 0;
 /// `LINKTYPE_ETHERNET`: Ethernet II, optionally with 802.1Q / 802.1ad VLAN tags.
 pub const LINKTYPE_ETHERNET: i32 = 1;
 /// `DLT_RAW` as libpcap reports it on Linux and most BSDs: raw IPv4 or IPv6.
 pub const DLT_RAW: i32 = 12;
+/// `LINKTYPE_PPP`: PPP, with or without HDLC-like framing (address 0xff, control 0x03).
+pub const LINKTYPE_PPP: i32 = 9;
+/// `LINKTYPE_PPP_HDLC`: PPP in HDLC-like framing (PPP over serial).
+pub const LINKTYPE_PPP_HDLC: i32 = 50;
+/// `LINKTYPE_PPP_ETHER`: PPPoE session frames without their Ethernet header.
+pub const LINKTYPE_PPP_ETHER: i32 = 51;
+/// `LINKTYPE_C_HDLC`: Cisco HDLC (address, control, then an EtherType).
+pub const LINKTYPE_C_HDLC: i32 = 104;
+/// `LINKTYPE_PPP_WITH_DIR`: a direction byte, then PPP.
+pub const LINKTYPE_PPP_WITH_DIR: i32 = 204;
+/// `LINKTYPE_C_HDLC_WITH_DIR`: a direction byte, then Cisco HDLC.
+pub const LINKTYPE_C_HDLC_WITH_DIR: i32 = 205;
+/// `LINKTYPE_ARCNET_LINUX`: ARCNET with Linux's header (RFC 1201 or RFC 1051 framing).
+pub const LINKTYPE_ARCNET_LINUX: i32 = 129;
+/// `LINKTYPE_IPOIB`: IP over InfiniBand (a 44-byte header ending in an EtherType).
+pub const LINKTYPE_IPOIB: i32 = 242;
 /// `LINKTYPE_RAW`: raw IPv4 or IPv6 (the value stored in savefiles).
 pub const LINKTYPE_RAW: i32 = 101;
 /// `LINKTYPE_LOOP`: OpenBSD loopback, a 4-byte address family in network byte order.
@@ -39,9 +59,17 @@ pub const LINKTYPE_IPV6: i32 = 229;
 pub const LINKTYPE_LINUX_SLL2: i32 = 276;
 
 /// Every link type [`decode`] understands.
-pub const SUPPORTED_LINKTYPES: [i32; 9] = [
+pub const SUPPORTED_LINKTYPES: [i32; 17] = [
     LINKTYPE_NULL,
+    LINKTYPE_ARCNET_LINUX,
+    LINKTYPE_IPOIB,
     LINKTYPE_ETHERNET,
+    LINKTYPE_PPP,
+    LINKTYPE_PPP_HDLC,
+    LINKTYPE_PPP_ETHER,
+    LINKTYPE_C_HDLC,
+    LINKTYPE_PPP_WITH_DIR,
+    LINKTYPE_C_HDLC_WITH_DIR,
     DLT_RAW,
     LINKTYPE_RAW,
     LINKTYPE_LOOP,
@@ -94,8 +122,8 @@ pub enum Skip {
     NotIp,
     /// IP, but not carrying TCP (UDP, ICMP, ...).
     NotTcp,
-    /// IP fragment: only reassembly could attribute it to a connection, and TCP stacks avoid
-    /// fragmentation, so fragments are not metered.
+    /// An IP fragment after the first: only reassembly could attribute it to a connection
+    /// (the first fragment, which carries the ports, is metered).
     Fragment,
     /// The capture ends before the TCP ports (snaplen, or a short frame).
     Truncated,
@@ -301,18 +329,72 @@ fn decode_link(linktype: i32, frame: &[u8]) -> Result<TcpSegment<'_>, Skip> {
             }
         }
         DLT_RAW | LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => frame,
+        LINKTYPE_PPP | LINKTYPE_PPP_HDLC => tunnel::ppp_maybe_hdlc(frame)?,
+        LINKTYPE_PPP_WITH_DIR => tunnel::ppp_maybe_hdlc(frame.get(1..).ok_or(Skip::Truncated)?)?,
+        LINKTYPE_PPP_ETHER => tunnel::pppoe(frame)?,
+        LINKTYPE_IPOIB => {
+            // destination(20) source(20) type(2) reserved(2)
+            let protocol = be16(frame, 40).ok_or(Skip::Truncated)?;
+            ether_payload(protocol, frame.get(44..).ok_or(Skip::Truncated)?)?
+        }
+        LINKTYPE_ARCNET_LINUX => {
+            // source(1) destination(1) offset(2) protocol(1), then for RFC 1201 framing a
+            // split flag(1) and sequence(2) (and 4 more bytes in an exception packet).
+            match frame.get(4).ok_or(Skip::Truncated)? {
+                // IPv4 (RFC 1201), IPv6 (RFC 2497)
+                0xd4 | 0xc4 => {
+                    let start = if *frame.get(5).ok_or(Skip::Truncated)? == 0xff {
+                        12
+                    } else {
+                        8
+                    };
+                    frame.get(start..).ok_or(Skip::Truncated)?
+                }
+                0xf0 => frame.get(5..).ok_or(Skip::Truncated)?,
+                _ => return Err(Skip::NotIp),
+            }
+        }
+        LINKTYPE_C_HDLC | LINKTYPE_C_HDLC_WITH_DIR => {
+            let at = usize::from(linktype == LINKTYPE_C_HDLC_WITH_DIR);
+            // address(1) control(1) protocol(2, an EtherType)
+            let protocol = be16(frame, at + 2).ok_or(Skip::Truncated)?;
+            ether_payload(protocol, frame.get(at + 4..).ok_or(Skip::Truncated)?)?
+        }
         _ => return Err(Skip::NotIp),
     };
     decode_ip(ip)
 }
 
-/// Decodes a frame starting at the IP header (raw IP link types, or after the link header).
+/// Decodes a frame starting at the IP header (raw IP link types, or after the link header),
+/// through any tunnels, to the innermost TCP segment.
 #[inline]
 pub fn decode_ip(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    decode_ip_at(ip, 0)
+}
+
+/// [`decode_ip`] `depth` encapsulations deep.
+#[inline]
+fn decode_ip_at(ip: &[u8], depth: u8) -> Result<TcpSegment<'_>, Skip> {
     match ipv4_tcp(ip) {
         Some(parts) => Ok(parts.segment()),
-        None => decode_ip_lax(ip),
+        None => lax(ip, depth),
     }
+}
+
+/// What a tunnel carries, decoded one level deeper.
+fn inner(i: Inner<'_>, depth: u8) -> Result<TcpSegment<'_>, Skip> {
+    if depth > MAX_DEPTH {
+        return Err(Skip::Malformed);
+    }
+    let ip = match i {
+        Inner::Ip(ip) => ip,
+        Inner::Ethernet(frame) => {
+            let ether_type = be16(frame, 12).ok_or(Skip::Truncated)?;
+            ether_payload(ether_type, frame.get(14..).ok_or(Skip::Truncated)?)?
+        }
+        Inner::EtherType(ether_type, rest) => ether_payload(ether_type, rest)?,
+    };
+    decode_ip_at(ip, depth)
 }
 
 /// The common case of [`decode_ip`], with etherparse's strict header slices: an unfragmented
@@ -363,6 +445,23 @@ fn ipv4_tcp(ip: &[u8]) -> Option<Parts<'_>> {
 /// target `decode` checks that); use [`decode_ip`].
 #[inline(never)]
 pub fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    lax(ip, 0)
+}
+
+/// Whether a fragmented packet is the first fragment (offset 0), which carries the
+/// transport header.
+fn first_fragment(slice: &LaxIpSlice<'_>) -> bool {
+    match slice {
+        LaxIpSlice::Ipv4(v4) => v4.header().fragments_offset().value() == 0,
+        LaxIpSlice::Ipv6(v6) => v6.extensions().clone().into_iter().all(|e| match e {
+            etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
+            _ => true,
+        }),
+    }
+}
+
+#[inline(never)]
+fn lax(ip: &[u8], depth: u8) -> Result<TcpSegment<'_>, Skip> {
     let (slice, ext_err) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
         LaxHeaderSliceError::Len(_) => Skip::Truncated,
         LaxHeaderSliceError::Content(_) => Skip::Malformed,
@@ -407,11 +506,24 @@ pub fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         }
     };
     let payload = slice.payload();
-    if payload.fragmented {
+    // With reassembly off, tshark dissects a first fragment's transport header and counts
+    // the fragment; later fragments carry no ports.
+    if payload.fragmented && !first_fragment(&slice) {
         return Err(Skip::Fragment);
     }
-    if payload.ip_number != IpNumber::TCP {
-        return Err(Skip::NotTcp);
+    match payload.ip_number {
+        IpNumber::TCP => {}
+        IpNumber::UDP => {
+            return match tunnel::udp(payload.payload)? {
+                Some(i) => inner(i, depth + 1),
+                None => Err(Skip::NotTcp),
+            };
+        }
+        IpNumber::GRE => return inner(tunnel::gre(payload.payload)?, depth + 1),
+        IpNumber::IPV4 | IpNumber::IPV6 => {
+            return inner(Inner::Ip(payload.payload), depth + 1);
+        }
+        _ => return Err(Skip::NotTcp),
     }
     let tcp = payload.payload;
     let sport = be16(tcp, 0).ok_or(Skip::Truncated)?;
@@ -446,10 +558,12 @@ pub fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     })
 }
 
-/// Follows an EtherType (peeling off VLAN tags) to the start of the IP header.
+/// Follows an EtherType to the start of the IP header, peeling off VLAN tags, 802.1BR
+/// E-tags, Cisco FabricPath, PPPoE sessions and MPLS label stacks (with an Ethernet
+/// pseudowire behind them), each bounded.
 #[inline]
-fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
-    for _ in 0..=MAX_VLAN_TAGS {
+pub(super) fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
+    for _ in 0..=MAX_VLAN_TAGS + usize::from(MAX_DEPTH) {
         match ether_type {
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {
                 let version = rest.first().ok_or(Skip::Truncated)? >> 4;
@@ -462,6 +576,30 @@ fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
                 // tag control information(2) then the inner EtherType(2)
                 ether_type = be16(rest, 2).ok_or(Skip::Truncated)?;
                 rest = rest.get(4..).ok_or(Skip::Truncated)?;
+            }
+            tunnel::ETHERTYPE_ETAG => {
+                // E-TCI(6) then the inner EtherType(2)
+                ether_type = be16(rest, 6).ok_or(Skip::Truncated)?;
+                rest = rest.get(8..).ok_or(Skip::Truncated)?;
+            }
+            tunnel::ETHERTYPE_FABRICPATH => {
+                // FTag/TTL(2), then the original Ethernet frame.
+                ether_type = be16(rest, 2 + 12).ok_or(Skip::Truncated)?;
+                rest = rest.get(2 + 14..).ok_or(Skip::Truncated)?;
+            }
+            tunnel::ETHERTYPE_PPPOE_SESSION => return tunnel::pppoe(rest),
+            tunnel::ETHERTYPE_MPLS | tunnel::ETHERTYPE_MPLS_MULTICAST => {
+                match tunnel::mpls(rest)? {
+                    Inner::Ip(ip) => return Ok(ip),
+                    Inner::Ethernet(frame) => {
+                        ether_type = be16(frame, 12).ok_or(Skip::Truncated)?;
+                        rest = frame.get(14..).ok_or(Skip::Truncated)?;
+                    }
+                    Inner::EtherType(t, r) => {
+                        ether_type = t;
+                        rest = r;
+                    }
+                }
             }
             _ => return Err(Skip::NotIp),
         }
