@@ -105,7 +105,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool)> {
     let v4 = inner_v4();
     let v6 = inner_v6();
     let inner_eth = eth(0x0800, &v4);
-    let mpls_label = |bottom: bool| [0x00, 0x01, 0x00 | u8::from(bottom), 64];
+    let mpls_label = |bottom: bool| [0x00, 0x01, u8::from(bottom), 64];
     vec![
         (
             "vxlan",
