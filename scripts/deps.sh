@@ -5,6 +5,8 @@
 #   prometheus   for promtool, the linter /metrics must pass (tests only)
 #   strace, systemd  to check the systemd unit's syscall filter against what the daemon
 #                calls (strace, systemd-analyze; tests only)
+#   iproute2     ip and tc: network namespaces and veth pairs for the live capture and
+#                throttle tests, and tc to read back what a throttle did (tests only)
 #   chromium, nodejs, npm  the owner's page in a real browser (scripts/browser-test; tests
 #                only), with playwright-core from the npm registry into tests/browser
 #                (npm ci: the version its package-lock.json pins; no browser is downloaded)
@@ -20,6 +22,7 @@ if [ "${1:-}" = "--tests" ]; then
   command -v strace >/dev/null 2>&1 || want+=(strace)
   command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
   command -v setpriv >/dev/null 2>&1 || want+=(util-linux)
+  { command -v ip && command -v tc; } >/dev/null 2>&1 || want+=(iproute2)
   [ -x /usr/bin/chromium ] || want+=(chromium)
   command -v node >/dev/null 2>&1 || want+=(nodejs)
   command -v npm >/dev/null 2>&1 || want+=(npm)
