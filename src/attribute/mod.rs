@@ -41,21 +41,62 @@ pub fn attribute(
     ports: &[u16],
     now_micros: i64,
 ) -> Vec<Option<Attributed>> {
-    attribute_with(meter, sessions, ports, now_micros, None)
+    attribute_with(meter, sessions, ports, now_micros, None, None)
+}
+
+/// Which session each connection was tied to exactly, kept from one round to the next by
+/// whoever attributes repeatedly (the daemon): a connection stays its session's, so when
+/// that session ends, the viewer left at the same address does not inherit its bytes (a
+/// killed viewer's last seconds would otherwise count as the other's, exactly, and could
+/// get it killed too).
+#[derive(Debug, Default, Clone)]
+pub struct Owners {
+    by: HashMap<FlowKey, String>,
+}
+
+impl Owners {
+    /// Notes the connections each session was tied to exactly this round; forgets the
+    /// connections the meter no longer keeps.
+    pub fn note(&mut self, meter: &Meter, sessions: &[Session], attributed: &[Option<Attributed>]) {
+        for (s, a) in sessions.iter().zip(attributed) {
+            if let Some(a) = a {
+                let id = s.identity();
+                for key in &a.exact {
+                    self.by.entry(*key).or_insert_with(|| id.clone());
+                }
+            }
+        }
+        self.by.retain(|k, _| meter.get(k).is_some());
+    }
+
+    /// The session a connection was tied to.
+    pub fn of(&self, key: &FlowKey) -> Option<&str> {
+        self.by.get(key).map(String::as_str)
+    }
 }
 
 /// [`attribute`], with Plex's per-device counters to split what several sessions behind
 /// one address send when their requests cannot be read (see [`split_by_series`]).
+///
+/// With `owners`, a connection already tied to a session stays that session's: the one of a
+/// session no longer listed counts for nobody.
 pub fn attribute_with(
     meter: &Meter,
     sessions: &[Session],
     ports: &[u16],
     now_micros: i64,
     counters: Option<&Counters>,
+    owners: Option<&Owners>,
 ) -> Vec<Option<Attributed>> {
-    // Server → client flows, grouped by client address.
+    let identities: Vec<String> = sessions.iter().map(Session::identity).collect();
+    let owner_of = |key: &FlowKey| owners.and_then(|o| o.of(key));
+    // Server → client flows, grouped by client address; a connection of a session that has
+    // ended is left out.
     let mut by_client: HashMap<IpAddr, Vec<(&FlowKey, &FlowStats)>> = HashMap::new();
     for (key, stats) in meter.flows() {
+        if owner_of(key).is_some_and(|o| !identities.iter().any(|i| i == o)) {
+            continue;
+        }
         if ports.contains(&key.sport) {
             by_client
                 .entry(unmap(key.dst))
@@ -113,7 +154,11 @@ pub fn attribute_with(
         let mut untied_keys: Vec<FlowKey> = Vec::new();
         for (key, stats) in flows {
             let hints = meter.get(&key.reversed()).map(|r| &r.hints);
-            let owner = hints.and_then(|h| members.iter().position(|&i| matches(&sessions[i], h)));
+            let known =
+                owner_of(key).and_then(|o| members.iter().position(|&i| identities[i] == o));
+            let owner = known.or_else(|| {
+                hints.and_then(|h| members.iter().position(|&i| matches(&sessions[i], h)))
+            });
             match owner {
                 Some(j) => {
                     tied[j].push(stats);

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::attribute::Attributed;
+use crate::attribute::{Attributed, Owners};
 use crate::capture::feed::Sink;
 use crate::capture::{CaptureStats, DecodeStats, Packet};
 use crate::config::MeasureSource;
@@ -27,6 +27,8 @@ pub struct Feed {
     capture: Arc<Mutex<Option<CaptureStats>>>,
     /// Plex's counters as read so far (empty unless the source reads them).
     pub counters: Arc<Mutex<Counters>>,
+    /// Which session each connection was tied to, from round to round.
+    owners: Arc<Mutex<Owners>>,
     source: MeasureSource,
 }
 
@@ -36,6 +38,7 @@ impl Feed {
             metering: Arc::new(Mutex::new(metering)),
             capture: Arc::new(Mutex::new(None)),
             counters: Arc::new(Mutex::new(Counters::default())),
+            owners: Arc::new(Mutex::new(Owners::default())),
             source: MeasureSource::Packets,
         }
     }
@@ -52,6 +55,7 @@ impl Feed {
     }
 
     /// Each session's measured figures as of `now_micros` (see [`crate::engine::measure`]).
+    /// A connection tied to a session stays that session's from one call to the next.
     pub fn measure(
         &self,
         sessions: &[Session],
@@ -60,14 +64,18 @@ impl Feed {
     ) -> Vec<Option<Attributed>> {
         let m = lock(&self.metering);
         let counters = self.source.plex().then(|| lock(&self.counters));
-        crate::engine::measure(
+        let mut owners = lock(&self.owners);
+        let attributed = crate::engine::measure(
             &m.meter,
             sessions,
             ports,
             now_micros,
             self.source,
             counters.as_deref(),
-        )
+            Some(&owners),
+        );
+        owners.note(&m.meter, sessions, &attributed);
+        attributed
     }
 
     /// Meters one packet.

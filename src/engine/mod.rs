@@ -79,6 +79,7 @@ pub fn measure(
     now_micros: i64,
     source: MeasureSource,
     counters: Option<&Counters>,
+    owners: Option<&attribute::Owners>,
 ) -> Vec<Option<Attributed>> {
     let now_sec = second_of(now_micros);
     let from_plex = |i: usize| -> Option<Attributed> {
@@ -97,10 +98,12 @@ pub fn measure(
         })
     };
     match source {
-        MeasureSource::Packets => attribute::attribute(meter, sessions, ports, now_micros),
+        MeasureSource::Packets => {
+            attribute::attribute_with(meter, sessions, ports, now_micros, None, owners)
+        }
         MeasureSource::Plex => (0..sessions.len()).map(from_plex).collect(),
         MeasureSource::Both => {
-            attribute::attribute_with(meter, sessions, ports, now_micros, counters)
+            attribute::attribute_with(meter, sessions, ports, now_micros, counters, owners)
                 .into_iter()
                 .enumerate()
                 .map(|(i, a)| a.or_else(|| from_plex(i)))

@@ -139,6 +139,7 @@ fn two_sessions_on_one_device_or_an_unknown_device_stay_unmeasured() {
         now * 1_000_000,
         MeasureSource::Plex,
         Some(&c),
+        None,
     );
     assert!(m.iter().all(Option::is_none), "{m:?}");
     let m = engine::measure(
@@ -148,6 +149,7 @@ fn two_sessions_on_one_device_or_an_unknown_device_stay_unmeasured() {
         now * 1_000_000,
         MeasureSource::Plex,
         Some(&c),
+        None,
     );
     let a = m[0].clone().expect("measured");
     assert_eq!(a.measured.source, RateSource::Plex);
@@ -305,6 +307,7 @@ mod split {
             now,
             MeasureSource::Packets,
             None,
+            None,
         );
         assert!(alone.iter().all(|m| m.as_ref().unwrap().measured.estimated));
         let both = engine::measure(
@@ -314,6 +317,7 @@ mod split {
             now,
             MeasureSource::Both,
             Some(&c),
+            None,
         );
         for (j, pattern) in [a as fn(i64) -> u64, b].into_iter().enumerate() {
             let got = both[j].as_ref().expect("measured");
@@ -342,6 +346,7 @@ mod split {
             now,
             MeasureSource::Both,
             Some(&c),
+            None,
         );
         for m in &both {
             let m = m.as_ref().expect("measured").measured;
@@ -386,6 +391,7 @@ mod split {
             now,
             MeasureSource::Both,
             Some(&c),
+            None,
         );
         assert!(
             both.iter().all(|m| m.as_ref().unwrap().measured.estimated),
