@@ -563,6 +563,7 @@ fn lax(ip: &[u8], depth: u8) -> Result<TcpSegment<'_>, Skip> {
 /// pseudowire behind them), each bounded.
 #[inline]
 pub(super) fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
+    let mut tags = 0;
     for _ in 0..=MAX_VLAN_TAGS + usize::from(MAX_DEPTH) {
         match ether_type {
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {
@@ -573,6 +574,10 @@ pub(super) fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8
                 };
             }
             ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
+                tags += 1;
+                if tags > MAX_VLAN_TAGS {
+                    return Err(Skip::Malformed);
+                }
                 // tag control information(2) then the inner EtherType(2)
                 ether_type = be16(rest, 2).ok_or(Skip::Truncated)?;
                 rest = rest.get(4..).ok_or(Skip::Truncated)?;
