@@ -52,9 +52,17 @@ pub fn bpf_filter(ports: &[u16], all_tcp: bool) -> String {
     }
     let alternatives: Vec<String> = ports.iter().map(|p| format!("port {p}")).collect();
     let plain = format!("tcp and ({})", alternatives.join(" or "));
-    // "vlan" shifts the offsets of what follows it: the same test inside one and two tags.
-    format!("({plain}) or (vlan and {plain}) or (vlan and vlan and {plain})")
+    // Plex's traffic inside the tunnels the decoder peels off (overlay networks: VXLAN,
+    // Geneve; GTP-U; GRE and IP in IP), whose inner ports the kernel cannot see: let them
+    // through and let the decoder find Plex's ports inside.
+    let any = format!("({plain}) or ({TUNNELS})");
+    // "vlan" shifts the offsets of what follows it: the same test inside one and two tags;
+    // "pppoes" likewise, so it comes last.
+    format!("({any}) or (vlan and ({any})) or (vlan and vlan and ({any})) or pppoes")
 }
+
+/// The packets that may carry Plex's traffic in a tunnel (see [`bpf_filter`]).
+const TUNNELS: &str = "(udp and (port 4789 or port 6081 or port 2152)) or (ip and (ip proto 4 or ip proto 41 or ip proto 47)) or (ip6 and (ip6 proto 4 or ip6 proto 41 or ip6 proto 47))";
 
 /// Errors opening or reading a packet source. All of them are fatal for the process and map
 /// to exit code 2 (the command line decides).
@@ -191,23 +199,24 @@ mod tests {
 
     #[test]
     fn filter_strings() {
-        let one = "tcp and (port 32400)";
+        let one = format!("(tcp and (port 32400)) or ({TUNNELS})");
         assert_eq!(
             bpf_filter(&[32400], false),
-            format!("({one}) or (vlan and {one}) or (vlan and vlan and {one})")
+            format!("({one}) or (vlan and ({one})) or (vlan and vlan and ({one})) or pppoes")
         );
         let two = "tcp and (port 32400 or port 443)";
-        assert!(bpf_filter(&[32400, 443], false).starts_with(&format!("({two}) or")));
+        assert!(bpf_filter(&[32400, 443], false).starts_with(&format!("(({two}) or")));
     }
 
     #[cfg(feature = "capture")]
     #[test]
     fn the_bpf_filter_compiles() {
-        let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
-        assert!(
-            dead.compile(&bpf_filter(&[32400, 443], false), true)
-                .is_ok()
-        );
+        {
+            let lt = pcap::Linktype::ETHERNET;
+            let dead = pcap::Capture::dead(lt).unwrap();
+            let compiled = dead.compile(&bpf_filter(&[32400, 443], false), true);
+            assert!(compiled.is_ok(), "{lt:?}: {:?}", compiled.err());
+        }
         assert_eq!(bpf_filter(&[32400], true), "tcp");
         assert_eq!(bpf_filter(&[], false), "tcp");
     }
