@@ -1,4 +1,4 @@
-//! Reads every real capture in `../shared/fixtures/pcap` (tcpdump's test suite) through
+//! Reads every real capture in `tests/fixtures/pcap` (tcpdump's test suite) through
 //! `PacketSource::open_file` + `decode` + `Meter`, and compares the per-connection packet counts
 //! and IP bytes of the innermost IP/TCP with what tshark dissects (reassembly off).
 
@@ -16,16 +16,11 @@ use crate::common::capture::{Cap, RawPcap, SERVER, T0, eth_tcp};
 const DISAGREE: &[&str] = &[];
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pcap")
+    crate::common::fixtures_dir("pcap")
 }
 
 fn fixture_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures directory")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let files = crate::common::pcap_fixtures();
     assert!(
         files.len() >= 10,
         "expected the tcpdump fixtures, found {files:?}"

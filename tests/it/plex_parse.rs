@@ -1,15 +1,9 @@
-//! Parsing the real /status/sessions responses in ../shared/fixtures/plex.
+//! Parsing the real /status/sessions responses in tests/fixtures/plex.
 
 use streamwarden::plex::PlayState;
 use streamwarden::plex::session::{parse_sessions, parse_source_facts};
 
-fn fixture(name: &str) -> String {
-    let path = format!(
-        "{}/../shared/fixtures/plex/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use crate::common::fixture;
 
 #[test]
 fn movie_with_session_and_stream_decisions() {

@@ -1,5 +1,5 @@
 //! `streamwarden replay` over captures written by the tests, with exact known bytes and
-//! timing, and over the real captures in ../shared/fixtures/pcap.
+//! timing, and over the real captures in tests/fixtures/pcap.
 
 use crate::common::capture::*;
 use crate::common::*;
@@ -336,11 +336,8 @@ fn without_sessions_lines_are_per_client_address() {
 #[test]
 fn bad_inputs_are_clear_errors_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let radiotap = format!(
-        "{}/../shared/fixtures/pcap/radiotap-heapoverflow.pcap",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let o = replay(dir.path(), &[&radiotap]);
+    let radiotap = crate::common::fixtures_dir("pcap").join("radiotap-heapoverflow.pcap");
+    let o = replay(dir.path(), &[radiotap.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("127"), "{}", stderr(&o));
     let text = dir.path().join("notes.txt");
@@ -369,9 +366,9 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
 #[test]
 fn every_real_capture_replays_without_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = format!("{}/../shared/fixtures/pcap", env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(&fixtures).unwrap() {
-        let path = entry.unwrap().path();
+    let files = crate::common::pcap_fixtures();
+    assert!(files.len() >= 40, "expected the captures, found {files:?}");
+    for path in files {
         let o = replay(
             dir.path(),
             &[path.to_str().unwrap(), "--all-tcp", "--flows", "--json"],
@@ -431,17 +428,15 @@ fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
 #[test]
 fn a_capture_without_plex_traffic_says_how_to_see_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let ssh = format!(
-        "{}/../shared/fixtures/pcap/ssh.pcap",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let o = replay(dir.path(), &[&ssh]);
+    let ssh = crate::common::fixtures_dir("pcap").join("ssh.pcap");
+    let ssh = ssh.to_str().unwrap();
+    let o = replay(dir.path(), &[ssh]);
     assert!(
         stdout(&o).contains("no TCP packets on port 32400 in this capture (--all-tcp"),
         "{}",
         stdout(&o)
     );
-    let v = json_of(&replay(dir.path(), &[&ssh, "--json"]));
+    let v = json_of(&replay(dir.path(), &[ssh, "--json"]));
     assert_eq!(v["as_of"], Value::Null);
 }
 

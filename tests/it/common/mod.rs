@@ -1,8 +1,9 @@
 //! A fake Plex Media Server for tests: a real HTTP server on 127.0.0.1:0 serving the real
-//! responses from ../shared/fixtures/plex and recording every terminate.
+//! responses from tests/fixtures/plex and recording every terminate.
 
 pub mod capture;
 pub mod logs;
+pub mod need;
 pub mod receiver;
 pub mod tshark;
 
@@ -14,12 +15,29 @@ use axum::Router;
 
 pub const TOKEN: &str = "tok-SECRET-4f9a1c";
 
+/// A real Plex response kept in `tests/fixtures/plex` (SOURCES.md says where each came from).
 pub fn fixture(name: &str) -> String {
-    let path = format!(
-        "{}/../shared/fixtures/plex/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let path = fixtures_dir("plex").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `tests/fixtures/<kind>` of this repository.
+pub fn fixtures_dir(kind: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind)
+}
+
+/// Every capture file (`.pcap`, `.pcapng`) in `tests/fixtures/pcap`, sorted.
+pub fn pcap_fixtures() -> Vec<PathBuf> {
+    let dir = fixtures_dir("pcap");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    files.sort();
+    files
 }
 
 pub use streamwarden::fakeplex::{FakePlex, PlexState, remove_session};
