@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use streamwarden::capture::{CaptureConfig, CaptureError, DecodeStats, Next, PacketSource, decode};
+use streamwarden::capture::{CaptureConfig, DecodeStats, Next, PacketSource, decode};
 use streamwarden::meter::{FlowKey, Meter};
 
 /// Payload bytes per second sent by the server.
@@ -66,15 +66,14 @@ fn loopback_rate_matches_the_paced_sender() {
         ports: vec![port],
         ..CaptureConfig::default()
     };
+    if !crate::common::need::have(
+        "the live capture test",
+        &[crate::common::need::Need::NetRaw],
+    ) {
+        return;
+    }
     let mut source = match PacketSource::open_live(&config) {
         Ok(s) => s,
-        Err(e @ CaptureError::PermissionDenied { .. }) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("live capture not permitted under CI: {e}");
-            }
-            println!("skipping live capture test: {e}");
-            return;
-        }
         Err(e) => panic!("cannot open live capture on lo: {e}"),
     };
     let linktype = source.linktype();
@@ -173,14 +172,13 @@ fn loopback_rate_matches_the_paced_sender() {
 /// (namespaces); skipped outside CI without it.
 #[test]
 fn plex_inside_vxlan_is_metered_from_the_underlay() {
+    use crate::common::need::{Need, have};
     use std::os::fd::AsFd;
     use std::process::Command;
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the VXLAN capture test as root"
-        );
-        println!("skipping the VXLAN capture test: needs root");
+    if !have(
+        "the VXLAN capture test",
+        &[Need::Netns, Need::NetAdmin, Need::NetRaw],
+    ) {
         return;
     }
     let ip = |args: &[&str]| {

@@ -11,19 +11,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::need::{Need, have};
+
+/// The live daemon tests capture on lo: CAP_NET_RAW.
 fn privileged() -> bool {
-    match pcap::Capture::from_device("lo").and_then(|c| c.open()) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI must run the live daemon tests, but capture on lo failed: {e}");
-            }
-            eprintln!(
-                "skipping: cannot capture on lo here ({e}); run as root or grant cap_net_raw"
-            );
-            false
-        }
-    }
+    have("the live daemon test (capture on lo)", &[Need::NetRaw])
 }
 
 /// Two sessions: session_id_1 (ha fixture) at 127.0.0.2, the plexopedia track at 127.0.0.3.
@@ -227,8 +219,7 @@ fn privileges_are_dropped_once_the_capture_is_open() {
     if !privileged() {
         return;
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping: switching user needs root");
+    if !have("the privilege-drop test", &[Need::SwitchUser]) {
         return;
     }
     let plex = FakePlex::start(&sessions_body());
@@ -280,8 +271,10 @@ fn privileges_are_dropped_once_the_capture_is_open() {
 #[test]
 fn capture_refused_names_the_fix_and_exits_2() {
     // As an unprivileged user (nobody), opening the capture must fail with the setcap hint.
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping: needs root to start a process as nobody");
+    if !have(
+        "the capture-refused test (it runs as nobody)",
+        &[Need::SwitchUser],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

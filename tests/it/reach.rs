@@ -3,6 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::need::{Need, have};
 use crate::common::*;
 
 #[test]
@@ -37,7 +38,7 @@ fn the_daemon_runs_without_capture_and_without_any_privilege() {
         .env("PLEX_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if nix::unistd::Uid::effective().is_root() {
+    if nix::unistd::Uid::effective().is_root() && Need::SwitchUser.met() {
         use std::os::unix::process::CommandExt;
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
@@ -91,19 +92,6 @@ fn the_daemon_runs_without_capture_and_without_any_privilege() {
     assert!(!audit.contains("\"fast\""), "{audit}");
 }
 
-/// Whether this test may run privileged steps: root is needed; under `CI` it must be.
-fn root_or_skip(what: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run {what} as root"
-    );
-    eprintln!("skipping {what}: needs root");
-    false
-}
-
 /// The syscalls a systemd syscall group (or a single name) stands for, nested groups
 /// resolved, as systemd-analyze lists them.
 fn syscalls_of(token: &str, out: &mut std::collections::BTreeSet<String>) {
@@ -152,7 +140,17 @@ fn unit_allowed(unit: &str) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn the_systemd_units_syscall_filter_allows_everything_the_daemon_calls() {
-    if !root_or_skip("the systemd unit's syscall filter test") {
+    if !have(
+        "the systemd unit's syscall filter test",
+        &[
+            Need::SwitchUser,
+            Need::NetRaw,
+            Need::NetAdmin,
+            Need::Tool("strace"),
+            Need::Tool("setpriv"),
+            Need::Tool("systemd-analyze"),
+        ],
+    ) {
         return;
     }
     let unit = std::fs::read_to_string(format!(
@@ -320,7 +318,7 @@ fn static_binary() -> Option<std::path::PathBuf> {
 #[test]
 fn the_static_binary_works_in_an_empty_chroot() {
     let Some(exe) = static_binary() else { return };
-    if !root_or_skip("the static binary in a chroot") {
+    if !have("the static binary in a chroot", &[Need::Chroot]) {
         return;
     }
     let plex = FakePlex::start(&mixed_sessions());

@@ -9,6 +9,8 @@ use std::os::fd::AsFd;
 use std::process::Command;
 
 use streamwarden::enforce::shape::tc::TcShaper;
+
+use crate::common::need::{Need, have};
 use streamwarden::enforce::shape::{Conn, ShapeError, Shaper};
 
 /// A namespace holding one end of a veth pair (`dev`); deleted on drop.
@@ -19,12 +21,7 @@ struct Ns {
 
 impl Ns {
     fn new(tag: &str) -> Option<Self> {
-        if !nix::unistd::Uid::effective().is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the traffic-control tests as root"
-            );
-            eprintln!("skipping the traffic-control test: needs root");
+        if !have("the traffic-control test", &[Need::Netns, Need::NetAdmin]) {
             return None;
         }
         let id = std::process::id() % 10_000;

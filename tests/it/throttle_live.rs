@@ -16,6 +16,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::need::{Need, have};
 use crate::common::*;
 
 /// A network namespace, deleted on drop.
@@ -170,14 +171,10 @@ fn rate(count: &AtomicU64, secs: f64) -> f64 {
 
 #[test]
 fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_it() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the live throttle test as root"
-        );
-        eprintln!(
-            "skipping the live throttle test: needs root (network namespaces, CAP_NET_ADMIN)"
-        );
+    if !have(
+        "the live throttle test",
+        &[Need::Netns, Need::NetAdmin, Need::NetRaw, Need::Tool("tc")],
+    ) {
         return;
     }
     let tag = std::process::id() % 100_000;
@@ -359,12 +356,10 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
 
 #[test]
 fn run_and_check_say_plainly_when_cap_net_admin_is_missing() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the live throttle test as root"
-        );
-        eprintln!("skipping: needs root to hand out exactly CAP_NET_RAW");
+    if !have(
+        "the missing-CAP_NET_ADMIN test (it hands out exactly CAP_NET_RAW)",
+        &[Need::SwitchUser, Need::NetRaw, Need::Tool("setpriv")],
+    ) {
         return;
     }
     let plex = FakePlex::start(&mixed_sessions());
