@@ -15,6 +15,7 @@ mod demo;
 mod history;
 mod hook;
 mod hook_notify;
+mod layering;
 mod meter_windows;
 mod notify;
 mod plex_bandwidth;
