@@ -19,6 +19,7 @@ pub mod meter;
 pub mod notify;
 pub mod plex;
 pub mod rules;
+pub mod state;
 
 /// Locks a mutex, taking the data even when another thread panicked while holding it: every
 /// value kept behind these locks stays consistent between statements.

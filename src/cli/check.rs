@@ -80,6 +80,7 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
                 "both (packets first; Plex's counters where packets have none, and to split viewers behind one address)",
         }
     );
+    println!("  {}", setup::state_line(&config));
     if rules.is_empty() {
         println!("  no rules: nothing will be killed except by hook --jbop");
     }

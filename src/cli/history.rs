@@ -35,11 +35,6 @@ pub struct HistoryArgs {
 
 pub fn run(args: HistoryArgs, config: Option<&Path>) -> Result<Done, Failure> {
     let config = setup::load(config)?;
-    let Some(path) = config.enforce.audit_log.clone() else {
-        return Err(Failure::Usage(
-            "no [enforce] audit_log is configured, so nothing was recorded to read".into(),
-        ));
-    };
     let since = args
         .since
         .as_deref()
@@ -53,9 +48,7 @@ pub fn run(args: HistoryArgs, config: Option<&Path>) -> Result<Done, Failure> {
         actions: args.action.clone(),
         limit: Some(args.limit),
     };
-    let report = history::read(&path, &query).map_err(|e| {
-        Failure::Failed(format!("cannot read the audit log {}: {e}", path.display()))
-    })?;
+    let report = setup::history(&config, &query)?;
     if args.json {
         let text =
             serde_json::to_string_pretty(&report).map_err(|e| Failure::Failed(e.to_string()))?;

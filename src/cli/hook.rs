@@ -24,7 +24,11 @@ pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Fai
     let client = setup::plex_client(&config)?;
     let notify = Notifier::from_config(&config, Delivery::HOOK)?;
     let audit = setup::open_audit(&config)?.with_sink(notify.as_ref().map(Notifier::sink));
-    let mut enforcer = Enforcer::new(client, &config.enforce, audit);
+    let (state, note) = setup::hook_state(&config);
+    if let Some(n) = note {
+        eprintln!("warning: {n}");
+    }
+    let mut enforcer = Enforcer::new(client, &config.enforce, state, audit);
     let cx = Context {
         enforcer: &mut enforcer,
         rules: &rules,

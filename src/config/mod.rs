@@ -14,6 +14,7 @@ pub mod capture;
 pub mod http;
 pub mod measure;
 pub mod notify;
+pub mod state;
 mod validate;
 
 use crate::plex::PlexSettings;
@@ -21,6 +22,7 @@ pub use capture::CaptureConfig;
 pub use http::{HttpConfig, Secret};
 pub use measure::{MeasureConfig, MeasureSource};
 pub use notify::{NotifyConfig, NotifyKind};
+pub use state::StateConfig;
 
 /// A configuration problem, located in its file where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +165,8 @@ struct RawConfig {
     #[serde(default)]
     measure: measure::RawMeasure,
     #[serde(default)]
+    state: state::RawState,
+    #[serde(default)]
     notify: Vec<notify::RawNotify>,
 }
 
@@ -228,6 +232,12 @@ pub struct PlexConfig {
 }
 
 impl Config {
+    /// Where the state database is: `[state] path`, else the default place (None when there
+    /// is none: no HOME, not root, no systemd state folder).
+    pub fn state_path(&self) -> Option<PathBuf> {
+        self.state.path.clone().or_else(crate::state::default_path)
+    }
+
     /// The settings a running daemon cannot take over on a reload, named as in the file,
     /// where `other` differs from this configuration.
     pub fn restart_needed(&self, other: &Config) -> Vec<&'static str> {
@@ -243,6 +253,9 @@ impl Config {
         }
         if self.measure != other.measure {
             out.push("[measure]");
+        }
+        if self.state != other.state {
+            out.push("[state]");
         }
         if self.enforce.audit_log != other.enforce.audit_log {
             out.push("[enforce] audit_log");
@@ -306,6 +319,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[measure]`: packets, Plex's counters, or both.
     pub measure: MeasureConfig,
+    /// `[state]`: where the state database lives.
+    pub state: StateConfig,
     /// `[[notify]]`: where kills are told.
     pub notify: Vec<NotifyConfig>,
     pub source: SourceMap,
@@ -452,6 +467,7 @@ impl Config {
             capture: raw.capture.resolve(&source)?,
             http,
             measure: raw.measure.resolve(&source)?,
+            state: raw.state.resolve(&source)?,
             notify: notify::resolve(raw.notify, &source)?,
             source,
         })

@@ -138,8 +138,20 @@ pub struct LabStream {
 /// Where the history comes from: the audit file, or this run's records when there is none.
 #[derive(Debug, Clone)]
 pub enum AuditSource {
-    File(PathBuf),
+    /// The state database (read through a connection of the reader's own), and the records
+    /// this process wrote, whose count versions what the page shows.
+    State(PathBuf, Recent),
+    /// No database file (a demo, a state in memory): the records this process wrote.
     Memory(Recent),
+}
+
+impl AuditSource {
+    pub fn of(state: Option<&std::path::Path>, recent: Recent) -> Self {
+        match state {
+            Some(path) => AuditSource::State(path.to_path_buf(), recent),
+            None => AuditSource::Memory(recent),
+        }
+    }
 }
 
 /// The facts of a round beyond the engine's tick.
@@ -213,11 +225,7 @@ impl Board {
         let mut status = lock(&self.inner).status.clone();
         status.can_kill = self.kills.is_some();
         status.audit = match &self.audit {
-            AuditSource::File(path) => AuditStatus {
-                file: true,
-                version: std::fs::metadata(path).map_or(0, |m| m.len()),
-            },
-            AuditSource::Memory(recent) => {
+            AuditSource::State(_, recent) | AuditSource::Memory(recent) => {
                 use std::hash::{Hash, Hasher};
                 let recent = lock(recent);
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -226,7 +234,7 @@ impl Board {
                     (&e.ts, &e.action, &e.session_id, &e.rule).hash(&mut h);
                 }
                 AuditStatus {
-                    file: false,
+                    file: matches!(self.audit, AuditSource::State(..)),
                     version: h.finish(),
                 }
             }

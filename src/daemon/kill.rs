@@ -40,7 +40,9 @@ struct Retry {
 /// A kill waiting to be confirmed by a later poll.
 struct Pending {
     decision: Decision,
-    generation: u64,
+    /// When the terminate (or the transcode's stop) was answered: only a poll sent after
+    /// this says anything about it.
+    answered: i64,
     transcode_stopped: bool,
 }
 
@@ -73,13 +75,13 @@ impl<P: SessionSource + Terminator> Kills<P> {
 
     /// Acts on a due decision. A kill re-reads the session from Plex and re-evaluates it
     /// first: no kill on stale data. A kill that fails is tried again later.
-    pub async fn act(&mut self, d: &Decision, generation: u64, w: &World<'_, P>) {
-        self.attempt(d, 1, generation, w).await;
+    pub async fn act(&mut self, d: &Decision, w: &World<'_, P>) {
+        self.attempt(d, 1, w).await;
     }
 
     /// Tries again the failed kills whose wait is over: each re-reads and re-evaluates
     /// first, like the first attempt, and each outcome is audited.
-    pub async fn retry_due(&mut self, generation: u64, w: &World<'_, P>) {
+    pub async fn retry_due(&mut self, w: &World<'_, P>) {
         let now = w.clock.now_micros();
         let due: Vec<(String, String)> = self
             .retries
@@ -98,12 +100,11 @@ impl<P: SessionSource + Terminator> Kills<P> {
                 r.attempts
             );
             self.enforcer.forget_reported(&r.decision);
-            self.attempt(&r.decision, r.attempts + 1, generation, w)
-                .await;
+            self.attempt(&r.decision, r.attempts + 1, w).await;
         }
     }
 
-    async fn attempt(&mut self, d: &Decision, attempt: u32, generation: u64, w: &World<'_, P>) {
+    async fn attempt(&mut self, d: &Decision, attempt: u32, w: &World<'_, P>) {
         let d = if d.action == Action::Kill && !self.enforcer.dry_run() {
             match recheck(d, w).await {
                 Recheck::Holds(fresh) => *fresh,
@@ -119,7 +120,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
             d.clone()
         };
         let applied = self.enforcer.apply(&d).await;
-        self.record(&applied, &d, generation, w.metrics);
+        self.record(&applied, &d, w.clock.now_micros(), w.metrics);
         if applied.is_failure() {
             if attempt <= KILL_RETRIES && d.session.session_id.is_some() {
                 self.schedule(&d, attempt, w);
@@ -136,9 +137,15 @@ impl<P: SessionSource + Terminator> Kills<P> {
     /// A kill the owner asked for (the page's "kill now"): no rule to re-evaluate and no
     /// retry, but the enforcer's checks (exemptions, the budget, never twice, dry run), its
     /// audit, the metrics and the confirmation by a later poll, as for any kill.
-    pub async fn by_hand(&mut self, d: &Decision, generation: u64, metrics: &Metrics) -> Applied {
-        let applied = self.enforcer.apply(d).await;
-        self.record(&applied, d, generation, metrics);
+    pub async fn by_hand(
+        &mut self,
+        d: &Decision,
+        dry_run: bool,
+        clock: &dyn Clock,
+        metrics: &Metrics,
+    ) -> Applied {
+        let applied = self.enforcer.apply_as(d, dry_run).await;
+        self.record(&applied, d, clock.now_micros(), metrics);
         applied
     }
 
@@ -148,7 +155,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         &mut self,
         applied: &Applied,
         d: &Decision,
-        generation: u64,
+        answered: i64,
         metrics: &Metrics,
     ) {
         let labels = RuleLabels {
@@ -172,7 +179,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                         id.clone(),
                         Pending {
                             decision: d.clone(),
-                            generation,
+                            answered,
                             transcode_stopped: false,
                         },
                     );
@@ -222,13 +229,15 @@ impl<P: SessionSource + Terminator> Kills<P> {
 
     /// Checks earlier kills against a newer poll: gone is confirmed; a survivor that is a
     /// transcode gets its transcode stopped; one that survives both is a zombie.
-    pub async fn confirm(&mut self, sessions: &[Session], generation: u64) {
+    pub async fn confirm(&mut self, sessions: &[Session], sent: Option<i64>, clock: &dyn Clock) {
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
             let Some(p) = self.pending.get_mut(&id) else {
                 continue;
             };
-            if generation <= p.generation {
+            // A poll sent before the answer (even one answered after it) may list the
+            // stream as it was before the kill: it says nothing.
+            if sent.is_none_or(|sent| sent <= p.answered) {
                 continue;
             }
             let alive = sessions
@@ -238,6 +247,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                 None => {
                     tracing::info!(session = %escape(&id), "kill confirmed: the stream is gone");
                     self.pending.remove(&id);
+                    self.enforcer.confirmed(&id, true);
                 }
                 Some(s) if !p.transcode_stopped && s.transcode_key.is_some() => {
                     let key = s.transcode_key.clone().unwrap_or_default();
@@ -251,7 +261,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                         ),
                     };
                     p.transcode_stopped = true;
-                    p.generation = generation;
+                    p.answered = clock.now_micros();
                     let d = p.decision.clone();
                     self.enforcer.note(&d, "transcode-stopped", Some(reason));
                 }
@@ -267,6 +277,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                     );
                     tracing::warn!(session = %escape(&id), "zombie: the stream survived the kill");
                     self.pending.remove(&id);
+                    self.enforcer.confirmed(&id, false);
                 }
             }
         }

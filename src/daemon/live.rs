@@ -1,7 +1,7 @@
 //! `run`'s wiring: the live capture, the real Plex, the process's signals and the wall
 //! clock plugged into the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,10 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         })?),
         None => None,
     };
+    // A throttle root a crashed run left is lifted whatever this run's settings (no throttle
+    // rule, a dry run, capture off), while the privilege to do it is still held.
+    let cleaned = lift_leftover_throttles(&config);
+    hand_state_over(&config)?;
     let source = config.measure.source;
     let (feed, feeder, shaper) = if config.capture.enabled && source.packets() {
         let source =
@@ -89,6 +93,8 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             Err("the capture is off ([capture] enabled = false): nothing to throttle".into());
         (feed, None, no)
     };
+    // The state after the privilege drop, so that its files belong to the user that runs.
+    let (state, _lock) = open_daemon_state(&config, &cleaned)?;
     if config.enforce.dry_run {
         tracing::info!("dry run: decisions are audited, nothing is killed");
     }
@@ -99,6 +105,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             rules,
             enforce: config.enforce.clone(),
             plex: Arc::new(plex),
+            state,
             audit,
             notify,
             ports: config.capture.ports.clone(),
@@ -125,6 +132,82 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         f.stop();
     }
     Ok(summary)
+}
+
+/// Started as root with a `[capture] user` to switch to: the state's folder and files go to
+/// that user first, so that it can write them after the switch.
+fn hand_state_over(config: &Config) -> Result<(), Failure> {
+    let (Some(name), true) = (
+        config.capture.user.as_deref(),
+        nix::unistd::Uid::effective().is_root(),
+    ) else {
+        return Ok(());
+    };
+    let Some(path) = config.state_path() else {
+        return Ok(());
+    };
+    let Ok(Some(user)) = nix::unistd::User::from_name(name) else {
+        // drop_privileges says what is wrong with the user.
+        return Ok(());
+    };
+    crate::state::hand_over(&path, user.uid.as_raw(), user.gid.as_raw())
+        .map_err(|e| Failure::Usage(format!("the state database {}: {e}", path.display())))
+}
+
+/// The interfaces on which a throttle root a previous run left was looked for and is gone.
+fn lift_leftover_throttles(config: &Config) -> Vec<String> {
+    if !crate::capture::privileges::has_net_admin() {
+        return Vec::new();
+    }
+    let interface = match &config.capture.interface {
+        Some(i) => i.clone(),
+        None => match crate::capture::default_interface() {
+            Ok(i) => i,
+            Err(_) => return Vec::new(),
+        },
+    };
+    match crate::enforce::shape::remove_leftover(&interface) {
+        Ok(removed) => {
+            if removed {
+                tracing::warn!(interface = %interface, "lifted the throttles a previous run left on {interface}");
+            }
+            vec![interface]
+        }
+        Err(e) => {
+            tracing::error!("cannot look for throttles a previous run left on {interface}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Opens the state database and takes the one-daemon lock beside it; throttles the state
+/// says were in force on an interface that was not cleaned are reported at ERROR.
+fn open_daemon_state(
+    config: &Config,
+    cleaned: &[String],
+) -> Result<(crate::state::State, crate::state::DaemonLock), Failure> {
+    let mut state = crate::engine::setup::open_state(config)?;
+    let path = state.path().map(Path::to_path_buf).unwrap_or_default();
+    let lock = crate::state::DaemonLock::take(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+    tracing::info!(path = %path.display(), "state database open");
+    let left = state.throttles().unwrap_or_default();
+    for interface in cleaned {
+        if left.iter().any(|t| &t.interface == interface)
+            && let Err(e) = state.throttles_cleared(interface)
+        {
+            tracing::error!("{e}");
+        }
+    }
+    for t in left.iter().filter(|t| !cleaned.contains(&t.interface)) {
+        tracing::error!(
+            interface = %t.interface,
+            rule = %t.rule,
+            "a throttle a previous run put on may still be on {}: streamwarden cannot remove it without CAP_NET_ADMIN (run `tc qdisc del dev {} root` as root)",
+            t.interface,
+            t.interface
+        );
+    }
+    Ok((state, lock))
 }
 
 /// Opens traffic control on the interface Plex sends on when a rule throttles (and this is

@@ -20,8 +20,30 @@ pub const RULE: &str = "kill-now";
 /// The longest message a kill by hand sends, in characters.
 pub const MAX_MESSAGE: usize = 300;
 
-/// Where the page sends its requests.
-pub type Requests = mpsc::Sender<KillRequest>;
+/// Where the page, `POST /api/streams/throttle` and `POST /api/tautulli` send what they want
+/// done: to the loop, which owns the one enforcer.
+pub type Requests = mpsc::Sender<Request>;
+
+/// Something to be done by the loop's enforcer.
+#[derive(Debug)]
+pub enum Request {
+    /// Kill now (the page), or a throttle rule's throttle (the hook's rules mode).
+    Kill(KillRequest),
+    /// A decision of the hook run inside the daemon (`POST /api/tautulli`, its delayed and
+    /// paused jobs too): applied by the loop's enforcer, in a dry run when `dry_run`.
+    Apply {
+        decision: Box<Decision>,
+        dry_run: bool,
+        reply: oneshot::Sender<Applied>,
+    },
+    /// An audit record of the hook run inside the daemon that is not a decision applied.
+    Note {
+        decision: Box<Decision>,
+        action: &'static str,
+        reason: Option<String>,
+        reply: oneshot::Sender<()>,
+    },
+}
 
 /// The owner asks to stop one stream, or the hook asks for a throttle rule's throttle.
 #[derive(Debug)]
@@ -68,7 +90,7 @@ pub(super) async fn handle<P: SessionSource + Terminator>(
     req: KillRequest,
     kills: &mut Kills<P>,
     sessions: &[Session],
-    generation: u64,
+    clock: &dyn super::Clock,
     metrics: &Metrics,
 ) {
     let Some(session) = sessions
@@ -92,7 +114,7 @@ pub(super) async fn handle<P: SessionSource + Terminator>(
         throttle: None,
     };
     tracing::info!(session = %escape(&req.session_id), "kill asked for from the page");
-    let applied = kills.by_hand(&d, generation, metrics).await;
+    let applied = kills.by_hand(&d, false, clock, metrics).await;
     let outcome = match applied {
         Applied::Logged => "log",
         ref a => a.action(),

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub capture_drops: Counter,
     pub decode_skipped: Counter,
     pub poll_errors: Counter,
+    pub state_write_failures: Counter,
     pub http_connections: Gauge,
     pub http_dropped: Family<DropLabels, Counter>,
     pub notify_failures: Family<TargetLabels, Counter>,
@@ -87,6 +88,7 @@ impl Default for Metrics {
             capture_drops: Counter::default(),
             decode_skipped: Counter::default(),
             poll_errors: Counter::default(),
+            state_write_failures: Counter::default(),
             http_connections: Gauge::default(),
             http_dropped: Family::default(),
             notify_failures: Family::default(),
@@ -160,6 +162,11 @@ impl Default for Metrics {
             m.poll_errors.clone(),
         );
         registry.register(
+            "state_write_failures",
+            "Writes to the state database that failed (no kill is sent while it cannot be written)",
+            m.state_write_failures.clone(),
+        );
+        registry.register(
             "http_connections",
             "Connections open to this HTTP endpoint",
             m.http_connections.clone(),
@@ -210,6 +217,14 @@ impl Metrics {
 
     /// Brings the per-round metrics up to date: each stream's measured rates, the stream
     /// count, and the feed's counters since `last`.
+    /// Brings the state's failed writes up to `total` (the enforcer's count).
+    pub fn state_failures(&self, total: u64) {
+        let now = self.state_write_failures.get();
+        if total > now {
+            self.state_write_failures.inc_by(total - now);
+        }
+    }
+
     pub fn update(&self, tick: &Tick<'_>, feed: &FeedStats, last: &FeedStats) {
         self.measured_kbps.clear();
         for (e, a) in tick.streams.iter().zip(&tick.attributed) {

@@ -32,6 +32,7 @@ use crate::lock;
 use crate::notify::Notifier;
 use crate::plex::SessionSource;
 use crate::rules::{Decision, RuleSet};
+use crate::state::State;
 
 pub use crate::engine::{Clock, SystemClock};
 pub use feed::{Feed, FeedStats};
@@ -48,6 +49,10 @@ pub struct Setup<P> {
     pub enforce: EnforceConfig,
     /// Where sessions come from and what kills: the Plex client, or a stand-in.
     pub plex: Arc<P>,
+    /// The durable state: what was killed, the budget's window, the audit records, the
+    /// throttles in force. The one enforcer owns it.
+    pub state: State,
+    /// The JSONL export of the audit records, for those who tail it (optional).
     pub audit: AuditLog,
     /// Where kills, failed kills and zombies are told (`[[notify]]`), when anywhere.
     pub notify: Option<Notifier>,
@@ -105,6 +110,7 @@ where
         rules,
         enforce,
         plex,
+        state,
         audit,
         notify,
         ports,
@@ -124,14 +130,12 @@ where
     let metrics = Arc::new(Metrics::default());
     let sink = notify.as_ref().map(Notifier::sink).or_else(|| audit.sink());
     let audit = audit.with_sink(sink);
-    // Kills from the page: only with a token (a page without one could be made to post by
-    // any site the owner visits).
-    let (kill_tx, mut kill_rx) = tokio::sync::mpsc::channel::<manual::KillRequest>(8);
+    // Everything that acts from outside the loop (Kill now, throttles asked for, the
+    // webhook's hook) is a request to the loop's one enforcer. Kills from the page only with
+    // a token (a page without one could be made to post by any site the owner visits).
+    let (kill_tx, mut kill_rx) = tokio::sync::mpsc::channel::<manual::Request>(64);
     let board = board::Board::new(
-        match audit.path() {
-            Some(path) => board::AuditSource::File(path.to_path_buf()),
-            None => board::AuditSource::Memory(audit.recent()),
-        },
+        board::AuditSource::of(state.path(), audit.recent()),
         http_token.is_some().then(|| kill_tx.clone()),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -141,7 +145,7 @@ where
             current: current.clone(),
             daemon: listener.local_addr().ok(),
             token: http_token.clone(),
-            sink: audit.sink(),
+            requests: kill_tx.clone(),
         });
         http::serve(
             listener,
@@ -171,7 +175,7 @@ where
         ))
     });
     let mut kills = kill::Kills::new(
-        Enforcer::new(plex.clone(), &enforce, audit),
+        Enforcer::new(plex.clone(), &enforce, state, audit),
         crate::enforce::throttle::Throttles::new(shaper),
     );
     let mut tracker = Tracker::default();
@@ -221,22 +225,33 @@ where
             },
             Some(req) = kill_rx.recv() => {
                 let snap = polled.snapshot();
-                match req.throttle_rule.clone() {
-                    Some(rule) => {
-                        let at = throttle::Asked {
-                            rules: &rules,
-                            sessions: &snap.sessions,
-                            feed: &feed,
-                            ports: &ports,
-                            now: clock.now_micros(),
-                        };
-                        kills.throttle_asked(req, &rule, &at, &mut tracker, &metrics);
+                match req {
+                    manual::Request::Kill(req) => match req.throttle_rule.clone() {
+                        Some(rule) => {
+                            let at = throttle::Asked {
+                                rules: &rules,
+                                sessions: &snap.sessions,
+                                feed: &feed,
+                                ports: &ports,
+                                now: clock.now_micros(),
+                            };
+                            kills.throttle_asked(req, &rule, &at, &mut tracker, &metrics);
+                        }
+                        None => {
+                            manual::handle(req, &mut kills, &snap.sessions, clock.as_ref(), &metrics)
+                                .await;
+                        }
+                    },
+                    manual::Request::Apply { decision, dry_run, reply } => {
+                        let applied = kills.by_hand(&decision, dry_run, clock.as_ref(), &metrics).await;
+                        let _ = reply.send(applied);
                     }
-                    None => {
-                        manual::handle(req, &mut kills, &snap.sessions, snap.generation, &metrics)
-                            .await;
+                    manual::Request::Note { decision, action, reason, reply } => {
+                        kills.enforcer.note(&decision, action, reason);
+                        let _ = reply.send(());
                     }
                 }
+                metrics.state_failures(kills.enforcer.state_failures());
                 continue;
             }
         }
@@ -249,7 +264,9 @@ where
             .is_some_and(|f| now.saturating_sub(f) <= window);
 
         // Confirm earlier kills against a newer poll.
-        kills.confirm(&snap.sessions, snap.generation).await;
+        kills
+            .confirm(&snap.sessions, snap.sent, clock.as_ref())
+            .await;
 
         let attributed = feed.measure(&snap.sessions, &ports, now);
         let tick =
@@ -268,7 +285,7 @@ where
                 tracker: &tracker,
                 metrics: &metrics,
             };
-            kills.retry_due(snap.generation, &world).await;
+            kills.retry_due(&world).await;
             let conns = throttle::conns_by_stream(&tick);
             let listed: std::collections::HashSet<String> =
                 snap.sessions.iter().map(|s| s.identity()).collect();
@@ -278,7 +295,7 @@ where
                 if d.action == crate::rules::Action::Throttle {
                     let _ = kills.throttle(d, &conns, now, &mut throttled, &metrics);
                 } else {
-                    kills.act(d, snap.generation, &world).await;
+                    kills.act(d, &world).await;
                 }
             }
             tracker.throttled = throttled;
@@ -299,6 +316,7 @@ where
         // Publish.
         let stats = feed.stats();
         metrics.update(&tick, &stats, &last_feed);
+        metrics.state_failures(kills.enforcer.state_failures());
         if let Some(n) = &notify {
             metrics.notify(&n.counts());
         }

@@ -107,19 +107,23 @@ async fn history_handler(
         limit,
     };
     let report = match board.audit().clone() {
-        AuditSource::File(path) => {
-            match tokio::task::spawn_blocking(move || history::read(&path, &query)).await {
+        AuditSource::State(path, _) => {
+            let read = move || {
+                let state = crate::state::State::open_read_only(&path)?;
+                history::from_state(&state, &query)
+            };
+            match tokio::task::spawn_blocking(read).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     return error(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("cannot read the audit log: {e}"),
+                        format!("cannot read the audit records: {e}"),
                     );
                 }
                 Err(_) => {
                     return error(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "reading the audit log failed",
+                        "reading the audit records failed",
                     );
                 }
             }
@@ -280,7 +284,7 @@ async fn throttle_now(
 async fn ask(kills: super::manual::Requests, mut request: super::manual::KillRequest) -> Response {
     let (reply, answer) = tokio::sync::oneshot::channel();
     request.reply = reply;
-    let sent = kills.send(request).await;
+    let sent = kills.send(super::manual::Request::Kill(request)).await;
     if sent.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }

@@ -18,8 +18,11 @@ pub(super) struct Snapshot {
     pub sessions: Vec<Session>,
     /// When the sessions were read (the clock's microseconds).
     pub fetched: Option<i64>,
-    /// Counts successful reads: a kill is confirmed only by a later one.
+    /// Counts successful reads.
     pub generation: u64,
+    /// When the request of the latest successful read was sent (the clock's microseconds):
+    /// a kill is confirmed only by a read sent after its terminate was answered.
+    pub sent: Option<i64>,
     pub error: Option<String>,
 }
 
@@ -42,6 +45,7 @@ pub(super) async fn run<P: SessionSource>(
     let mut delay = interval;
     let mut last_error: Option<String> = None;
     loop {
+        let sent = clock.now_micros();
         match plex.sessions().await {
             Ok(sessions) => {
                 if last_error.take().is_some() {
@@ -51,6 +55,7 @@ pub(super) async fn run<P: SessionSource>(
                 p.sessions = sessions;
                 p.fetched = Some(clock.now_micros());
                 p.generation += 1;
+                p.sent = Some(sent);
                 p.error = None;
                 delay = interval;
             }

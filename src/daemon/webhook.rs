@@ -5,8 +5,9 @@
 //! `sessionId`, `userId`, `username`, `killMessage`, `delay`, `interval`, `limit`, `notify`,
 //! `richMessage`, ...), plus `dryRun`; without `jbop` it is rules mode for `sessionId`.
 //! Tautulli fills values in as strings ("7"), so numbers may come as strings. The request is
-//! turned into the hook's own arguments and planned and run exactly as `streamwarden hook`
-//! would: the same checks, bounds, audit lines, kill budget and never-twice memory.
+//! turned into the hook's own arguments and planned and run as `streamwarden hook` would,
+//! except that every decision is applied by the loop's one enforcer (a request on its
+//! channel): one never-twice, one budget, one audit with the loop's rules and "Kill now".
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,12 +17,16 @@ use axum::http::StatusCode;
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
+use tokio::sync::oneshot;
+
 use crate::config::{EnforceConfig, Secret};
-use crate::enforce::{AuditLog, Enforcer, Sink};
-use crate::hook::{self, Context, HookArgs, Mode, Outcome, Say};
+use crate::enforce::Applied;
+use crate::hook::{self, Act, Context, HookArgs, Mode, Outcome, Say};
 use crate::lock;
 use crate::plex::{PlexClient, PlexSettings};
-use crate::rules::RuleSet;
+use crate::rules::{Decision, RuleSet};
+
+use super::manual::{Request, Requests};
 
 /// What the endpoint needs to run the hook.
 pub struct Webhook {
@@ -42,8 +47,54 @@ pub struct Hooks {
     /// The daemon's own endpoint and token, for rules mode's measured figures.
     pub daemon: Option<SocketAddr>,
     pub token: Option<Secret>,
-    /// The daemon's notifier: the hook's kills are told too.
-    pub sink: Option<Arc<dyn Sink>>,
+    /// The loop's enforcer, which applies every decision.
+    pub requests: Requests,
+}
+
+/// The hook's way to act inside the daemon: sessions read with its own client, decisions
+/// sent to the loop's enforcer.
+struct ViaLoop {
+    plex: PlexClient,
+    requests: Requests,
+    dry_run: bool,
+}
+
+impl Act for ViaLoop {
+    fn plex(&self) -> &PlexClient {
+        &self.plex
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    async fn apply(&mut self, d: &Decision) -> Applied {
+        let (reply, answer) = oneshot::channel();
+        let asked = Request::Apply {
+            decision: Box::new(d.clone()),
+            dry_run: self.dry_run,
+            reply,
+        };
+        if self.requests.send(asked).await.is_err() {
+            return Applied::Failed("the daemon is stopping".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Applied::Failed("the daemon is stopping".into()))
+    }
+
+    async fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
+        let (reply, done) = oneshot::channel();
+        let asked = Request::Note {
+            decision: Box::new(d.clone()),
+            action,
+            reason,
+            reply,
+        };
+        if self.requests.send(asked).await.is_ok() {
+            let _ = done.await;
+        }
+    }
 }
 
 /// The hook's arguments parsed as the command line would.
@@ -174,14 +225,11 @@ pub async fn handle(hooks: Hooks, body: &[u8]) -> (StatusCode, Value) {
         let result = tokio::runtime::Handle::current().block_on(async {
             let client = PlexClient::new(hooks.setup.plex.clone())
                 .map_err(|e| crate::Failure::Usage(e.to_string()))?;
-            let audit = match &enforce.audit_log {
-                Some(p) => AuditLog::open(p).map_err(|e| {
-                    crate::Failure::Usage(format!("cannot open the audit log {}: {e}", p.display()))
-                })?,
-                None => AuditLog::none(),
-            }
-            .with_sink(hooks.sink.clone());
-            let mut enforcer = Enforcer::new(client, &enforce, audit);
+            let mut enforcer = ViaLoop {
+                plex: client,
+                requests: hooks.requests.clone(),
+                dry_run: enforce.dry_run,
+            };
             let cx = Context {
                 enforcer: &mut enforcer,
                 rules: &rules,

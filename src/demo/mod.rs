@@ -142,6 +142,7 @@ impl Demo {
                 rules: self.rules,
                 enforce: self.config.enforce.clone(),
                 plex: Arc::new(client),
+                state: crate::state::State::memory(),
                 audit: AuditLog::none(),
                 notify: None,
                 ports: vec![32400],

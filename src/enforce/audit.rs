@@ -1,7 +1,7 @@
 //! The audit log: one JSON object per line, appended and flushed as each decision is made,
 //! and handed to a [`Sink`] (the notifier) as it is written.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -76,14 +76,6 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// What an existing audit log says about past kills (so separate hook runs share the
-/// kill budget and never kill the same session twice).
-#[derive(Debug, Default)]
-pub struct History {
-    pub killed_sessions: HashSet<String>,
-    pub kills_last_minute: u32,
-}
-
 impl AuditLog {
     /// No file: records go to the tracing log only.
     pub fn none() -> Self {
@@ -91,9 +83,25 @@ impl AuditLog {
     }
 
     /// Opens (creating) the file for appending. Its directory must exist: creating one
-    /// here would leave it owned by root when the daemon starts as root.
+    /// here would leave it owned by root when the daemon starts as root. A last line cut
+    /// short (a crash mid-write) is ended first, so the next record starts on a line of its
+    /// own (the fragment stays, unreadable, and is counted as such by `history`).
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                tracing::warn!(path = %path.display(), "the audit log's last line was cut short (a crash mid-write?): ending it so the next record stays readable");
+                file.write_all(b"\n")?;
+            }
+        }
         Ok(Self {
             file: Some((path.to_path_buf(), file)),
             sink: None,
@@ -149,56 +157,83 @@ impl AuditLog {
         if let Some((_, f)) = &mut self.file {
             let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
             line.push(b'\n');
-            f.write_all(&line)?;
-            f.flush()?;
+            // One write of the whole line (O_APPEND): a reader never sees half of it, and a
+            // write cut short is an error rather than a second write after the first part.
+            let n = f.write(&line)?;
+            if n != line.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("only {n} of {} bytes of the line were written", line.len()),
+                ));
+            }
         }
         Ok(())
     }
 
-    /// Reads the tail of the log for past kills. A missing or unreadable log is empty.
-    pub fn history(&self, now: time::OffsetDateTime) -> History {
-        let mut h = History::default();
-        let Some((path, _)) = &self.file else {
-            return h;
-        };
-        let Ok(mut f) = File::open(path) else {
-            return h;
-        };
-        const TAIL: u64 = 512 * 1024;
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > TAIL && f.seek(SeekFrom::Start(len - TAIL)).is_err() {
-            return h;
+    /// Hands a record to the sink only (the notifier), not to the file: what the state
+    /// could not keep is still told.
+    pub fn tell(&self, record: &Record) {
+        if let Some(sink) = &self.sink {
+            sink.record(record);
         }
-        let mut text = String::new();
-        if f.read_to_string(&mut text).is_err() {
-            let mut bytes = Vec::new();
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-            let _ = f.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+}
+
+/// A time in microseconds since the Unix epoch as RFC 3339 UTC.
+pub fn rfc3339(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl Record {
+    /// The record as the state database keeps it.
+    pub fn row(&self, at: i64) -> crate::state::AuditRow {
+        crate::state::AuditRow {
+            at,
+            ts: self.ts.clone(),
+            mode: self.mode.to_string(),
+            action: self.action.to_string(),
+            rule: self.rule.clone(),
+            session_id: self.session_id.clone(),
+            session_key: self.session_key.clone(),
+            user: self.user.clone(),
+            address: self.address.clone(),
+            title: self.title.clone(),
+            message: self.message.clone(),
+            reason: self.reason.clone(),
+            rate: self.rate.clone(),
+            estimated: self.estimated,
+            values: Json::Object(self.values.clone()).to_string(),
         }
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Json>(line) else {
-                continue;
-            };
-            if v.get("action").and_then(Json::as_str) != Some("kill") {
-                continue;
-            }
-            if let Some(id) = v.get("session_id").and_then(Json::as_str) {
-                h.killed_sessions.insert(id.to_string());
-            }
-            let recent = v
-                .get("ts")
-                .and_then(Json::as_str)
-                .and_then(|ts| {
-                    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .is_some_and(|ts| (now - ts) < time::Duration::seconds(60) && ts <= now);
-            if recent {
-                h.kills_last_minute += 1;
-            }
+    }
+
+    /// What the notify targets are told when the state cannot be written.
+    pub fn state_down(reason: &str, mode: &'static str) -> Record {
+        Record {
+            ts: now_rfc3339(),
+            mode,
+            action: "kill-skipped",
+            rule: "state".into(),
+            session_id: None,
+            session_key: None,
+            user: None,
+            address: None,
+            title: None,
+            message: String::new(),
+            values: Map::new(),
+            missing: Vec::new(),
+            estimated: false,
+            reason: Some(format!(
+                "{reason}: no kill is sent until the state database can be written"
+            )),
+            rate: None,
+            vars: Vars::default(),
         }
-        h
     }
 }
 

@@ -12,6 +12,8 @@ use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::state::{AuditFilter, AuditRow, State, StateError};
+
 /// The actions listed unless a query names others: kills, dry-run kills, failed kills,
 /// zombies (streams still listed after their kill), and throttles put on, lifted, failed
 /// or decided in a dry run.
@@ -157,6 +159,118 @@ pub fn read(path: &Path, q: &Query) -> std::io::Result<Report> {
     Ok(c.finish())
 }
 
+/// Reads the audit records of the state database: the entries through an indexed query
+/// (newest first, at most the limit), the counts by user and action through another.
+pub fn from_state(state: &State, q: &Query) -> Result<Report, StateError> {
+    let actions: Vec<String> = if q.actions.is_empty() {
+        ACTIONS.iter().map(|a| a.to_string()).collect()
+    } else {
+        q.actions.clone()
+    };
+    let filter = AuditFilter {
+        user: q.user.as_deref(),
+        rule: q.rule.as_deref(),
+        since: q
+            .since
+            .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MIN)),
+        actions: &actions,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    let entries = state
+        .audit_newest(&filter, limit)?
+        .into_iter()
+        .map(|r| Entry {
+            ts: r.ts,
+            mode: r.mode,
+            action: r.action,
+            rule: r.rule,
+            session_id: r.session_id,
+            user: r.user,
+            address: r.address,
+            title: r.title,
+            message: r.message,
+            reason: r.reason,
+            rate: r.rate,
+            estimated: r.estimated,
+            values: serde_json::from_str(&r.values).unwrap_or_default(),
+        })
+        .collect();
+    let mut users: BTreeMap<String, UserCounts> = BTreeMap::new();
+    let mut total = 0usize;
+    for c in state.audit_counts(&filter)? {
+        total += c.count as usize;
+        let name = c.user.clone().unwrap_or_else(|| "?".to_string());
+        let counts = users
+            .entry(name.to_lowercase())
+            .or_insert_with(|| UserCounts {
+                user: name,
+                ..UserCounts::default()
+            });
+        counts.add(&c.action, c.count);
+    }
+    Ok(Report {
+        entries,
+        total,
+        users: sorted(users),
+        unreadable: 0,
+    })
+}
+
+fn sorted(users: BTreeMap<String, UserCounts>) -> Vec<UserCounts> {
+    let mut users: Vec<UserCounts> = users.into_values().collect();
+    users.sort_by(|a, b| {
+        (b.kills, b.would_kills, b.failures, b.zombies)
+            .cmp(&(a.kills, a.would_kills, a.failures, a.zombies))
+            .then_with(|| a.user.cmp(&b.user))
+    });
+    users
+}
+
+impl UserCounts {
+    fn add(&mut self, action: &str, n: u32) {
+        match action {
+            "kill" => self.kills += n,
+            "would-kill" => self.would_kills += n,
+            "kill-failed" => self.failures += n,
+            "zombie" => self.zombies += n,
+            "throttle" => self.throttles += n,
+            _ => {}
+        }
+    }
+}
+
+/// Brings an older install's JSONL audit log into a new state database (lines that are not
+/// records are left out). How many records came in.
+pub fn import(state: &mut State, path: &Path) -> Result<usize, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut rows = Vec::new();
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        let Ok(e) = serde_json::from_slice::<Entry>(line.trim_ascii()) else {
+            continue;
+        };
+        let Some(at) = e.time() else { continue };
+        rows.push(AuditRow {
+            at: i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(0),
+            ts: e.ts,
+            mode: e.mode,
+            action: e.action,
+            rule: e.rule,
+            session_id: e.session_id,
+            session_key: None,
+            user: e.user,
+            address: e.address,
+            title: e.title,
+            message: e.message,
+            reason: e.reason,
+            rate: e.rate,
+            estimated: e.estimated,
+            values: Json::Object(e.values).to_string(),
+        });
+    }
+    state.import(&rows).map_err(|e| e.to_string())
+}
+
 /// Parses a `--since` or `since=`: a duration back from `now` ("7d", "24h", "90m"), an
 /// RFC 3339 time, or a date (midnight UTC).
 pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
@@ -210,14 +324,7 @@ impl<'q> Collector<'q> {
                 user: name,
                 ..UserCounts::default()
             });
-        match e.action.as_str() {
-            "kill" => counts.kills += 1,
-            "would-kill" => counts.would_kills += 1,
-            "kill-failed" => counts.failures += 1,
-            "zombie" => counts.zombies += 1,
-            "throttle" => counts.throttles += 1,
-            _ => {}
-        }
+        counts.add(&e.action, 1);
         if self.limit == 0 {
             return;
         }
@@ -228,16 +335,10 @@ impl<'q> Collector<'q> {
     }
 
     fn finish(self) -> Report {
-        let mut users: Vec<UserCounts> = self.users.into_values().collect();
-        users.sort_by(|a, b| {
-            (b.kills, b.would_kills, b.failures, b.zombies)
-                .cmp(&(a.kills, a.would_kills, a.failures, a.zombies))
-                .then_with(|| a.user.cmp(&b.user))
-        });
         Report {
             entries: self.newest.into_iter().rev().collect(),
             total: self.total,
-            users,
+            users: sorted(self.users),
             unreadable: self.unreadable,
         }
     }

@@ -9,18 +9,14 @@ pub mod throttle;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::num::NonZeroU32;
 
-use governor::clock::FakeRelativeClock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use serde_json::{Map, Value as Json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::EnforceConfig;
 use crate::plex::{PlexClient, PlexError, Session};
 use crate::rules::{Action, Decision, Value};
+use crate::state::{Begin, KillIntent, KillOutcome, State, StateError};
 pub use audit::{AuditLog, Record, Sink};
 
 /// The `exempt_users` entry that names the server owner, whatever the account is called.
@@ -220,47 +216,36 @@ impl<T: Terminator> Terminator for std::sync::Arc<T> {
     }
 }
 
-/// Applies decisions.
+/// Applies decisions: one per process, so that every path that kills shares one memory
+/// (never twice, the budget, what is pending) kept in the state database.
 pub struct Enforcer<T: Terminator> {
     terminator: T,
     dry_run: bool,
     act_on_estimates: bool,
     exempt: HashSet<String>,
     max_per_minute: u32,
-    /// The budget runs on its own clock, advanced to the time of each decision: wall
-    /// time for live work, packet time for a replayed capture.
-    budget: RateLimiter<
-        NotKeyed,
-        InMemoryState,
-        FakeRelativeClock,
-        NoOpMiddleware<<FakeRelativeClock as governor::clock::Clock>::Instant>,
-    >,
-    clock: FakeRelativeClock,
-    clock_at: Duration,
-    /// The budget's theoretical arrival time (GCRA, as `budget` keeps it), mirrored so that
-    /// what is left can be shown: each kill spends one period of 60 s / max.
-    budget_tat: Duration,
-    started: Instant,
-    killed: HashSet<String>,
+    /// What was killed, the budget's window and the audit records.
+    state: State,
+    /// The time of the latest decision (microseconds): wall time for live work, packet
+    /// time for a replayed capture.
+    clock_at: i64,
+    /// Live work reads the wall clock; a replay is given packet time.
+    wall_clock: bool,
     /// Skips and failures already audited, so a condition that keeps holding is not
     /// audited again every second.
     reported: HashSet<(String, String, String)>,
     preflight: Option<Result<(), String>>,
     audit: AuditLog,
+    /// The state could not be written at the last try: kills are refused until it can.
+    state_down: bool,
+    /// Writes to the state that failed, for /metrics.
+    state_failures: u64,
 }
 
 impl<T: Terminator> Enforcer<T> {
-    /// `audit` is read for past kills so that separate runs (one per Tautulli event)
-    /// share the budget and never kill one session twice.
-    pub fn new(terminator: T, cfg: &EnforceConfig, audit: AuditLog) -> Self {
-        let max = NonZeroU32::new(cfg.max_kills_per_minute).unwrap_or(NonZeroU32::MIN);
-        let clock = FakeRelativeClock::default();
-        let budget = RateLimiter::direct_with_clock(Quota::per_minute(max), clock.clone());
-        let history = audit.history(time::OffsetDateTime::now_utc());
-        let spent = history.kills_last_minute.min(max.get());
-        if let Some(n) = NonZeroU32::new(spent) {
-            let _ = budget.check_n(n);
-        }
+    /// `state` is shared with every other path and process acting on the same streams (the
+    /// hook runs once per Tautulli event): the budget and never-twice are read from it.
+    pub fn new(terminator: T, cfg: &EnforceConfig, state: State, audit: AuditLog) -> Self {
         Self {
             terminator,
             dry_run: cfg.dry_run,
@@ -270,21 +255,20 @@ impl<T: Terminator> Enforcer<T> {
                 .iter()
                 .map(|u| u.trim().to_lowercase())
                 .collect(),
-            max_per_minute: max.get(),
-            budget,
-            clock,
-            clock_at: Duration::ZERO,
-            budget_tat: budget_period(max.get()) * spent,
-            started: Instant::now(),
-            killed: history.killed_sessions,
+            max_per_minute: cfg.max_kills_per_minute.max(1),
+            state,
+            clock_at: 0,
+            wall_clock: true,
             reported: HashSet::new(),
             preflight: None,
             audit,
+            state_down: false,
+            state_failures: 0,
         }
     }
 
-    /// Applies new settings (a reload). What was killed, and the budget already spent this
-    /// minute, carry over; a new rate starts a new budget.
+    /// Applies new settings (a reload). What was killed and the kills of the last minute
+    /// stay in the state, so they carry over.
     pub fn reconfigure(&mut self, cfg: &EnforceConfig) {
         self.dry_run = cfg.dry_run;
         self.act_on_estimates = cfg.act_on_estimates;
@@ -293,22 +277,27 @@ impl<T: Terminator> Enforcer<T> {
             .iter()
             .map(|u| u.trim().to_lowercase())
             .collect();
-        if cfg.max_kills_per_minute != self.max_per_minute {
-            let max = NonZeroU32::new(cfg.max_kills_per_minute).unwrap_or(NonZeroU32::MIN);
-            self.budget =
-                RateLimiter::direct_with_clock(Quota::per_minute(max), self.clock.clone());
-            self.max_per_minute = max.get();
-            self.budget_tat = self.clock_at;
-        }
+        self.max_per_minute = cfg.max_kills_per_minute.max(1);
     }
 
-    /// Kills the budget allows now, and its size (`max_kills_per_minute`).
-    pub fn budget_left(&self) -> (u32, u32) {
-        let now = self.started.elapsed().max(self.clock_at);
-        let owed = self.budget_tat.saturating_sub(now);
-        let period = budget_period(self.max_per_minute);
-        let used = owed.as_nanos().div_ceil(period.as_nanos().max(1));
-        let used = u32::try_from(used).unwrap_or(u32::MAX);
+    /// "enforce" or "dry-run".
+    fn mode(&self, dry_run: bool) -> &'static str {
+        if dry_run { "dry-run" } else { "enforce" }
+    }
+
+    fn now(&mut self) -> i64 {
+        if self.wall_clock {
+            self.clock_at = self.clock_at.max(crate::state::now_micros());
+        }
+        self.clock_at
+    }
+
+    /// Kills the budget allows now, and its size (`max_kills_per_minute`): in a dry run, as
+    /// would-kills spend it.
+    pub fn budget_left(&mut self) -> (u32, u32) {
+        let now = self.now();
+        let mode = self.mode(self.dry_run);
+        let used = self.state.kills_in_window(mode, now).unwrap_or(0);
         (
             self.max_per_minute.saturating_sub(used),
             self.max_per_minute,
@@ -321,6 +310,26 @@ impl<T: Terminator> Enforcer<T> {
 
     pub fn terminator(&self) -> &T {
         &self.terminator
+    }
+
+    /// The state database, to read (the throttles it holds, a reader for the page).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The state database, to record what is not a decision (throttles in force).
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    /// Writes to the state database that failed since the start.
+    pub fn state_failures(&self) -> u64 {
+        self.state_failures
+    }
+
+    /// Whether the state could not be written at the last try (kills are refused).
+    pub fn state_down(&self) -> bool {
+        self.state_down
     }
 
     /// Whether a session's user is exempt: by name (case-insensitive), by numeric id, or,
@@ -343,24 +352,49 @@ impl<T: Terminator> Enforcer<T> {
             .retain(|(s, r, _)| !(*s == id && *r == d.rule));
     }
 
-    /// Whether this run already killed (or saw a kill of) the session.
+    /// Whether the session was killed (or a kill of it sent, or in a dry run decided), by
+    /// this process or any other on the same state.
     pub fn already_killed(&self, session_id: &str) -> bool {
-        self.killed.contains(session_id)
+        self.state
+            .was_killed(session_id, self.mode(self.dry_run))
+            .unwrap_or(false)
+    }
+
+    /// Records that a later poll no longer lists a killed stream, or still does.
+    pub fn confirmed(&mut self, session_id: &str, gone: bool) {
+        let outcome = if gone {
+            KillOutcome::Confirmed
+        } else {
+            KillOutcome::Zombie
+        };
+        let at = self.now();
+        let r = self.state.confirm_kill(session_id, outcome, at);
+        self.wrote(r);
     }
 
     /// Applies one decision now and audits it.
     pub async fn apply(&mut self, d: &Decision) -> Applied {
-        let at = self.started.elapsed();
-        self.apply_at(d, at).await
+        let dry = self.dry_run;
+        self.apply_as(d, dry).await
+    }
+
+    /// As `apply`, in a dry run when `dry_run` even if the enforcer is armed (a webhook
+    /// request's `dryRun`).
+    pub async fn apply_as(&mut self, d: &Decision, dry_run: bool) -> Applied {
+        let applied = self.decide(d, dry_run || self.dry_run).await;
+        self.audit_applied(d, applied, dry_run || self.dry_run)
     }
 
     /// Applies one decision made `at` into the run (packet time for a replay).
     pub async fn apply_at(&mut self, d: &Decision, at: Duration) -> Applied {
-        if at > self.clock_at {
-            self.clock.advance(at - self.clock_at);
-            self.clock_at = at;
-        }
-        let applied = self.decide(d).await;
+        self.wall_clock = false;
+        self.clock_at = self
+            .clock_at
+            .max(i64::try_from(at.as_micros()).unwrap_or(i64::MAX));
+        self.apply(d).await
+    }
+
+    fn audit_applied(&mut self, d: &Decision, applied: Applied, dry_run: bool) -> Applied {
         if applied == Applied::AlreadyKilled {
             return applied;
         }
@@ -380,7 +414,7 @@ impl<T: Terminator> Enforcer<T> {
             }
             _ => {}
         }
-        self.note(d, action, reason);
+        self.note_as(d, action, reason, dry_run);
         applied
     }
 
@@ -425,9 +459,15 @@ impl<T: Terminator> Enforcer<T> {
     /// Audits something that happened to a stream after a decision (a zombie, a stopped
     /// transcode).
     pub fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
+        let dry = self.dry_run;
+        self.note_as(d, action, reason, dry);
+    }
+
+    fn note_as(&mut self, d: &Decision, action: &'static str, reason: Option<String>, dry: bool) {
+        let at = self.now();
         let record = Record {
-            ts: audit::now_rfc3339(),
-            mode: if self.dry_run { "dry-run" } else { "enforce" },
+            ts: audit::rfc3339(at),
+            mode: self.mode(dry),
             action,
             rule: d.rule.clone(),
             session_id: d.session.session_id.clone(),
@@ -443,12 +483,35 @@ impl<T: Terminator> Enforcer<T> {
             rate: d.throttle.map(|t| t.rate_text()),
             vars: d.vars.clone(),
         };
+        let stored = self.state.insert_audit(&record.row(at));
+        self.wrote(stored);
         if let Err(e) = self.audit.write(&record) {
             tracing::error!(error = %e, path = ?self.audit.path(), "cannot write the audit log");
         }
     }
 
-    async fn decide(&mut self, d: &Decision) -> Applied {
+    /// Keeps track of whether the state can be written: said once at ERROR when it cannot
+    /// (and told to the notify targets), once at INFO when it can again.
+    fn wrote(&mut self, result: Result<(), StateError>) {
+        match result {
+            Ok(()) if self.state_down => {
+                self.state_down = false;
+                tracing::info!("the state database can be written again: kills resume");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.state_failures += 1;
+                if !self.state_down {
+                    self.state_down = true;
+                    tracing::error!(path = ?self.state.path(), "{e}: no kill is sent until it can be written");
+                    self.audit
+                        .tell(&Record::state_down(&e.to_string(), self.mode(self.dry_run)));
+                }
+            }
+        }
+    }
+
+    async fn decide(&mut self, d: &Decision, dry_run: bool) -> Applied {
         if d.action == Action::Log {
             return Applied::Logged;
         }
@@ -469,39 +532,68 @@ impl<T: Terminator> Enforcer<T> {
                 "Plex gave no Session id for this stream (synced content, some Plexamp streams or an old server): it cannot be stopped".into(),
             );
         };
-        if self.killed.contains(&id) {
-            tracing::debug!(session = %escape(&id), "already killed; not killing twice");
-            return Applied::AlreadyKilled;
+        let mode = self.mode(dry_run);
+        match self.state.was_killed(&id, mode) {
+            Ok(true) => {
+                tracing::debug!(session = %escape(&id), "already killed; not killing twice");
+                return Applied::AlreadyKilled;
+            }
+            Ok(false) => {}
+            Err(e) => return self.state_refused(e),
         }
         if d.estimated && !self.act_on_estimates {
             return Applied::Skipped(
                 "the measured figure is an estimate (several streams share the address); set [enforce] act_on_estimates = true to act on estimates".into(),
             );
         }
-        if self.budget.check().is_err() {
-            return Applied::Skipped(format!(
-                "kill budget exhausted: max_kills_per_minute = {} already used in the last minute",
-                self.max_per_minute
-            ));
+        if !dry_run {
+            if self.preflight.is_none() {
+                self.preflight = Some(self.terminator.preflight().await);
+            }
+            if let Some(Err(e)) = &self.preflight {
+                return Applied::Failed(e.clone());
+            }
         }
-        self.budget_tat = self.budget_tat.max(self.clock_at) + budget_period(self.max_per_minute);
-        if self.dry_run {
-            self.killed.insert(id);
+        let at = self.now();
+        let intent = KillIntent {
+            session_id: &id,
+            mode,
+            rule: &d.rule,
+            at,
+            max_per_minute: self.max_per_minute,
+        };
+        let kill = match self.state.begin_kill(&intent) {
+            Ok(Begin::Go(kill)) => {
+                self.wrote(Ok(()));
+                kill
+            }
+            Ok(Begin::AlreadyKilled) => return Applied::AlreadyKilled,
+            Ok(Begin::OverBudget) => {
+                return Applied::Skipped(format!(
+                    "kill budget exhausted: max_kills_per_minute = {} already used in the last minute",
+                    self.max_per_minute
+                ));
+            }
+            Err(e) => return self.state_refused(e),
+        };
+        if dry_run {
             return Applied::WouldKill;
         }
-        if self.preflight.is_none() {
-            self.preflight = Some(self.terminator.preflight().await);
-        }
-        if let Some(Err(e)) = &self.preflight {
-            return Applied::Failed(e.clone());
-        }
-        match self.terminator.terminate(&id, &d.message).await {
-            Ok(()) => {
-                self.killed.insert(id);
-                Applied::Killed
-            }
-            Err(e) => Applied::Failed(e),
-        }
+        let (applied, outcome) = match self.terminator.terminate(&id, &d.message).await {
+            Ok(()) => (Applied::Killed, KillOutcome::Killed),
+            Err(e) => (Applied::Failed(e), KillOutcome::Failed),
+        };
+        let at = self.now();
+        let r = self.state.end_kill(kill, outcome, at);
+        self.wrote(r);
+        applied
+    }
+
+    /// A kill refused because the state cannot be written (or read).
+    fn state_refused(&mut self, e: StateError) -> Applied {
+        let reason = format!("{e}: no kill is sent until the state database can be written");
+        self.wrote(Err(e));
+        Applied::Skipped(reason)
     }
 }
 
@@ -521,11 +613,6 @@ impl<T: Terminator> Enforcer<T> {
             "a throttle is kept by the daemon (streamwarden run), which was not reached".into(),
         )
     }
-}
-
-/// The time one kill of the budget takes to come back.
-fn budget_period(max_per_minute: u32) -> Duration {
-    Duration::from_secs(60) / max_per_minute.max(1)
 }
 
 fn values_json(values: &BTreeMap<&'static str, Option<Value>>) -> Map<String, Json> {

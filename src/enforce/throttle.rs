@@ -97,6 +97,19 @@ impl Throttles {
             Applied::WouldThrottle => true,
             _ => return Some(applied),
         };
+        if !dry && let Ok(shaper) = &self.shaper {
+            let row = crate::state::ThrottleRow {
+                identity: identity.clone(),
+                session_id: d.session.session_id.clone(),
+                rule: d.rule.clone(),
+                rate_bps: spec.bytes_per_sec().saturating_mul(8),
+                interface: shaper.interface().to_string(),
+                since: crate::state::now_micros(),
+            };
+            if let Err(e) = enforcer.state_mut().throttle_on(&row) {
+                tracing::error!("{e}: a restart may not know to lift this throttle");
+            }
+        }
         self.active.insert(
             identity,
             Active {
@@ -179,6 +192,9 @@ impl Throttles {
             Err(_) => reason.to_string(),
         };
         tracing::info!(rule = %a.decision.rule, session = a.decision.session.session_id.as_deref().unwrap_or("-"), "throttle lifted: {reason}");
+        if let Err(e) = enforcer.state_mut().throttle_off(identity) {
+            tracing::error!("{e}");
+        }
         enforcer.note(&a.decision, "unthrottle", Some(reason));
         Some(a)
     }

@@ -44,3 +44,103 @@ pub fn open_audit(config: &Config) -> Result<AuditLog, Failure> {
         None => Ok(AuditLog::none()),
     }
 }
+
+/// The audit records a query asks for: from the state database (indexed), or, where no
+/// state was ever written, from the JSONL `audit_log` of an older install.
+pub fn history(
+    config: &Config,
+    query: &crate::enforce::history::Query,
+) -> Result<crate::enforce::history::Report, Failure> {
+    use crate::enforce::history;
+    if let Some(path) = config.state_path().filter(|p| p.exists()) {
+        let state = crate::state::State::open_read_only(&path)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        return history::from_state(&state, query).map_err(|e| Failure::Failed(e.to_string()));
+    }
+    let Some(path) = config.enforce.audit_log.clone() else {
+        return Err(Failure::Usage(
+            "nothing was recorded yet: no state database (see [state] path) and no [enforce] audit_log".into(),
+        ));
+    };
+    history::read(&path, query)
+        .map_err(|e| Failure::Failed(format!("cannot read the audit log {}: {e}", path.display())))
+}
+
+/// Opens the state database the configuration names (made when missing), refusing with
+/// the path and the reason when it cannot.
+pub fn open_state(config: &Config) -> Result<crate::state::State, Failure> {
+    let Some(path) = config.state_path() else {
+        return Err(Failure::Usage(
+            "no place for the state database: set [state] path (no HOME, XDG_STATE_HOME or STATE_DIRECTORY here)".into(),
+        ));
+    };
+    let mut state = crate::state::State::open(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+    if state.created()
+        && let Some(log) = config.enforce.audit_log.as_deref().filter(|l| l.exists())
+    {
+        match crate::enforce::history::import(&mut state, log) {
+            Ok(n) => tracing::info!(
+                "brought {n} records of the audit log {} into the new state database {}",
+                log.display(),
+                path.display()
+            ),
+            Err(e) => tracing::warn!("cannot bring the audit log into the state database: {e}"),
+        }
+    }
+    Ok(state)
+}
+
+/// The hook's state: the daemon's database when it can be opened (SQLite's locking keeps the
+/// two apart), else one in memory for this run, with a warning saying what that costs.
+pub fn hook_state(config: &Config) -> (crate::state::State, Option<String>) {
+    match open_state(config) {
+        Ok(s) => (s, None),
+        Err(e) => (
+            crate::state::State::memory(),
+            Some(format!(
+                "{e}; never-twice and the kill budget cover this run only"
+            )),
+        ),
+    }
+}
+
+/// What `check` says of the state database: where it is and who will use it.
+pub fn state_line(config: &Config) -> String {
+    let Some(path) = config.state_path() else {
+        return "state: no place for it (no HOME, XDG_STATE_HOME or STATE_DIRECTORY): set [state] path; `run` refuses to start, the hook keeps never-twice and the budget for its own run only".into();
+    };
+    let shown = path.display();
+    if path.exists() {
+        return match crate::state::State::open_read_only(&path).and_then(|s| s.version()) {
+            Ok(v) => format!("state: {shown} (schema {v}): run, history and the hook share it"),
+            Err(e) => format!(
+                "state: {e}: `run` refuses to start; the hook keeps never-twice and the budget for its own run only"
+            ),
+        };
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => break,
+        }
+    }
+    let refuse = |why: String| {
+        format!(
+            "state: {shown} cannot be made ({why}): `run` refuses to start; the hook keeps never-twice and the budget for its own run only"
+        )
+    };
+    if !probe.is_dir() {
+        return refuse(format!("{} is not a folder", probe.display()));
+    }
+    let writable = nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK).is_ok();
+    if writable {
+        format!("state: {shown} (made by the first run): run, history and the hook will share it")
+    } else {
+        refuse(format!("{} is not writable by this user", probe.display()))
+    }
+}

@@ -11,12 +11,13 @@ mod modes;
 pub mod notify;
 pub mod tautulli;
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::Failure;
-use crate::enforce::{Enforcer, escape};
+use crate::enforce::{Applied, Enforcer, escape};
 use crate::plex::PlexClient;
-use crate::rules::RuleSet;
+use crate::rules::{Decision, RuleSet};
 
 pub use args::{HookArgs, Jbop};
 pub use tautulli::TautulliEnv;
@@ -85,9 +86,42 @@ pub enum Outcome {
     KillFailed,
 }
 
+/// What the hook acts through: its own enforcer (a process per Tautulli event, on the
+/// shared state database), or the daemon's one enforcer (`POST /api/tautulli`), so that
+/// every path that kills shares one never-twice, one budget and one audit.
+pub trait Act: Send {
+    /// The Plex client sessions are read with.
+    fn plex(&self) -> &PlexClient;
+    fn dry_run(&self) -> bool;
+    /// Applies one decision and audits it.
+    fn apply(&mut self, d: &Decision) -> impl Future<Output = Applied> + Send;
+    /// Audits something that is not a decision applied (a stream that cannot be stopped).
+    fn note(
+        &mut self,
+        d: &Decision,
+        action: &'static str,
+        reason: Option<String>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+impl Act for Enforcer<PlexClient> {
+    fn plex(&self) -> &PlexClient {
+        self.terminator()
+    }
+    fn dry_run(&self) -> bool {
+        Enforcer::dry_run(self)
+    }
+    fn apply(&mut self, d: &Decision) -> impl Future<Output = Applied> + Send {
+        Enforcer::apply(self, d)
+    }
+    async fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
+        Enforcer::note(self, d, action, reason);
+    }
+}
+
 /// What the hook works with.
-pub struct Context<'a> {
-    pub enforcer: &'a mut Enforcer<PlexClient>,
+pub struct Context<'a, A: Act> {
+    pub enforcer: &'a mut A,
     pub rules: &'a RuleSet,
     /// A running daemon's HTTP endpoint, for measured figures in rules mode.
     pub daemon: Option<std::net::SocketAddr>,
@@ -100,9 +134,9 @@ pub struct Context<'a> {
 /// Carries out `plan`, telling `say` what happens. Every line said, and the failure
 /// returned, may carry outside data (Plex's names and titles, Tautulli's ids, the message):
 /// it is escaped, so that each stays one line of Tautulli's log.
-pub async fn run(
+pub async fn run<A: Act>(
     plan: &Plan,
-    cx: Context<'_>,
+    cx: Context<'_, A>,
     say: &mut dyn FnMut(Say),
 ) -> Result<Outcome, Failure> {
     let mut escaped = |s: Say| say(s.escaped());
@@ -112,9 +146,9 @@ pub async fn run(
     })
 }
 
-async fn run_plan(
+async fn run_plan<A: Act>(
     plan: &Plan,
-    cx: Context<'_>,
+    cx: Context<'_, A>,
     say: &mut dyn FnMut(Say),
 ) -> Result<Outcome, Failure> {
     let Context {

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use crate::Failure;
-use crate::enforce::{Applied, Enforcer};
+use crate::enforce::Applied;
 use crate::engine::{self, Clock, Pauses, SystemClock};
-use crate::plex::{ONE_SHOT_BUDGET, PlexClient, Session};
+use crate::plex::{ONE_SHOT_BUDGET, Session};
 use crate::rules::{Action, Decision, Observed, Outcome as RuleOutcome, RuleSet, Vars};
 
 use super::notify::Killed;
-use super::{Outcome, Say, daemon_client};
+use super::{Act, Outcome, Say, daemon_client};
 
 /// Whose streams allStreams kills.
 pub(super) struct Who<'a> {
@@ -18,8 +18,8 @@ pub(super) struct Who<'a> {
 }
 
 /// What rules mode works with.
-pub(super) struct RulesCx<'a> {
-    pub enforcer: &'a mut Enforcer<PlexClient>,
+pub(super) struct RulesCx<'a, A: Act> {
+    pub enforcer: &'a mut A,
     pub rules: &'a RuleSet,
     pub daemon: Option<std::net::SocketAddr>,
     pub daemon_token: Option<crate::config::Secret>,
@@ -34,8 +34,8 @@ pub(super) struct Watch {
 /// Reads the sessions, the start of each step (after any delay; each poll of paused). A
 /// step's Plex requests, from this read to the kill, get `ONE_SHOT_BUDGET` in all, so that
 /// a slow Plex fails the step with its reason inside Tautulli's script timeout.
-async fn read_sessions(enforcer: &Enforcer<PlexClient>) -> Result<Vec<Session>, Failure> {
-    let plex = enforcer.terminator();
+async fn read_sessions<A: Act>(enforcer: &A) -> Result<Vec<Session>, Failure> {
+    let plex = enforcer.plex();
     plex.set_budget(Some(ONE_SHOT_BUDGET));
     plex.sessions()
         .await
@@ -51,8 +51,8 @@ async fn wait(delay: Option<Duration>, say: &mut dyn FnMut(Say)) {
 
 /// Applies decisions and says what happened; a failed kill makes the outcome a failure.
 /// What was killed (or in a dry run would have been) goes to `killed`.
-async fn apply_all(
-    enforcer: &mut Enforcer<PlexClient>,
+async fn apply_all<A: Act>(
+    enforcer: &mut A,
     decisions: &[Decision],
     say: &mut dyn FnMut(Say),
     killed: &mut Vec<Killed>,
@@ -101,8 +101,8 @@ fn manual_decision(rule: &str, session: &Session, all: &[Session], message: &str
     }
 }
 
-pub(super) async fn stream(
-    enforcer: &mut Enforcer<PlexClient>,
+pub(super) async fn stream<A: Act>(
+    enforcer: &mut A,
     id: &str,
     message: &str,
     delay: Option<Duration>,
@@ -129,8 +129,8 @@ pub(super) async fn stream(
     Ok(apply_all(enforcer, &[d], say, killed).await)
 }
 
-pub(super) async fn all_streams(
-    enforcer: &mut Enforcer<PlexClient>,
+pub(super) async fn all_streams<A: Act>(
+    enforcer: &mut A,
     who: Who<'_>,
     message: &str,
     delay: Option<Duration>,
@@ -163,7 +163,7 @@ pub(super) async fn all_streams(
     for s in wanted {
         let d = manual_decision("jbop:allStreams", s, &sessions, message);
         if !s.killable() {
-            skip_unstoppable(enforcer, &d, say);
+            skip_unstoppable(enforcer, &d, say).await;
         } else if apply_all(enforcer, std::slice::from_ref(&d), say, killed).await
             == Outcome::KillFailed
         {
@@ -174,16 +174,18 @@ pub(super) async fn all_streams(
 }
 
 /// Notes and audits a stream Plex gave no Session id: there is nothing to terminate.
-fn skip_unstoppable(enforcer: &mut Enforcer<PlexClient>, d: &Decision, say: &mut dyn FnMut(Say)) {
+async fn skip_unstoppable<A: Act>(enforcer: &mut A, d: &Decision, say: &mut dyn FnMut(Say)) {
     let skipped = Applied::Skipped(
         "Plex gave it no Session id (a photo, some Plexamp streams, synced content or an old server), so it cannot be stopped".into(),
     );
-    enforcer.note(d, skipped.action(), skipped.reason().map(str::to_string));
+    enforcer
+        .note(d, skipped.action(), skipped.reason().map(str::to_string))
+        .await;
     say(Say::Info(skipped.describe(d)));
 }
 
-pub(super) async fn paused(
-    enforcer: &mut Enforcer<PlexClient>,
+pub(super) async fn paused<A: Act>(
+    enforcer: &mut A,
     id: &str,
     message: &str,
     Watch { limit, interval }: Watch,
@@ -226,15 +228,15 @@ pub(super) async fn paused(
     }
 }
 
-pub(super) async fn rules(
-    mut cx: RulesCx<'_>,
+pub(super) async fn rules<A: Act>(
+    mut cx: RulesCx<'_, A>,
     id: &str,
     delay: Option<Duration>,
     say: &mut dyn FnMut(Say),
     killed: &mut Vec<Killed>,
 ) -> Result<Outcome, Failure> {
     wait(delay, say).await;
-    let plex = cx.enforcer.terminator();
+    let plex = cx.enforcer.plex();
     let mut sessions = read_sessions(cx.enforcer).await?;
     let Some(pos) = sessions
         .iter()
@@ -288,8 +290,8 @@ pub(super) async fn rules(
 /// A throttle rule matched: the daemon keeps throttles, so it is asked to put it on (in a
 /// dry run, or with no daemon, the hook's own enforcer audits it: would-throttle, or a
 /// failure saying the daemon was not reached).
-async fn ask_daemon_to_throttle(
-    cx: &mut RulesCx<'_>,
+async fn ask_daemon_to_throttle<A: Act>(
+    cx: &mut RulesCx<'_, A>,
     d: &Decision,
     say: &mut dyn FnMut(Say),
 ) -> Result<(), ()> {
@@ -322,7 +324,8 @@ async fn ask_daemon_to_throttle(
         Err(e) => {
             let applied = Applied::ThrottleFailed(e);
             cx.enforcer
-                .note(d, applied.action(), applied.reason().map(str::to_string));
+                .note(d, applied.action(), applied.reason().map(str::to_string))
+                .await;
             say(Say::Error(applied.describe(d)));
             Err(())
         }

@@ -106,6 +106,7 @@ fn no_url_or_token_says_how_to_set_them() {
         .args(["sessions"])
         .current_dir(dir.path())
         .env_clear()
+        .env("STATE_DIRECTORY", dir.path())
         .env("HOME", dir.path())
         .output()
         .unwrap();
@@ -172,6 +173,7 @@ fn a_named_config_that_does_not_exist_is_an_error() {
         .arg("check")
         .current_dir(dir.path())
         .env_clear()
+        .env("STATE_DIRECTORY", dir.path())
         .env("HOME", dir.path())
         .env("STREAMWARDEN_CONFIG", dir.path().join("nope.toml"))
         .output()

@@ -101,6 +101,8 @@ struct Options {
     shaper: Option<Arc<dyn streamwarden::enforce::shape::Shaper>>,
     /// `[measure] source`.
     measure: streamwarden::config::MeasureSource,
+    /// The state database (default: a new one in the daemon's folder).
+    state: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -116,6 +118,7 @@ impl Default for Options {
             notify: None,
             shaper: None,
             measure: Default::default(),
+            state: None,
         }
     }
 }
@@ -151,6 +154,13 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         rules: compile(&cfg).expect("rules"),
         enforce: cfg.enforce.clone(),
         plex: Arc::new(client),
+        state: streamwarden::state::State::open(
+            &opts
+                .state
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state.db")),
+        )
+        .expect("state"),
         audit: open_audit(&cfg).unwrap(),
         notify: opts.notify,
         ports: vec![32400],
@@ -962,6 +972,7 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
     );
 }
 
+mod one_state;
 mod throttle;
 mod web;
 

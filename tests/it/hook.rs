@@ -559,6 +559,7 @@ fn delay_rechecks_that_the_session_still_exists() {
             HA,
         ])
         .current_dir(dir.path())
+        .env("STATE_DIRECTORY", dir.path())
         .env("PLEX_URL", &plex.url)
         .env("PLEX_TOKEN", TOKEN)
         .env("HOME", dir.path())

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Keep in step with the drawing in ARCHITECTURE.md.
 const LAYERS: &[(&str, u32)] = &[
     ("plex", 0),
+    ("state", 0),
     ("config", 1),
     ("capture", 2),
     ("meter", 3),

@@ -25,6 +25,7 @@ mod reach;
 mod replay;
 mod rules;
 mod shape;
+mod state;
 mod throttle_live;
 mod trust;
 mod view;

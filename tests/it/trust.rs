@@ -422,6 +422,7 @@ mod http_token_config {
         cmd.args(["check", "--config", "c.toml"])
             .current_dir(dir)
             .env_clear()
+            .env("STATE_DIRECTORY", dir)
             .env("HOME", dir);
         for (k, v) in env {
             cmd.env(k, v);

@@ -83,12 +83,34 @@ pub trait Shaper: Send + Sync {
     fn release(&self, id: ThrottleId) -> Result<(), ShapeError>;
     /// Removes everything this shaper added (shutdown).
     fn release_all(&self) -> Result<(), ShapeError>;
+    /// The interface it shapes, recorded with each throttle in the state so that a restart
+    /// knows where to lift them.
+    fn interface(&self) -> &str {
+        "?"
+    }
 }
 
 /// Opens Linux traffic control on `interface` for throttles (see [`tc::TcShaper::open`]).
 #[cfg(target_os = "linux")]
 pub fn open(interface: &str) -> Result<std::sync::Arc<dyn Shaper>, ShapeError> {
     Ok(std::sync::Arc::new(tc::TcShaper::open(interface)?))
+}
+
+/// Removes the throttle root (`5357:`) a previous run left on `interface`, whatever this
+/// run's rules: true when there was one. Needs CAP_NET_ADMIN; an owner's own root qdisc is
+/// left alone (false).
+#[cfg(target_os = "linux")]
+pub fn remove_leftover(interface: &str) -> Result<bool, ShapeError> {
+    match tc::TcShaper::open(interface) {
+        Ok(shaper) => Ok(shaper.removed_leftover()),
+        Err(ShapeError::ForeignRootQdisc { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn remove_leftover(_interface: &str) -> Result<bool, ShapeError> {
+    Ok(false)
 }
 
 /// Throttles need Linux traffic control.

@@ -62,6 +62,8 @@ pub struct TcShaper {
     interface: String,
     ifindex: i32,
     state: Mutex<State>,
+    /// Opening removed a root a previous run left.
+    removed_leftover: bool,
 }
 
 struct State {
@@ -132,7 +134,9 @@ impl TcShaper {
                 installed: false,
                 classes: BTreeMap::new(),
             }),
+            removed_leftover: false,
         };
+        let mut shaper = shaper;
         match shaper.root()? {
             Some(root) if root.is_ours() => {
                 tracing::warn!(
@@ -140,6 +144,7 @@ impl TcShaper {
                     "removing the throttle qdisc a previous run left behind (root htb {MAJOR:x}:)"
                 );
                 shaper.delete_root()?;
+                shaper.removed_leftover = true;
             }
             Some(root) if !root.is_default() => {
                 return Err(ShapeError::ForeignRootQdisc {
@@ -151,6 +156,11 @@ impl TcShaper {
             _ => {}
         }
         Ok(shaper)
+    }
+
+    /// Whether opening removed a root a previous run left.
+    pub fn removed_leftover(&self) -> bool {
+        self.removed_leftover
     }
 
     /// The interface's root qdisc, when it has one listed.
@@ -499,6 +509,10 @@ fn filter_info(prio: u32, proto: u16) -> u32 {
 }
 
 impl Shaper for TcShaper {
+    fn interface(&self) -> &str {
+        &self.interface
+    }
+
     fn apply(&self, id: ThrottleId, rate: u64, conns: &[Conn]) -> Result<(), ShapeError> {
         if id == 0 || id == 0xffff {
             return Err(ShapeError::Netlink {

@@ -180,7 +180,12 @@ pub async fn replay(
         sessions: &sessions,
         ports: &ports,
         tracker: Tracker::default(),
-        enforcer: Enforcer::new(NeverKill, &cfg, AuditLog::none()),
+        enforcer: Enforcer::new(
+            NeverKill,
+            &cfg,
+            crate::state::State::memory(),
+            AuditLog::none(),
+        ),
         made: Vec::new(),
         unevaluated: Vec::new(),
         first: None,

@@ -198,6 +198,7 @@ pub fn run_env(
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
+        .env("STATE_DIRECTORY", dir)
         .env("PLEX_URL", url)
         .env("PLEX_TOKEN", token)
         .envs(env.iter().copied())

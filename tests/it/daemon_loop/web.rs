@@ -169,9 +169,23 @@ async fn history_lists_kills_newest_first_filtered_with_per_user_counts() {
     let old = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let line = json!({"ts": old, "mode": "enforce", "action": "kill", "rule": "other",
-        "session_id": "gone", "user": "Old Friend", "message": "long ago", "values": {}});
-    std::fs::write(d.dir.path().join("audit.jsonl"), format!("{line}\n")).unwrap();
+    // It is in the state database, where every record lives.
+    let mut state = streamwarden::state::State::open(&d.dir.path().join("state.db")).unwrap();
+    state
+        .insert_audit(&streamwarden::state::AuditRow {
+            at: streamwarden::state::now_micros() - 30 * 86_400 * 1_000_000,
+            ts: old,
+            mode: "enforce".into(),
+            action: "kill".into(),
+            rule: "other".into(),
+            session_id: Some("gone".into()),
+            user: Some("Old Friend".into()),
+            message: "long ago".into(),
+            values: "{}".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    drop(state);
     d.until(Duration::from_secs(15), |d| !d.plex.terminates().is_empty())
         .await;
     let (code, h) = api(addr, "/api/history", None).await;

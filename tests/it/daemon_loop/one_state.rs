@@ -1,0 +1,252 @@
+//! One enforcer, one durable state: every path that kills (the loop's rules, the page's Kill
+//! now, Tautulli's Webhook agent) shares one never-twice, one budget and one audit, kept in
+//! the state database, and what it holds survives a restart. Real HTTP requests in parallel
+//! against the in-process daemon and the stand-in Plex.
+
+use super::*;
+
+use serde_json::json;
+
+const SECRET: &str = "state-SECRET-77ab";
+
+/// `n` killable streams: the Home Assistant session with ids s0, s1, ... and users 100+i.
+fn many_sessions(n: usize) -> String {
+    let one = crate::common::fixture("ha_session_base.xml");
+    let start = one.find("<Video").expect("a Video");
+    let end = one.rfind("</Video>").expect("its end") + "</Video>".len();
+    let item = &one[start..end];
+    let mut body = format!("<MediaContainer size=\"{n}\">");
+    for i in 0..n {
+        body.push_str(
+            &item
+                .replace("session_id_1", &format!("s{i}"))
+                .replace("{user_id}", &(100 + i).to_string()),
+        );
+    }
+    body.push_str("</MediaContainer>");
+    body
+}
+
+async fn daemon(plex: FakePlex, rules: &str, state: Option<std::path::PathBuf>) -> Daemon {
+    let opts = Options {
+        http: true,
+        http_token: Some(SECRET.into()),
+        state,
+        ..Default::default()
+    };
+    start(plex, rules, opts).await
+}
+
+/// A POST with the token, answered as (status, JSON).
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .bearer_auth(SECRET)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+fn webhook_kill(id: &str) -> serde_json::Value {
+    json!({"jbop": "stream", "sessionId": id, "killMessage": "bye"})
+}
+
+fn kill_now(id: &str) -> serde_json::Value {
+    json!({"session_id": id, "message": "bye"})
+}
+
+#[tokio::test]
+async fn twenty_kills_of_one_zombie_from_the_webhook_and_the_page_send_one_terminate() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.remove_on_kill = false);
+    let d = daemon(plex, "", None).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let (path, body) = if i % 2 == 0 {
+            ("/api/tautulli", webhook_kill(ZOMBIE))
+        } else {
+            ("/api/streams/kill", kill_now(ZOMBIE))
+        };
+        all.push(tokio::spawn(async move { post(addr, path, body).await }));
+    }
+    let mut statuses = Vec::new();
+    for h in all {
+        statuses.push(h.await.unwrap().0);
+    }
+    assert!(statuses.iter().all(|s| *s < 500), "{statuses:?}");
+    let (_, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1, "one terminate for one stream");
+    let kills = audit.iter().filter(|l| l["action"] == "kill").count();
+    assert_eq!(kills, 1, "{audit:?}");
+}
+
+#[tokio::test]
+async fn the_budget_holds_across_the_webhook_and_the_page_in_any_60_seconds() {
+    let plex = FakePlex::start(&many_sessions(15));
+    let d = daemon(plex, "[enforce]\nmax_kills_per_minute = 3\n", None).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut all = Vec::new();
+    for i in 0..15 {
+        let id = format!("s{i}");
+        let (path, body) = if i < 12 {
+            ("/api/tautulli", webhook_kill(&id))
+        } else {
+            ("/api/streams/kill", kill_now(&id))
+        };
+        all.push(tokio::spawn(async move { post(addr, path, body).await }));
+    }
+    for h in all {
+        h.await.unwrap();
+    }
+    let (_, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 3, "max_kills_per_minute = 3");
+    let refused = audit
+        .iter()
+        .filter(|l| {
+            l["action"] == "kill-skipped"
+                && l["reason"].as_str().is_some_and(|r| r.contains("budget"))
+        })
+        .count();
+    assert_eq!(refused, 12, "{audit:?}");
+}
+
+#[tokio::test]
+async fn a_stream_the_webhook_killed_is_not_killed_again_by_a_rule() {
+    // The player ignores the kill (a zombie), so the loop's rule still sees the stream.
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.remove_on_kill = false);
+    let rule = "[[rules]]\nname = \"audio\"\nwhen = 'user == \"example_usr\"'\nsustain = \"2s\"\n";
+    let d = daemon(plex, rule, None).await;
+    let addr = d.http.unwrap();
+    let (code, reply) = post(addr, "/api/tautulli", webhook_kill(ZOMBIE)).await;
+    assert_eq!(code, 200, "{reply}");
+    // Long enough for the rule's sustain and several rounds after it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1, "{audit:?}");
+}
+
+#[tokio::test]
+async fn never_twice_and_the_budget_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.remove_on_kill = false);
+    let d = daemon(
+        plex,
+        "[enforce]\nmax_kills_per_minute = 2\n",
+        Some(state.clone()),
+    )
+    .await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        post(addr, "/api/streams/kill", kill_now(ZOMBIE)).await.0,
+        200
+    );
+    let (_, plex, _) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1);
+
+    // A new daemon on the same state: the zombie is not killed twice, and the budget has
+    // one kill left in this minute.
+    let d = daemon(plex, "[enforce]\nmax_kills_per_minute = 2\n", Some(state)).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, again) = post(addr, "/api/streams/kill", kill_now(ZOMBIE)).await;
+    assert_eq!(again["outcome"], "already-killed", "{again}");
+    let (_, first) = post(addr, "/api/streams/kill", kill_now(FAST)).await;
+    assert_eq!(first["outcome"], "kill", "{first}");
+    let (_, over) = post(addr, "/api/streams/kill", kill_now(SLOW)).await;
+    assert_eq!(over["outcome"], "kill-skipped", "{over}");
+    assert!(over["said"].as_str().unwrap().contains("budget"), "{over}");
+    let (_, plex, _) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 2);
+}
+
+#[tokio::test]
+async fn a_kill_is_confirmed_only_by_a_poll_sent_after_its_answer() {
+    // Each read of the sessions takes 1.5 s and a poll is nearly always in flight: one sent
+    // before the terminate comes back after it, still listing the killed stream.
+    let plex = FakePlex::start(&mixed_sessions());
+    let opts = Options {
+        http: true,
+        http_token: Some(SECRET.into()),
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let d = start(plex, "", opts).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    d.plex
+        .set(|s| s.sessions_delay = Some(Duration::from_millis(1500)));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (code, r) = post(addr, "/api/streams/kill", kill_now(ZOMBIE)).await;
+    assert_eq!((code, r["outcome"].as_str()), (200, Some("kill")), "{r}");
+    // Several polls later.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, plex, audit) = d.stop().await;
+    let after: Vec<&str> = audit
+        .iter()
+        .filter(|l| l["session_id"] == ZOMBIE)
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(after, vec!["kill"], "no false transcode-stopped or zombie");
+    assert!(plex.state.lock().unwrap().deleted_transcodes.is_empty());
+}
+
+#[tokio::test]
+async fn no_kill_is_sent_while_the_state_cannot_be_written_and_kills_resume_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let plex = FakePlex::start(&mixed_sessions());
+    let d = daemon(plex, "", Some(path.clone())).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Another process holds the database locked (as a full disk or a read-only mount would
+    // refuse the write).
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (code, r) = post(addr, "/api/streams/kill", kill_now(FAST)).await;
+    assert_eq!(r["outcome"], "kill-skipped", "{code} {r}");
+    assert!(
+        r["said"].as_str().unwrap().contains("state database"),
+        "{r}"
+    );
+    assert!(d.plex.terminates().is_empty(), "fail closed: nothing sent");
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamwarden_state_write_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 1.0, "{metrics}");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    let (_, r) = post(addr, "/api/streams/kill", kill_now(FAST)).await;
+    assert_eq!(r["outcome"], "kill", "{r}");
+    let (_, plex, _) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1);
+}
