@@ -197,3 +197,57 @@ fn without_cap_net_admin_it_says_what_to_grant() {
     let err = TcShaper::open("no-such-if0").unwrap_err();
     assert!(matches!(err, ShapeError::NoInterface(_)), "{err:?}");
 }
+
+/// A start that cannot throttle (no throttle rule, a dry run, capture off) still lifts the
+/// throttle root a killed run left on its interface, and leaves an owner's own root alone.
+#[test]
+fn any_run_start_lifts_a_crashed_runs_throttles_whatever_its_config() {
+    let Some(ns) = Ns::new("e") else { return };
+    let before = ns.qdiscs();
+    let shaper = ns.within(|dev| TcShaper::open(&dev).unwrap());
+    shaper.apply(1, 625_000, &[conn("10.9.0.2:40001")]).unwrap();
+    // kill -9: nothing is lifted.
+    std::mem::forget(shaper);
+    assert!(ns.qdiscs().contains("htb 5357: root"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[plex]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[capture]\nenabled = false\ninterface = \"{}\"\n",
+            ns.dev
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(crate::common::bin())
+        .args(["run", "--config", "c.toml", "--dry-run"])
+        .current_dir(dir.path())
+        .env("STATE_DIRECTORY", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ns.qdiscs() != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let lifted = ns.qdiscs();
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    assert_eq!(
+        lifted,
+        before,
+        "the leftover root stays: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An owner's own root is not ours to remove.
+    ns.tc(&[
+        "qdisc", "add", "dev", &ns.dev, "root", "handle", "1:", "tbf", "rate", "100mbit", "burst",
+        "64kb", "latency", "50ms",
+    ]);
+    let owners = ns.qdiscs();
+    let removed = ns.within(|dev| streamwarden::enforce::shape::remove_leftover(&dev).unwrap());
+    assert!(!removed);
+    assert_eq!(ns.qdiscs(), owners);
+}

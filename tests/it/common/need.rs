@@ -20,6 +20,8 @@ pub enum Need {
     SwitchUser,
     /// CAP_SYS_CHROOT: enter a chroot.
     Chroot,
+    /// CAP_SYS_ADMIN: mount a filesystem (a small tmpfs to fill).
+    Mount,
     /// A program on PATH.
     Tool(&'static str),
 }
@@ -42,6 +44,8 @@ impl Need {
             Need::SwitchUser => cap(Capability::CAP_SETUID, "CAP_SETUID")
                 .or_else(|| cap(Capability::CAP_SETGID, "CAP_SETGID")),
             Need::Chroot => cap(Capability::CAP_SYS_CHROOT, "CAP_SYS_CHROOT"),
+            Need::Mount => cap(Capability::CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
+                .or_else(|| (!on_path("mount")).then(|| "the program mount".to_string())),
             Need::Netns => netns_probe().clone(),
             Need::Tool(program) => (!on_path(program)).then(|| format!("the program {program}")),
         }

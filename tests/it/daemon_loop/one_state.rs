@@ -250,3 +250,87 @@ async fn no_kill_is_sent_while_the_state_cannot_be_written_and_kills_resume_afte
     let (_, plex, _) = d.stop().await;
     assert_eq!(plex.terminates().len(), 1);
 }
+
+/// A small tmpfs, filled, unmounted on drop.
+struct FullDisk {
+    dir: tempfile::TempDir,
+}
+
+impl FullDisk {
+    fn new() -> Option<Self> {
+        use crate::common::need::{Need, have};
+        if !have("the full-disk test", &[Need::Mount]) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs");
+        Some(FullDisk { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Takes every byte left.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0]);
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_kills_and_they_resume_when_space_comes_back() {
+    let Some(disk) = FullDisk::new() else { return };
+    let plex = FakePlex::start(&mixed_sessions());
+    let d = daemon(plex, "", Some(disk.path().join("state.db"))).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    disk.fill();
+    for id in [FAST, SLOW, ZOMBIE] {
+        let (_, r) = post(addr, "/api/streams/kill", kill_now(id)).await;
+        assert_eq!(r["outcome"], "kill-skipped", "{r}");
+        assert!(
+            r["said"].as_str().unwrap().contains("state database"),
+            "{r}"
+        );
+    }
+    assert!(
+        d.plex.terminates().is_empty(),
+        "no kill while nothing can be recorded"
+    );
+    disk.free();
+    let (_, r) = post(addr, "/api/streams/kill", kill_now(FAST)).await;
+    assert_eq!(r["outcome"], "kill", "{r}");
+    let (_, plex, _) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1);
+    // Every kill sent is recorded.
+    let state = streamwarden::state::State::open_read_only(&disk.path().join("state.db")).unwrap();
+    let report = streamwarden::enforce::history::from_state(
+        &state,
+        &streamwarden::enforce::history::Query::default(),
+    )
+    .unwrap();
+    assert_eq!(report.users.iter().map(|u| u.kills).sum::<u32>(), 1);
+}
