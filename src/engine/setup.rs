@@ -92,16 +92,8 @@ pub fn open_state(config: &Config) -> Result<crate::state::State, Failure> {
 
 /// The hook's state: the daemon's database when it can be opened (SQLite's locking keeps the
 /// two apart), else one in memory for this run, with a warning saying what that costs.
-pub fn hook_state(config: &Config) -> (crate::state::State, Option<String>) {
-    match open_state(config) {
-        Ok(s) => (s, None),
-        Err(e) => (
-            crate::state::State::memory(),
-            Some(format!(
-                "{e}; never-twice and the kill budget cover this run only"
-            )),
-        ),
-    }
+pub fn hook_state(config: &Config) -> Result<crate::state::State, Failure> {
+    open_state(config)
 }
 
 /// What `check` says of the state database: where it is and who will use it.

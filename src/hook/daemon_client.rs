@@ -97,3 +97,130 @@ pub async fn throttle(
         )),
     }
 }
+
+/// What a daemon said of a hook run handed to it (`POST /api/tautulli`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handed {
+    /// "done", "kill-failed", or "accepted" (a delay or paused: done in the background).
+    pub outcome: String,
+    /// Its lines, as (level, text): "info", "warning" or "error".
+    pub lines: Vec<(String, String)>,
+}
+
+/// The hook's arguments as the Webhook agent's JSON body (kill_stream.py's option names).
+pub fn webhook_body(args: &super::HookArgs) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    if let Some(j) = args.jbop {
+        let name = match j {
+            super::Jbop::Stream => "stream",
+            super::Jbop::AllStreams => "allStreams",
+            super::Jbop::Paused => "paused",
+        };
+        put("jbop", json!(name));
+        if let Some(id) = &args.session_id_jbop {
+            put("sessionId", json!(id));
+        }
+        put("limit", json!(args.limit));
+        put("interval", json!(args.interval));
+    } else if let Some(id) = &args.session_id {
+        put("sessionId", json!(id));
+    }
+    let opt = |v: &Option<String>| v.as_ref().map(|s| json!(s));
+    for (k, v) in [
+        ("userId", opt(&args.user_id)),
+        ("username", opt(&args.username)),
+        ("serverName", opt(&args.server_name)),
+        ("plexUrl", opt(&args.plex_url)),
+        ("posterUrl", opt(&args.poster_url)),
+        ("richColor", opt(&args.rich_color)),
+    ] {
+        if let Some(v) = v {
+            put(k, v);
+        }
+    }
+    for (k, v) in [
+        ("killMessage", &args.kill_message),
+        ("notify", &args.notify),
+        ("richMessage", &args.rich_message),
+    ] {
+        if !v.is_empty() {
+            put(k, json!(v));
+        }
+    }
+    if let Some(d) = args.delay {
+        put("delay", json!(d));
+    }
+    if args.debug {
+        put("debug", json!(true));
+    }
+    if args.dry_run {
+        put("dryRun", json!(true));
+    }
+    Value::Object(m)
+}
+
+/// Hands a whole hook run to the daemon at `listen`, whose one enforcer then acts (its
+/// never-twice and budget): what it said, or why it could not be asked.
+pub async fn hand_over(
+    listen: SocketAddr,
+    token: Option<&Secret>,
+    args: &super::HookArgs,
+) -> Result<Handed, String> {
+    let host = reachable(listen);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(25))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client
+        .post(format!("http://{host}/api/tautulli"))
+        .header("content-type", "application/json")
+        .body(webhook_body(args).to_string());
+    if let Some(t) = token {
+        request = request.bearer_auth(t.expose());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("the daemon at {host} did not answer: {}", e.without_url()))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| format!("the daemon at {host} answered HTTP {status} without JSON"))?;
+    let lines = body["lines"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| {
+                    let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                    (s("level"), s("text"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if status == reqwest::StatusCode::ACCEPTED {
+        return Ok(Handed {
+            outcome: "accepted".into(),
+            lines: vec![(
+                "info".into(),
+                body["note"].as_str().unwrap_or_default().to_string(),
+            )],
+        });
+    }
+    match body["outcome"].as_str() {
+        Some(o) if status.is_success() => Ok(Handed {
+            outcome: o.to_string(),
+            lines,
+        }),
+        _ => Err(format!(
+            "the daemon at {host} answered HTTP {status}: {}",
+            body["error"].as_str().unwrap_or_default()
+        )),
+    }
+}

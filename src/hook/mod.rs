@@ -131,6 +131,87 @@ pub struct Context<'a, A: Act> {
     pub tautulli: TautulliEnv,
 }
 
+/// `streamwarden hook`: plans the run from `args`, then carries it out with an enforcer on
+/// the state database the daemon shares. When that database cannot be opened, the run is
+/// handed to the running daemon (`[http] listen`), whose one enforcer acts; with no daemon
+/// either, it runs with a state of its own for this run, and says what that costs.
+pub async fn command(
+    args: &HookArgs,
+    mut config: crate::config::Config,
+    say: &mut dyn FnMut(Say),
+) -> Result<Outcome, Failure> {
+    use crate::engine::setup;
+    use crate::notify::{Delivery, Notifier};
+    if args.dry_run {
+        config.enforce.dry_run = true;
+    }
+    let rules = setup::compile(&config)?;
+    let plan = args.plan(!rules.is_empty(), config.source.file.as_deref())?;
+    for w in args.warnings(&plan) {
+        say(Say::Warn(w));
+    }
+    setup::warn(&config);
+    let client = setup::plex_client(&config)?;
+    let state = match setup::hook_state(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(listen) = config.http.listen {
+                match daemon_client::hand_over(listen, config.http.token.as_ref(), args).await {
+                    Ok(handed) => return Ok(said_by_daemon(handed, listen, say)),
+                    Err(why) => say(Say::Warn(format!("{e}; and {why}"))),
+                }
+            }
+            say(Say::Warn(format!(
+                "{e}; never-twice and the kill budget cover this run only"
+            )));
+            crate::state::State::memory()
+        }
+    };
+    let notify = Notifier::from_config(&config, Delivery::HOOK)?;
+    let audit = setup::open_audit(&config)?.with_sink(notify.as_ref().map(Notifier::sink));
+    let mut enforcer = Enforcer::new(client, &config.enforce, state, audit);
+    let cx = Context {
+        enforcer: &mut enforcer,
+        rules: &rules,
+        daemon: config.http.listen,
+        daemon_token: config.http.token.clone(),
+        tautulli: TautulliEnv::from_env(),
+    };
+    let outcome = run(&plan, cx, say).await;
+    // [[notify]] has been sending since the first kill; what is left gets a few seconds,
+    // so that a dead target cannot hold the hook near Tautulli's timeout.
+    if let Some(n) = notify {
+        for p in n.finish(crate::notify::HOOK_FINISH).await.problems() {
+            say(Say::Warn(p));
+        }
+    }
+    outcome
+}
+
+/// The daemon's answer to a handed-over run, said line by line.
+fn said_by_daemon(
+    handed: daemon_client::Handed,
+    listen: std::net::SocketAddr,
+    say: &mut dyn FnMut(Say),
+) -> Outcome {
+    say(Say::Info(format!(
+        "handed to the daemon at {listen} (its state and budget apply)"
+    )));
+    for (level, text) in handed.lines {
+        say(match level.as_str() {
+            "error" => Say::Error(text),
+            "warning" => Say::Warn(text),
+            _ => Say::Info(text),
+        }
+        .escaped());
+    }
+    if handed.outcome == "kill-failed" {
+        Outcome::KillFailed
+    } else {
+        Outcome::Done
+    }
+}
+
 /// Carries out `plan`, telling `say` what happens. Every line said, and the failure
 /// returned, may carry outside data (Plex's names and titles, Tautulli's ids, the message):
 /// it is escaped, so that each stays one line of Tautulli's log.

@@ -154,6 +154,7 @@ fn the_tautulli_wrapper_passes_every_argument_on() {
         .env("PLEX_URL", &plex.url)
         .env("PLEX_TOKEN", TOKEN)
         .env("HOME", dir.path())
+        .env("STATE_DIRECTORY", dir.path())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -334,3 +334,55 @@ async fn a_full_disk_stops_kills_and_they_resume_when_space_comes_back() {
     .unwrap();
     assert_eq!(report.users.iter().map(|u| u.kills).sum::<u32>(), 1);
 }
+
+#[tokio::test]
+async fn a_hook_that_cannot_open_the_state_hands_its_run_to_the_daemon() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.remove_on_kill = false);
+    let d = daemon(plex, "", None).await;
+    let addr = d.http.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Tautulli's container: the daemon's state is not reachable from here.
+    std::fs::write(dir.path().join("blocked"), "").unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[state]\npath = \"blocked/state.db\"\n[http]\nlisten = \"{addr}\"\ntoken = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let url = d.plex.url.clone();
+    let hook = {
+        let dir = dir.path().to_path_buf();
+        move || {
+            run(
+                &dir,
+                &url,
+                TOKEN,
+                &[
+                    "hook",
+                    "--config",
+                    "c.toml",
+                    "--jbop",
+                    "stream",
+                    "--sessionId",
+                    ZOMBIE,
+                ],
+            )
+        }
+    };
+    let one = tokio::task::spawn_blocking(hook.clone()).await.unwrap();
+    assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
+    assert!(
+        stdout(&one).contains(&format!("handed to the daemon at {addr}"))
+            && stdout(&one).contains("killed"),
+        "{}",
+        stdout(&one)
+    );
+    let two = tokio::task::spawn_blocking(hook).await.unwrap();
+    assert_eq!(two.status.code(), Some(0), "{}", stderr(&two));
+    assert!(!stderr(&two).contains(SECRET) && !stdout(&two).contains(SECRET));
+    let (_, plex, audit) = d.stop().await;
+    assert_eq!(plex.terminates().len(), 1, "the daemon's never-twice held");
+    assert_eq!(audit.iter().filter(|l| l["action"] == "kill").count(), 1);
+}
