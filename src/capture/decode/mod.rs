@@ -19,7 +19,9 @@ use etherparse::{
 
 use super::CaptureError;
 
+mod lax;
 mod tunnel;
+use lax::lax;
 use tunnel::Inner;
 pub use tunnel::MAX_DEPTH;
 
@@ -448,121 +450,11 @@ pub fn decode_ip_lax(ip: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     lax(ip, 0)
 }
 
-/// Whether a fragmented packet is the first fragment (offset 0), which carries the
-/// transport header.
-fn first_fragment(slice: &LaxIpSlice<'_>) -> bool {
-    match slice {
-        LaxIpSlice::Ipv4(v4) => v4.header().fragments_offset().value() == 0,
-        LaxIpSlice::Ipv6(v6) => v6.extensions().clone().into_iter().all(|e| match e {
-            etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
-            _ => true,
-        }),
-    }
-}
-
-#[inline(never)]
-fn lax(ip: &[u8], depth: u8) -> Result<TcpSegment<'_>, Skip> {
-    let (slice, ext_err) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
-        LaxHeaderSliceError::Len(_) => Skip::Truncated,
-        LaxHeaderSliceError::Content(_) => Skip::Malformed,
-    })?;
-    if let Some((err, _layer)) = ext_err {
-        return Err(match err {
-            ipv6_exts::HeaderSliceError::Len(_) => Skip::Truncated,
-            ipv6_exts::HeaderSliceError::Content(_) => Skip::Malformed,
-        });
-    }
-    let (src, dst, ip_len) = match &slice {
-        LaxIpSlice::Ipv4(v4) => {
-            let h = v4.header();
-            let header_len = h.slice().len();
-            let total = usize::from(h.total_len());
-            let ip_len = if total >= header_len {
-                total
-            } else {
-                // total length 0 (segmentation offload) or nonsense: use what was captured
-                ip.len()
-            };
-            (
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                ip_len,
-            )
-        }
-        LaxIpSlice::Ipv6(v6) => {
-            let h = v6.header();
-            let payload_len = usize::from(h.payload_length());
-            let ip_len = if payload_len == 0 {
-                // jumbogram or offload: use what was captured
-                ip.len()
-            } else {
-                payload_len + 40
-            };
-            (
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                ip_len,
-            )
-        }
-    };
-    let payload = slice.payload();
-    // With reassembly off, tshark dissects a first fragment's transport header and counts
-    // the fragment; later fragments carry no ports.
-    if payload.fragmented && !first_fragment(&slice) {
-        return Err(Skip::Fragment);
-    }
-    match payload.ip_number {
-        IpNumber::TCP => {}
-        IpNumber::UDP => {
-            return match tunnel::udp(payload.payload)? {
-                Some(i) => inner(i, depth + 1),
-                None => Err(Skip::NotTcp),
-            };
-        }
-        IpNumber::GRE => return inner(tunnel::gre(payload.payload)?, depth + 1),
-        IpNumber::IPV4 | IpNumber::IPV6 => {
-            return inner(Inner::Ip(payload.payload), depth + 1);
-        }
-        _ => return Err(Skip::NotTcp),
-    }
-    let tcp = payload.payload;
-    let sport = be16(tcp, 0).ok_or(Skip::Truncated)?;
-    let dport = be16(tcp, 2).ok_or(Skip::Truncated)?;
-    let flags = tcp.get(13).copied().unwrap_or(0);
-    // Offset of the TCP header within the IP packet (IP header plus extensions).
-    let tcp_offset = (tcp.as_ptr() as usize).wrapping_sub(ip.as_ptr() as usize);
-    let (tcp_header_len, captured_payload) = match tcp.get(12) {
-        Some(&b) => {
-            let data_offset = usize::from(b >> 4) * 4;
-            if data_offset >= 20 {
-                (data_offset, tcp.get(data_offset..).unwrap_or(&[]))
-            } else {
-                // bogus data offset: the ports and the IP length are still good, keep counting
-                (20, &[][..])
-            }
-        }
-        None => (20, &[][..]),
-    };
-    let payload_len = ip_len.saturating_sub(tcp_offset + tcp_header_len);
-    Ok(TcpSegment {
-        src,
-        dst,
-        sport,
-        dport,
-        ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
-        payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
-        payload: captured_payload,
-        syn: flags & 0x02 != 0,
-        fin: flags & 0x01 != 0,
-        rst: flags & 0x04 != 0,
-    })
-}
-
 /// Follows an EtherType to the start of the IP header, peeling off VLAN tags, 802.1BR
 /// E-tags, Cisco FabricPath, PPPoE sessions and MPLS label stacks (with an Ethernet
 /// pseudowire behind them), each bounded.
 #[inline]
-pub(super) fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
+fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
     let mut tags = 0;
     for _ in 0..=MAX_VLAN_TAGS + usize::from(MAX_DEPTH) {
         match ether_type {
@@ -619,60 +511,4 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ipv4_tcp(total_len: u16) -> Vec<u8> {
-        let mut p = vec![
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
-        p[2..4].copy_from_slice(&total_len.to_be_bytes());
-        // ports 32400 -> 50000, seq, ack, data offset 5, flags SYN|ACK
-        p.extend_from_slice(&32400u16.to_be_bytes());
-        p.extend_from_slice(&50000u16.to_be_bytes());
-        p.extend_from_slice(&[0; 8]);
-        p.extend_from_slice(&[0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0]);
-        p
-    }
-
-    #[test]
-    fn raw_ipv4_truncated_keeps_true_length() {
-        let p = ipv4_tcp(1500);
-        let seg = decode(LINKTYPE_RAW, &p).unwrap();
-        assert_eq!(seg.ip_len, 1500);
-        assert_eq!(seg.payload_len, 1460);
-        assert!(seg.payload.is_empty());
-        assert_eq!((seg.sport, seg.dport), (32400, 50000));
-        assert!(seg.syn && !seg.fin && !seg.rst);
-        assert_eq!(decode(LINKTYPE_RAW, &p[..23]), Err(Skip::Truncated));
-        assert_eq!(decode(LINKTYPE_RAW, &p[..24]).unwrap().dport, 50000);
-    }
-
-    #[test]
-    fn null_family_either_byte_order() {
-        let mut f = 2u32.to_be_bytes().to_vec();
-        f.extend(ipv4_tcp(40));
-        assert!(decode(LINKTYPE_NULL, &f).is_ok());
-        f[..4].copy_from_slice(&2u32.to_le_bytes());
-        assert!(decode(LINKTYPE_LOOP, &f).is_ok());
-        f[..4].copy_from_slice(&7u32.to_le_bytes());
-        assert_eq!(decode(LINKTYPE_NULL, &f), Err(Skip::NotIp));
-    }
-
-    #[test]
-    fn vlan_tag_loop_is_bounded() {
-        let mut f = vec![0u8; 12];
-        for _ in 0..10 {
-            f.extend_from_slice(&[0x81, 0x00, 0, 1]);
-        }
-        f.extend_from_slice(&[0x81, 0x00]);
-        assert_eq!(decode(LINKTYPE_ETHERNET, &f), Err(Skip::Malformed));
-    }
-
-    #[test]
-    fn unsupported_linktype_is_named() {
-        let e = check_linktype(127).unwrap_err().to_string();
-        assert!(e.contains("IEEE802_11_RADIO (127)"), "{e}");
-        assert!(check_linktype(LINKTYPE_LINUX_SLL2).is_ok());
-    }
-}
+mod tests;
