@@ -50,7 +50,7 @@ fn decision(c: &mut Criterion) {
             let at = n * 1_000_000_000;
             let intent = KillIntent {
                 session_id: &id,
-                mode: "enforce",
+                mode: streamwarden::state::Mode::Enforce,
                 rule: "r",
                 at,
                 max_per_minute: 100,

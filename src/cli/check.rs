@@ -67,7 +67,7 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
             "  notify {} ({}): told of {}",
             t.name,
             t.kind.as_str(),
-            t.on.join(", ")
+            crate::state::AuditAction::names(&t.on)
         );
     }
     println!(

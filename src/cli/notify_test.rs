@@ -14,7 +14,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<Done, Failure> {
     let tried = notify::send_samples(&config).await?;
     let mut failed = 0;
     for t in &tried {
-        let on = t.on.join(", ");
+        let on = crate::state::AuditAction::names(&t.on);
         match &t.result {
             Ok(()) => println!("{} ({}): sent; told of {on}", t.name, t.kind),
             Err(e) => {

@@ -38,6 +38,9 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// Required as `Authorization: Bearer TOKEN` when set.
     pub token: Option<Secret>,
+    /// Host names the endpoint answers to besides its own address and `localhost` (the
+    /// name Tautulli, Prometheus or a browser uses for it); any other gets 421.
+    pub hosts: Vec<String>,
 }
 
 /// `[http]` as written.
@@ -47,6 +50,7 @@ pub(super) struct RawHttp {
     listen: Option<Spanned<SocketAddr>>,
     token: Option<String>,
     token_file: Option<Spanned<PathBuf>>,
+    hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// Where `listen` stands in the file, for the check made once the environment is known.
@@ -77,10 +81,29 @@ impl RawHttp {
             (None, None) => None,
         };
         let token = token.filter(|t| !t.is_empty()).map(Secret);
+        let mut hosts = Vec::new();
+        for h in self.hosts.iter().flatten() {
+            let name = h.get_ref().trim().to_ascii_lowercase();
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err(source.error(
+                    Some(h.span()),
+                    format!(
+                        "hosts: {:?} is not a host name: write names such as \"nas.local\" or \"streamwarden\", without a scheme or a port",
+                        h.get_ref()
+                    ),
+                ));
+            }
+            hosts.push(name);
+        }
         Ok((
             HttpConfig {
                 listen: self.listen.as_ref().map(|l| *l.get_ref()),
                 token,
+                hosts,
             },
             self.listen.as_ref().map(Spanned::span),
         ))

@@ -3,6 +3,7 @@
 //! token or the topic): it never shows in an error, a log line or debug output. The title and
 //! message templates are checked by `crate::notify`, which knows the rule variables.
 
+use crate::state::AuditAction;
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -50,31 +51,32 @@ impl NotifyKind {
     }
 }
 
-/// The audit actions a target can be told of.
-pub const ACTIONS: &[&str] = &[
-    "kill",
-    "kill-failed",
-    "zombie",
-    "kill-skipped",
-    "would-kill",
-    "log",
-    "transcode-stopped",
-    "throttle",
-    "would-throttle",
-    "throttle-failed",
-    "throttle-skipped",
-    "unthrottle",
+/// The audit actions a target can be told of (every one but `already-killed`, which is
+/// never audited).
+pub const ACTIONS: &[AuditAction] = &[
+    AuditAction::Kill,
+    AuditAction::KillFailed,
+    AuditAction::Zombie,
+    AuditAction::KillSkipped,
+    AuditAction::WouldKill,
+    AuditAction::Log,
+    AuditAction::TranscodeStopped,
+    AuditAction::Throttle,
+    AuditAction::WouldThrottle,
+    AuditAction::ThrottleFailed,
+    AuditAction::ThrottleSkipped,
+    AuditAction::Unthrottle,
 ];
 
 /// What a target is told of when its `on` is not given: what needs the owner's eyes. A dry
 /// run's `would-kill` and `log` are asked for by name.
-pub const DEFAULT_ON: &[&str] = &[
-    "kill",
-    "kill-failed",
-    "zombie",
-    "kill-skipped",
-    "throttle",
-    "throttle-failed",
+pub const DEFAULT_ON: &[AuditAction] = &[
+    AuditAction::Kill,
+    AuditAction::KillFailed,
+    AuditAction::Zombie,
+    AuditAction::KillSkipped,
+    AuditAction::Throttle,
+    AuditAction::ThrottleFailed,
 ];
 
 /// The default of `max_per_minute`.
@@ -114,7 +116,7 @@ pub struct NotifyConfig {
     pub url: Option<Secret>,
     pub url_env: Option<String>,
     /// The audit actions it is told of.
-    pub on: Vec<&'static str>,
+    pub on: Vec<AuditAction>,
     /// Templates, checked and compiled by `crate::notify`.
     pub title: Option<Spanned<String>>,
     pub message: Option<Spanned<String>>,
@@ -257,23 +259,23 @@ pub(super) fn resolve(
         let on = match &t.on {
             None => DEFAULT_ON.to_vec(),
             Some(list) => {
-                let mut on: Vec<&'static str> = Vec::new();
+                let mut on: Vec<AuditAction> = Vec::new();
                 for a in list {
                     let Some(action) = ACTIONS
                         .iter()
-                        .find(|x| x.eq_ignore_ascii_case(a.get_ref().trim()))
+                        .find(|x| x.as_str().eq_ignore_ascii_case(a.get_ref().trim()))
                     else {
                         return Err(source.error(
                             Some(a.span()),
                             format!(
                                 "[[notify]] {what}: on: {:?} is not an audit action: use {}",
                                 a.get_ref(),
-                                ACTIONS.join(", ")
+                                AuditAction::names(ACTIONS)
                             ),
                         ));
                     };
                     if !on.contains(action) {
-                        on.push(action);
+                        on.push(*action);
                     }
                 }
                 on
@@ -403,7 +405,13 @@ mod tests {
         let names: Vec<&str> = c.notify.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["discord", "ntfy-1", "phone"]);
         assert_eq!(c.notify[0].on, super::DEFAULT_ON);
-        assert_eq!(c.notify[2].on, ["would-kill", "kill"]);
+        assert_eq!(
+            c.notify[2].on,
+            [
+                crate::state::AuditAction::WouldKill,
+                crate::state::AuditAction::Kill
+            ]
+        );
         assert!(c.notify[1].url.is_none());
         assert!(!format!("{:?}", c.notify[0]).contains("webhooks"));
     }

@@ -8,6 +8,7 @@ use crate::enforce::{Applied, Enforcer, Terminator, escape};
 use crate::engine::{self, Tracker};
 use crate::plex::{Session, SessionSource};
 use crate::rules::{Action, Decision, Observed, Outcome, RuleSet};
+use crate::state::AuditAction;
 
 use super::metrics::RuleLabels;
 use super::{Clock, Feed, Metrics, Summary};
@@ -263,13 +264,14 @@ impl<P: SessionSource + Terminator> Kills<P> {
                     p.transcode_stopped = true;
                     p.answered = clock.now_micros();
                     let d = p.decision.clone();
-                    self.enforcer.note(&d, "transcode-stopped", Some(reason));
+                    self.enforcer
+                        .note(&d, AuditAction::TranscodeStopped, Some(reason));
                 }
                 Some(_) => {
                     let d = p.decision.clone();
                     self.enforcer.note(
                         &d,
-                        "zombie",
+                        AuditAction::Zombie,
                         Some(
                             "the stream is still listed after the kill (the player ignored it)"
                                 .into(),

@@ -115,6 +115,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             view,
             http,
             http_token: config.http.token.clone(),
+            http_hosts: config.http.hosts.clone(),
             webhook: Some(super::webhook::Webhook {
                 plex: config
                     .plex_settings()

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::enforce::{Applied, Terminator, escape};
 use crate::plex::{Session, SessionSource};
 use crate::rules::{Action, DEFAULT_MESSAGE, Decision, Observed, Vars};
+use crate::state::AuditAction;
 
 use super::Metrics;
 use super::kill::Kills;
@@ -39,7 +40,7 @@ pub enum Request {
     /// An audit record of the hook run inside the daemon that is not a decision applied.
     Note {
         decision: Box<Decision>,
-        action: &'static str,
+        action: AuditAction,
         reason: Option<String>,
         reply: oneshot::Sender<()>,
     },
@@ -57,14 +58,62 @@ pub struct KillRequest {
     pub reply: oneshot::Sender<KillAnswer>,
 }
 
+/// What became of a request: what the audit says of it, or why nothing was tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Applied: the audit's name for what became of it.
+    Did(AuditAction),
+    /// Plex does not list the stream.
+    NotFound,
+    AlreadyThrottled,
+    NoSuchRule,
+    /// The rule does not hold on the daemon's figures.
+    NotMatching,
+}
+
+impl Answer {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Answer::Did(a) => a.as_str(),
+            Answer::NotFound => "not-found",
+            Answer::AlreadyThrottled => "already-throttled",
+            Answer::NoSuchRule => "no-such-rule",
+            Answer::NotMatching => "not-matching",
+        }
+    }
+
+    /// The HTTP status the page's APIs answer it with.
+    pub fn status(self) -> axum::http::StatusCode {
+        use AuditAction as A;
+        use axum::http::StatusCode as S;
+        match self {
+            Answer::Did(A::Kill | A::WouldKill | A::Throttle | A::WouldThrottle | A::Log) => S::OK,
+            Answer::NotFound | Answer::NoSuchRule => S::NOT_FOUND,
+            Answer::Did(A::KillFailed | A::ThrottleFailed) => S::BAD_GATEWAY,
+            Answer::Did(
+                A::KillSkipped
+                | A::AlreadyKilled
+                | A::ThrottleSkipped
+                | A::Zombie
+                | A::TranscodeStopped
+                | A::Unthrottle,
+            )
+            | Answer::AlreadyThrottled
+            | Answer::NotMatching => S::CONFLICT,
+        }
+    }
+}
+
+impl Serialize for Answer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// What became of a kill by hand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KillAnswer {
-    /// The audit's name for it (kill, would-kill, kill-failed, kill-skipped,
-    /// already-killed; throttle, would-throttle, throttle-failed, throttle-skipped), or
-    /// "not-found" when Plex does not list the stream, "already-throttled", "no-such-rule"
-    /// or "not-matching" (the rule does not hold on the daemon's figures).
-    pub outcome: &'static str,
+    pub outcome: Answer,
     /// One line for people.
     pub said: String,
 }
@@ -98,7 +147,7 @@ pub(super) async fn handle<P: SessionSource + Terminator>(
         .find(|s| s.session_id.as_deref() == Some(req.session_id.as_str()))
     else {
         let _ = req.reply.send(KillAnswer {
-            outcome: "not-found",
+            outcome: Answer::NotFound,
             said: format!("Plex does not list session {} now", escape(&req.session_id)),
         });
         return;
@@ -115,10 +164,7 @@ pub(super) async fn handle<P: SessionSource + Terminator>(
     };
     tracing::info!(session = %escape(&req.session_id), "kill asked for from the page");
     let applied = kills.by_hand(&d, false, clock, metrics).await;
-    let outcome = match applied {
-        Applied::Logged => "log",
-        ref a => a.action(),
-    };
+    let outcome = Answer::Did(applied.action());
     let _ = req.reply.send(KillAnswer {
         outcome,
         said: applied.describe(&d),

@@ -67,6 +67,8 @@ pub struct Setup<P> {
     pub http: Option<tokio::net::TcpListener>,
     /// The token every HTTP request must carry, when set.
     pub http_token: Option<crate::config::Secret>,
+    /// Names the HTTP endpoint answers to besides its address and localhost (`[http] hosts`).
+    pub http_hosts: Vec<String>,
     /// Serves `POST /api/tautulli` (Tautulli's Webhook agent) when given.
     pub webhook: Option<webhook::Webhook>,
     /// Re-reads the configuration on [`Control::Reload`].
@@ -120,6 +122,7 @@ where
         view,
         http: listener,
         http_token,
+        http_hosts,
         webhook,
         reload,
         tick: every,
@@ -147,14 +150,14 @@ where
             token: http_token.clone(),
             requests: kill_tx.clone(),
         });
-        http::serve(
-            listener,
-            metrics.clone(),
-            board.clone(),
-            http_token.clone(),
+        let state = http::AppState {
+            hosts: http::Hosts::new(listener.local_addr().ok(), &http_hosts),
+            metrics: metrics.clone(),
+            board: board.clone(),
             hooks,
-            stop_rx.clone(),
-        );
+            token: http_token.clone(),
+        };
+        http::serve(listener, state, stop_rx.clone());
     }
     let polled = poll::Polled::default();
     let poller = tokio::spawn(poll::run(

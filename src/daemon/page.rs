@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use super::http::{ApiJson, Example};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -66,7 +66,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+    super::http::ApiError::new(status, message).into_response()
 }
 
 async fn status(State(board): State<Board>) -> Response {
@@ -146,23 +146,22 @@ struct Tried {
     trial: Trial,
 }
 
+#[derive(serde::Deserialize)]
+struct TryBody {
+    when: String,
+}
+
+impl Example for TryBody {
+    const EXAMPLE: &'static str = r#"{"when": "user == \"bob\""}"#;
+}
+
 /// `POST /api/rules/try` with `{"when": "..."}`: the condition compiled as a config's rule
 /// and tried on every live stream; 400 with the error and its position when it does not
 /// compile. Nothing is acted on.
-async fn try_rule(State(board): State<Board>, body: Bytes) -> Response {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        when: String,
-    }
-    let when = match serde_json::from_slice::<Body>(&body) {
-        Ok(b) => b.when,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be JSON such as {{\"when\": \"user == \\\"bob\\\"\"}}: {e}"),
-            );
-        }
-    };
+async fn try_rule(
+    State(board): State<Board>,
+    ApiJson(TryBody { when }): ApiJson<TryBody>,
+) -> Response {
     let streams = board.lab();
     // Compiling parses on a thread of its own (see rules::limits): off the async workers.
     let done = tokio::task::spawn_blocking(move || {
@@ -191,37 +190,26 @@ async fn try_rule(State(board): State<Board>, body: Bytes) -> Response {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct KillBody {
+    session_id: String,
+    message: Option<String>,
+}
+
+impl Example for KillBody {
+    const EXAMPLE: &'static str = r#"{"session_id": "...", "message": "..."}"#;
+}
+
 /// `POST /api/streams/kill` with `{"session_id": "...", "message": "..."}`: the owner stops a
 /// stream. Only with an HTTP token (the middleware has checked it), only as JSON and only
 /// from this origin (so no other site can make the owner's browser post it), and through the
 /// loop's enforcer: exemptions, the budget, never twice, dry run and the audit apply.
-async fn kill_now(
-    State(board): State<Board>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn kill_now(State(board): State<Board>, ApiJson(req): ApiJson<KillBody>) -> Response {
     let Some(kills) = board.kills().cloned() else {
         return error(
             StatusCode::FORBIDDEN,
             "killing from the page needs [http] token: set it, restart, and sign in with it",
         );
-    };
-    if let Some(refused) = cross_site(&headers) {
-        return error(StatusCode::FORBIDDEN, refused);
-    }
-    #[derive(serde::Deserialize)]
-    struct Body {
-        session_id: String,
-        message: Option<String>,
-    }
-    let req = match serde_json::from_slice::<Body>(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be JSON such as {{\"session_id\": \"...\"}}: {e}"),
-            );
-        }
     };
     ask(
         kills,
@@ -235,38 +223,25 @@ async fn kill_now(
     .await
 }
 
+#[derive(serde::Deserialize)]
+struct ThrottleBody {
+    session_id: String,
+    rule: String,
+}
+
+impl Example for ThrottleBody {
+    const EXAMPLE: &'static str = r#"{"session_id": "...", "rule": "..."}"#;
+}
+
 /// `POST /api/streams/throttle` `{"session_id": "...", "rule": "..."}`: the hook's rules
 /// mode asks the daemon, which keeps throttles, to put a throttle rule's throttle on. The
 /// daemon evaluates the rule on its own figures first.
-async fn throttle_now(
-    State(board): State<Board>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn throttle_now(State(board): State<Board>, ApiJson(req): ApiJson<ThrottleBody>) -> Response {
     let Some(kills) = board.kills().cloned() else {
         return error(
             StatusCode::FORBIDDEN,
             "throttling on request needs [http] token: set it, restart, and send it",
         );
-    };
-    if let Some(refused) = cross_site(&headers) {
-        return error(StatusCode::FORBIDDEN, refused);
-    }
-    #[derive(serde::Deserialize)]
-    struct Body {
-        session_id: String,
-        rule: String,
-    }
-    let req = match serde_json::from_slice::<Body>(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the body must be JSON such as {{\"session_id\": \"...\", \"rule\": \"...\"}}: {e}"
-                ),
-            );
-        }
     };
     ask(
         kills,
@@ -297,36 +272,6 @@ async fn ask(kills: super::manual::Requests, mut request: super::manual::KillReq
             );
         }
     };
-    let status = match answer.outcome {
-        "kill" | "would-kill" | "throttle" | "would-throttle" => StatusCode::OK,
-        "not-found" | "no-such-rule" => StatusCode::NOT_FOUND,
-        "kill-failed" | "throttle-failed" => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::CONFLICT,
-    };
+    let status = answer.outcome.status();
     (status, axum::Json(answer)).into_response()
-}
-
-/// Why a state-changing request is refused as coming from another site: not JSON (a form
-/// can post across sites without asking; JSON cannot), or a browser that says it comes
-/// from another origin.
-fn cross_site(headers: &axum::http::HeaderMap) -> Option<&'static str> {
-    let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let json = value(header::CONTENT_TYPE)
-        .and_then(|t| t.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Some("send the request as Content-Type: application/json");
-    }
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return Some("refused: the request comes from another site");
-    }
-    if let (Some(origin), Some(host)) = (value(header::ORIGIN), value(header::HOST)) {
-        let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
-        if !authority.eq_ignore_ascii_case(host) {
-            return Some("refused: the request comes from another origin");
-        }
-    }
-    None
 }

@@ -3,6 +3,7 @@
 //! `release_after` is over, and keeping the engine's `Throttled` (what `throttled_for` and
 //! escalations read) in step.
 
+use super::manual::Answer;
 use std::collections::{HashMap, HashSet};
 
 use crate::enforce::Terminator;
@@ -183,8 +184,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         tracker: &mut crate::engine::Tracker,
         metrics: &Metrics,
     ) {
-        let answer =
-            |outcome: &'static str, said: String| super::manual::KillAnswer { outcome, said };
+        let answer = |outcome: Answer, said: String| super::manual::KillAnswer { outcome, said };
         let reply = |a: super::manual::KillAnswer| {
             let _ = req.reply.send(a);
         };
@@ -195,13 +195,13 @@ impl<P: SessionSource + Terminator> Kills<P> {
             .position(|s| s.session_id.as_deref() == Some(req.session_id.as_str()))
         else {
             return reply(answer(
-                "not-found",
+                Answer::NotFound,
                 format!("Plex does not list session {escaped} now"),
             ));
         };
         if at.rules.get(rule).and_then(|r| r.throttle).is_none() {
             return reply(answer(
-                "no-such-rule",
+                Answer::NoSuchRule,
                 format!(
                     "this daemon has no throttle rule {:?}",
                     crate::enforce::escape(rule)
@@ -211,7 +211,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         let identity = at.sessions[i].identity();
         if self.throttles.active().contains_key(&identity) {
             return reply(answer(
-                "already-throttled",
+                Answer::AlreadyThrottled,
                 format!("session {escaped} is already throttled"),
             ));
         }
@@ -227,7 +227,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         let eval = crate::engine::evaluate_one(at.rules, at.sessions, i, &observed, None);
         let Some(d) = eval.decisions().into_iter().find(|d| d.rule == rule) else {
             return reply(answer(
-                "not-matching",
+                Answer::NotMatching,
                 format!(
                     "rule {:?} does not hold for session {escaped} on the daemon's figures",
                     crate::enforce::escape(rule)
@@ -244,9 +244,9 @@ impl<P: SessionSource + Terminator> Kills<P> {
         tracker.throttled = throttled;
         tracker.sustain.acted(&d);
         match applied {
-            Some(a) => reply(answer(a.action(), a.describe(&d))),
+            Some(a) => reply(answer(Answer::Did(a.action()), a.describe(&d))),
             None => reply(answer(
-                "already-throttled",
+                Answer::AlreadyThrottled,
                 format!("session {escaped} is already throttled"),
             )),
         }

@@ -25,6 +25,7 @@ use crate::hook::{self, Act, Context, HookArgs, Mode, Outcome, Say};
 use crate::lock;
 use crate::plex::{PlexClient, PlexSettings};
 use crate::rules::{Decision, RuleSet};
+use crate::state::AuditAction;
 
 use super::manual::{Request, Requests};
 
@@ -83,7 +84,7 @@ impl Act for ViaLoop {
             .unwrap_or_else(|_| Applied::Failed("the daemon is stopping".into()))
     }
 
-    async fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
+    async fn note(&mut self, d: &Decision, action: AuditAction, reason: Option<String>) {
         let (reply, done) = oneshot::channel();
         let asked = Request::Note {
             decision: Box::new(d.clone()),

@@ -152,6 +152,7 @@ impl Demo {
                 view,
                 http,
                 http_token: self.config.http.token.clone(),
+                http_hosts: Vec::new(),
                 webhook: None,
                 reload: None,
                 tick: Duration::from_secs(1),

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use crate::rules::Decision;
+use crate::state::AuditAction;
 
 /// What became of a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,19 +28,19 @@ impl Applied {
         matches!(self, Applied::Failed(_))
     }
 
-    /// The audit log's name for it.
-    pub fn action(&self) -> &'static str {
+    /// What the audit says of it.
+    pub fn action(&self) -> AuditAction {
         match self {
-            Applied::Killed => "kill",
-            Applied::WouldKill => "would-kill",
-            Applied::Logged => "log",
-            Applied::Failed(_) => "kill-failed",
-            Applied::Skipped(_) => "kill-skipped",
-            Applied::AlreadyKilled => "already-killed",
-            Applied::Throttled => "throttle",
-            Applied::WouldThrottle => "would-throttle",
-            Applied::ThrottleFailed(_) => "throttle-failed",
-            Applied::ThrottleSkipped(_) => "throttle-skipped",
+            Applied::Killed => AuditAction::Kill,
+            Applied::WouldKill => AuditAction::WouldKill,
+            Applied::Logged => AuditAction::Log,
+            Applied::Failed(_) => AuditAction::KillFailed,
+            Applied::Skipped(_) => AuditAction::KillSkipped,
+            Applied::AlreadyKilled => AuditAction::AlreadyKilled,
+            Applied::Throttled => AuditAction::Throttle,
+            Applied::WouldThrottle => AuditAction::WouldThrottle,
+            Applied::ThrottleFailed(_) => AuditAction::ThrottleFailed,
+            Applied::ThrottleSkipped(_) => AuditAction::ThrottleSkipped,
         }
     }
 

@@ -11,16 +11,14 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 use crate::rules::Vars;
+use crate::state::{AuditAction, Mode};
 
 /// One audit line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     pub ts: String,
-    /// "enforce" or "dry-run".
-    pub mode: &'static str,
-    /// kill, would-kill, log, kill-failed, kill-skipped, zombie, transcode-stopped,
-    /// throttle, would-throttle, throttle-failed, throttle-skipped or unthrottle.
-    pub action: &'static str,
+    pub mode: Mode,
+    pub action: AuditAction,
     pub rule: String,
     pub session_id: Option<String>,
     pub session_key: Option<String>,
@@ -133,10 +131,13 @@ impl AuditLog {
     pub fn write(&mut self, record: &Record) -> std::io::Result<()> {
         // Failed and skipped kills are logged as errors and warnings by the enforcer;
         // the rest is logged here, once.
-        if !matches!(record.action, "kill-failed" | "kill-skipped") {
+        if !matches!(
+            record.action,
+            AuditAction::KillFailed | AuditAction::KillSkipped
+        ) {
             tracing::info!(
                 target: "streamwarden::audit",
-                action = record.action,
+                action = record.action.as_str(),
                 rule = %record.rule,
                 user = record.user.as_deref().unwrap_or("-"),
                 session_id = record.session_id.as_deref().unwrap_or("-"),
@@ -196,8 +197,8 @@ impl Record {
         crate::state::AuditRow {
             at,
             ts: self.ts.clone(),
-            mode: self.mode.to_string(),
-            action: self.action.to_string(),
+            mode: self.mode.as_str().to_string(),
+            action: self.action.as_str().to_string(),
             rule: self.rule.clone(),
             session_id: self.session_id.clone(),
             session_key: self.session_key.clone(),
@@ -213,11 +214,11 @@ impl Record {
     }
 
     /// What the notify targets are told when the state cannot be written.
-    pub fn state_down(reason: &str, mode: &'static str) -> Record {
+    pub fn state_down(reason: &str, mode: Mode) -> Record {
         Record {
             ts: now_rfc3339(),
             mode,
-            action: "kill-skipped",
+            action: AuditAction::KillSkipped,
             rule: "state".into(),
             session_id: None,
             session_key: None,

@@ -12,20 +12,20 @@ use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::state::{AuditFilter, AuditRow, State, StateError};
+use crate::state::{AuditAction, AuditFilter, AuditRow, State, StateError};
 
 /// The actions listed unless a query names others: kills, dry-run kills, failed kills,
 /// zombies (streams still listed after their kill), and throttles put on, lifted, failed
 /// or decided in a dry run.
-pub const ACTIONS: &[&str] = &[
-    "kill",
-    "would-kill",
-    "kill-failed",
-    "zombie",
-    "throttle",
-    "would-throttle",
-    "throttle-failed",
-    "unthrottle",
+pub const ACTIONS: &[AuditAction] = &[
+    AuditAction::Kill,
+    AuditAction::WouldKill,
+    AuditAction::KillFailed,
+    AuditAction::Zombie,
+    AuditAction::Throttle,
+    AuditAction::WouldThrottle,
+    AuditAction::ThrottleFailed,
+    AuditAction::Unthrottle,
 ];
 
 /// At most this many entries are listed unless a query says otherwise (the counts cover
@@ -82,7 +82,7 @@ pub struct Query {
 impl Query {
     fn wants(&self, e: &Entry) -> bool {
         let action = if self.actions.is_empty() {
-            ACTIONS.contains(&e.action.as_str())
+            AuditAction::parse(&e.action).is_some_and(|a| ACTIONS.contains(&a))
         } else {
             self.actions.contains(&e.action)
         };
@@ -163,7 +163,7 @@ pub fn read(path: &Path, q: &Query) -> std::io::Result<Report> {
 /// (newest first, at most the limit), the counts by user and action through another.
 pub fn from_state(state: &State, q: &Query) -> Result<Report, StateError> {
     let actions: Vec<String> = if q.actions.is_empty() {
-        ACTIONS.iter().map(|a| a.to_string()).collect()
+        ACTIONS.iter().map(|a| a.as_str().to_string()).collect()
     } else {
         q.actions.clone()
     };
@@ -228,13 +228,24 @@ fn sorted(users: BTreeMap<String, UserCounts>) -> Vec<UserCounts> {
 
 impl UserCounts {
     fn add(&mut self, action: &str, n: u32) {
+        use AuditAction as A;
+        let Some(action) = AuditAction::parse(action) else {
+            return;
+        };
         match action {
-            "kill" => self.kills += n,
-            "would-kill" => self.would_kills += n,
-            "kill-failed" => self.failures += n,
-            "zombie" => self.zombies += n,
-            "throttle" => self.throttles += n,
-            _ => {}
+            A::Kill => self.kills += n,
+            A::WouldKill => self.would_kills += n,
+            A::KillFailed => self.failures += n,
+            A::Zombie => self.zombies += n,
+            A::Throttle => self.throttles += n,
+            A::Log
+            | A::KillSkipped
+            | A::AlreadyKilled
+            | A::TranscodeStopped
+            | A::WouldThrottle
+            | A::ThrottleFailed
+            | A::ThrottleSkipped
+            | A::Unthrottle => {}
         }
     }
 }

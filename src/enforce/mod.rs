@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::config::EnforceConfig;
 use crate::plex::{PlexClient, PlexError, Session};
 use crate::rules::{Action, Decision, Value};
-use crate::state::{Begin, KillIntent, KillOutcome, State, StateError};
+use crate::state::{AuditAction, Begin, KillIntent, KillOutcome, Mode, State, StateError};
 pub use applied::{Applied, escape};
 pub use audit::{AuditLog, Record, Sink};
 
@@ -170,9 +170,8 @@ impl<T: Terminator> Enforcer<T> {
         self.max_per_minute = cfg.max_kills_per_minute.max(1);
     }
 
-    /// "enforce" or "dry-run".
-    fn mode(&self, dry_run: bool) -> &'static str {
-        if dry_run { "dry-run" } else { "enforce" }
+    fn mode(&self, dry_run: bool) -> Mode {
+        Mode::of(dry_run)
     }
 
     fn now(&mut self) -> i64 {
@@ -348,12 +347,12 @@ impl<T: Terminator> Enforcer<T> {
 
     /// Audits something that happened to a stream after a decision (a zombie, a stopped
     /// transcode).
-    pub fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
+    pub fn note(&mut self, d: &Decision, action: AuditAction, reason: Option<String>) {
         let dry = self.dry_run;
         self.note_as(d, action, reason, dry);
     }
 
-    fn note_as(&mut self, d: &Decision, action: &'static str, reason: Option<String>, dry: bool) {
+    fn note_as(&mut self, d: &Decision, action: AuditAction, reason: Option<String>, dry: bool) {
         let at = self.now();
         let record = Record {
             ts: audit::rfc3339(at),

@@ -195,7 +195,11 @@ impl Throttles {
         if let Err(e) = enforcer.state_mut().throttle_off(identity) {
             tracing::error!("{e}");
         }
-        enforcer.note(&a.decision, "unthrottle", Some(reason));
+        enforcer.note(
+            &a.decision,
+            crate::state::AuditAction::Unthrottle,
+            Some(reason),
+        );
         Some(a)
     }
 

@@ -18,6 +18,7 @@ use crate::Failure;
 use crate::enforce::{Applied, Enforcer, escape};
 use crate::plex::PlexClient;
 use crate::rules::{Decision, RuleSet};
+use crate::state::AuditAction;
 
 pub use args::{HookArgs, Jbop};
 pub use tautulli::TautulliEnv;
@@ -99,7 +100,7 @@ pub trait Act: Send {
     fn note(
         &mut self,
         d: &Decision,
-        action: &'static str,
+        action: AuditAction,
         reason: Option<String>,
     ) -> impl Future<Output = ()> + Send;
 }
@@ -114,7 +115,7 @@ impl Act for Enforcer<PlexClient> {
     fn apply(&mut self, d: &Decision) -> impl Future<Output = Applied> + Send {
         Enforcer::apply(self, d)
     }
-    async fn note(&mut self, d: &Decision, action: &'static str, reason: Option<String>) {
+    async fn note(&mut self, d: &Decision, action: AuditAction, reason: Option<String>) {
         Enforcer::note(self, d, action, reason);
     }
 }

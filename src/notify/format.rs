@@ -3,6 +3,7 @@
 //! rule's message, reasons) is escaped for the format it goes into, so a user called
 //! "@everyone" or "<!channel>" pings no one and nothing breaks a line or a header.
 
+use crate::state::{AuditAction, AuditAction as A, Mode};
 use serde_json::{Value, json};
 
 use crate::config::NotifyKind;
@@ -50,8 +51,8 @@ pub fn folded(target: &Target, records: &[Record]) -> Outgoing {
     let worst = facts
         .iter()
         .map(|f| f.action)
-        .max_by_key(|a| severity(a))
-        .unwrap_or("log");
+        .max_by_key(|a| severity(*a))
+        .unwrap_or(AuditAction::Log);
     let title = summary_title(&facts);
     let mut lines: Vec<String> = facts.iter().take(SUMMARY_LINES).map(Facts::line).collect();
     if facts.len() > SUMMARY_LINES {
@@ -61,7 +62,7 @@ pub fn folded(target: &Target, records: &[Record]) -> Outgoing {
         ));
     }
     let ts = records.last().map(|r| r.ts.clone()).unwrap_or_default();
-    let footer = footer(facts.first().map_or("enforce", |f| f.mode));
+    let footer = footer(facts.first().map_or(Mode::Enforce, |f| f.mode));
     match target.kind {
         NotifyKind::Discord => {
             let text: Vec<String> = lines.iter().map(|l| discord_escape(l)).collect();
@@ -112,8 +113,8 @@ fn json_body(v: Value) -> Outgoing {
 
 /// What a notification says about one record, as text not yet escaped for a format.
 struct Facts<'a> {
-    action: &'a str,
-    mode: &'a str,
+    action: AuditAction,
+    mode: Mode,
     ts: &'a str,
     title: String,
     text: String,
@@ -136,12 +137,12 @@ impl<'a> Facts<'a> {
             Some(t) => t.render(&r.rule, &vars),
             None => default_title(r.action, &user, &r.rule),
         };
-        if r.mode == super::sample::MODE {
+        if r.mode == Mode::Test {
             title = format!("Test: {title}");
         }
         let text = match &target.message {
             Some(t) => t.render(&r.rule, &vars),
-            None if r.mode == super::sample::MODE => {
+            None if r.mode == Mode::Test => {
                 "This is a test from streamwarden notify-test: nothing was killed.".into()
             }
             None => default_text(
@@ -170,8 +171,17 @@ impl<'a> Facts<'a> {
 
     fn message_label(&self) -> &'static str {
         match self.action {
-            "kill" | "zombie" | "transcode-stopped" => "Message sent",
-            _ => "Message (not sent)",
+            A::Kill | A::Zombie | A::TranscodeStopped => "Message sent",
+            A::WouldKill
+            | A::Log
+            | A::KillFailed
+            | A::KillSkipped
+            | A::AlreadyKilled
+            | A::Throttle
+            | A::WouldThrottle
+            | A::ThrottleFailed
+            | A::ThrottleSkipped
+            | A::Unthrottle => "Message (not sent)",
         }
     }
 
@@ -269,52 +279,52 @@ fn reported(v: &Vars) -> String {
     }
 }
 
-fn default_title(action: &str, user: &str, rule: &str) -> String {
+fn default_title(action: AuditAction, user: &str, rule: &str) -> String {
     match action {
-        "kill" => format!("Killed {user}'s stream"),
-        "would-kill" => format!("Dry run: would kill {user}'s stream"),
-        "kill-failed" => format!("Could not kill {user}'s stream"),
-        "kill-skipped" => format!("Did not kill {user}'s stream"),
-        "zombie" => format!("{user}'s stream survived its kill"),
-        "transcode-stopped" => format!("Stopped the transcode of {user}'s stream"),
-        "log" => format!("Rule {rule} matched {user}'s stream"),
-        "throttle" => format!("Throttled {user}'s stream"),
-        "would-throttle" => format!("Dry run: would throttle {user}'s stream"),
-        "throttle-failed" => format!("Could not throttle {user}'s stream"),
-        "throttle-skipped" => format!("Did not throttle {user}'s stream"),
-        "unthrottle" => format!("Lifted the throttle on {user}'s stream"),
-        other => format!("{other}: {user}'s stream"),
+        A::Kill => format!("Killed {user}'s stream"),
+        A::WouldKill => format!("Dry run: would kill {user}'s stream"),
+        A::KillFailed => format!("Could not kill {user}'s stream"),
+        A::KillSkipped => format!("Did not kill {user}'s stream"),
+        A::AlreadyKilled => format!("{user}'s stream was already killed"),
+        A::Zombie => format!("{user}'s stream survived its kill"),
+        A::TranscodeStopped => format!("Stopped the transcode of {user}'s stream"),
+        A::Log => format!("Rule {rule} matched {user}'s stream"),
+        A::Throttle => format!("Throttled {user}'s stream"),
+        A::WouldThrottle => format!("Dry run: would throttle {user}'s stream"),
+        A::ThrottleFailed => format!("Could not throttle {user}'s stream"),
+        A::ThrottleSkipped => format!("Did not throttle {user}'s stream"),
+        A::Unthrottle => format!("Lifted the throttle on {user}'s stream"),
     }
 }
 
-fn default_text(action: &str, media: &str, rule: &str, rate: &str) -> String {
+fn default_text(action: AuditAction, media: &str, rule: &str, rate: &str) -> String {
     match action {
-        "throttle" => format!("Rule {rule} slowed {media} down to {rate}."),
-        "would-throttle" => {
+        A::Throttle => format!("Rule {rule} slowed {media} down to {rate}."),
+        A::WouldThrottle => {
             format!(
                 "Rule {rule} would have slowed {media} down to {rate} (dry run: nothing was touched)."
             )
         }
-        "throttle-failed" => format!("Rule {rule} could not slow {media} down to {rate}."),
-        "throttle-skipped" => format!("Rule {rule} matched {media}, which was not slowed down."),
-        "unthrottle" => format!("{media} is no longer slowed down to {rate} (rule {rule})."),
-        "kill" => format!("Rule {rule} stopped {media}."),
-        "would-kill" => {
+        A::ThrottleFailed => format!("Rule {rule} could not slow {media} down to {rate}."),
+        A::ThrottleSkipped => format!("Rule {rule} matched {media}, which was not slowed down."),
+        A::Unthrottle => format!("{media} is no longer slowed down to {rate} (rule {rule})."),
+        A::Kill => format!("Rule {rule} stopped {media}."),
+        A::WouldKill => {
             format!("Rule {rule} would have stopped {media} (dry run: nothing was sent).")
         }
-        "kill-failed" => format!("Rule {rule} could not stop {media}."),
-        "kill-skipped" => format!("Rule {rule} matched {media}, which was not stopped."),
-        "zombie" => format!("{media} is still listed after rule {rule} stopped it."),
-        "transcode-stopped" => {
+        A::KillFailed => format!("Rule {rule} could not stop {media}."),
+        A::KillSkipped => format!("Rule {rule} matched {media}, which was not stopped."),
+        A::AlreadyKilled => format!("{media} was already stopped (rule {rule})."),
+        A::Zombie => format!("{media} is still listed after rule {rule} stopped it."),
+        A::TranscodeStopped => {
             format!("{media} was still listed after its kill: its transcode was stopped.")
         }
-        "log" => format!("Rule {rule} matched {media} (log only)."),
-        other => format!("{other}: rule {rule}, {media}."),
+        A::Log => format!("Rule {rule} matched {media} (log only)."),
     }
 }
 
 fn summary_title(facts: &[Facts]) -> String {
-    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut counts: Vec<(AuditAction, usize)> = Vec::new();
     for f in facts {
         match counts.iter_mut().find(|(a, _)| *a == f.action) {
             Some((_, n)) => *n += 1,
@@ -325,80 +335,73 @@ fn summary_title(facts: &[Facts]) -> String {
     format!("{} events at once ({})", facts.len(), parts.join(", "))
 }
 
-fn footer(mode: &str) -> String {
+fn footer(mode: Mode) -> String {
     match mode {
-        "dry-run" => "streamwarden · dry run".into(),
-        super::sample::MODE => "streamwarden · test".into(),
-        _ => "streamwarden".into(),
+        Mode::DryRun => "streamwarden · dry run".into(),
+        Mode::Test => "streamwarden · test".into(),
+        Mode::Enforce => "streamwarden".into(),
     }
 }
 
 /// How much an action needs the owner's eyes (a folded summary takes its worst).
-fn severity(action: &str) -> u8 {
+fn severity(action: AuditAction) -> u8 {
     match action {
-        "kill-failed" => 6,
-        "zombie" => 5,
-        "kill" => 4,
-        "kill-skipped" => 3,
-        "throttle-failed" => 5,
-        "transcode-stopped" | "throttle" | "throttle-skipped" => 2,
-        "would-kill" | "would-throttle" => 1,
-        _ => 0,
+        A::KillFailed => 6,
+        A::Zombie | A::ThrottleFailed => 5,
+        A::Kill => 4,
+        A::KillSkipped => 3,
+        A::TranscodeStopped | A::Throttle | A::ThrottleSkipped => 2,
+        A::WouldKill | A::WouldThrottle => 1,
+        A::Log | A::AlreadyKilled | A::Unthrottle => 0,
     }
 }
 
 /// Discord's embed colour by action.
-pub fn colour(action: &str) -> u32 {
+pub fn colour(action: AuditAction) -> u32 {
     match action {
-        "kill" => 0xD9342B,
-        "kill-failed" => 0xF28C28,
-        "zombie" => 0x8E44AD,
-        "kill-skipped" => 0xF1C40F,
-        "would-kill" => 0x3498DB,
-        "transcode-stopped" => 0x1ABC9C,
-        "throttle" => 0xE67E22,
-        "throttle-failed" => 0xF28C28,
-        "would-throttle" => 0x3498DB,
-        "unthrottle" => 0x2ECC71,
-        _ => 0x95A5A6,
+        A::Kill => 0xD9342B,
+        A::KillFailed | A::ThrottleFailed => 0xF28C28,
+        A::Zombie => 0x8E44AD,
+        A::KillSkipped => 0xF1C40F,
+        A::WouldKill | A::WouldThrottle => 0x3498DB,
+        A::TranscodeStopped => 0x1ABC9C,
+        A::Throttle => 0xE67E22,
+        A::Unthrottle => 0x2ECC71,
+        A::Log | A::AlreadyKilled | A::ThrottleSkipped => 0x95A5A6,
     }
 }
 
-fn slack_emoji(action: &str) -> &'static str {
+fn slack_emoji(action: AuditAction) -> &'static str {
     match action {
-        "kill" => ":no_entry:",
-        "kill-failed" => ":warning:",
-        "zombie" => ":zombie:",
-        "kill-skipped" => ":pause_button:",
-        "would-kill" => ":eyes:",
-        "transcode-stopped" => ":octagonal_sign:",
-        "throttle" => ":turtle:",
-        "would-throttle" => ":eyes:",
-        "throttle-failed" => ":warning:",
-        "unthrottle" => ":arrow_forward:",
-        _ => ":memo:",
+        A::Kill => ":no_entry:",
+        A::KillFailed | A::ThrottleFailed => ":warning:",
+        A::Zombie => ":zombie:",
+        A::KillSkipped => ":pause_button:",
+        A::WouldKill | A::WouldThrottle => ":eyes:",
+        A::TranscodeStopped => ":octagonal_sign:",
+        A::Throttle => ":turtle:",
+        A::Unthrottle => ":arrow_forward:",
+        A::Log | A::AlreadyKilled | A::ThrottleSkipped => ":memo:",
     }
 }
 
 /// ntfy's emoji tag by action.
-fn ntfy_tag(action: &str) -> &'static str {
+fn ntfy_tag(action: AuditAction) -> &'static str {
     match action {
-        "kill" => "no_entry",
-        "kill-failed" => "warning",
-        "zombie" => "zombie",
-        "kill-skipped" => "pause_button",
-        "would-kill" => "eyes",
-        "transcode-stopped" => "stop_sign",
-        "throttle" => "turtle",
-        "would-throttle" => "eyes",
-        "throttle-failed" => "warning",
-        "unthrottle" => "arrow_forward",
-        _ => "memo",
+        A::Kill => "no_entry",
+        A::KillFailed | A::ThrottleFailed => "warning",
+        A::Zombie => "zombie",
+        A::KillSkipped => "pause_button",
+        A::WouldKill | A::WouldThrottle => "eyes",
+        A::TranscodeStopped => "stop_sign",
+        A::Throttle => "turtle",
+        A::Unthrottle => "arrow_forward",
+        A::Log | A::AlreadyKilled | A::ThrottleSkipped => "memo",
     }
 }
 
 /// ntfy's priority (1 min to 5 max) by action.
-fn ntfy_priority(action: &str) -> u8 {
+fn ntfy_priority(action: AuditAction) -> u8 {
     match severity(action) {
         5.. => 4,
         3..=4 => 3,
@@ -407,7 +410,7 @@ fn ntfy_priority(action: &str) -> u8 {
 }
 
 /// Gotify's priority (0 to 10) by action.
-fn gotify_priority(action: &str) -> u8 {
+fn gotify_priority(action: AuditAction) -> u8 {
     match severity(action) {
         5.. => 8,
         3..=4 => 5,
@@ -491,7 +494,7 @@ fn plain_lines(f: &Facts) -> String {
     lines.join("\n")
 }
 
-fn ntfy(title: &str, body: &str, action: &str) -> Outgoing {
+fn ntfy(title: &str, body: &str, action: AuditAction) -> Outgoing {
     Outgoing {
         headers: vec![
             ("content-type", "text/plain; charset=utf-8".into()),

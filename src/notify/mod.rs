@@ -41,7 +41,7 @@ pub struct Target {
     pub name: String,
     pub kind: NotifyKind,
     /// The audit actions it is told of.
-    pub on: Vec<&'static str>,
+    pub on: Vec<crate::state::AuditAction>,
     url: reqwest::Url,
     title: Option<Template>,
     message: Option<Template>,
@@ -87,7 +87,7 @@ impl Target {
     }
 
     /// Whether this target is told of `action`.
-    pub fn wants(&self, action: &str) -> bool {
+    pub fn wants(&self, action: crate::state::AuditAction) -> bool {
         self.on.contains(&action)
     }
 }
@@ -187,7 +187,7 @@ impl Stats {
 /// One target's queue, as the sink sees it.
 struct Queue {
     name: String,
-    on: Vec<&'static str>,
+    on: Vec<crate::state::AuditAction>,
     tx: mpsc::Sender<Record>,
 }
 

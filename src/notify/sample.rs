@@ -1,6 +1,7 @@
 //! `notify-test`: a sample kill sent to every target, so the owner sees each before arming
 //! anything.
 
+use crate::state::{AuditAction, Mode};
 use serde_json::{Map, Value as Json};
 
 use crate::Failure;
@@ -11,16 +12,13 @@ use crate::rules::{Value, Vars};
 use super::deliver::{self, Delivery};
 use super::{Target, format, targets};
 
-/// The audit mode of a sample record: notifications say it is a test.
-pub const MODE: &str = "test";
-
 /// What became of the sample sent to one target.
 #[derive(Debug, Clone)]
 pub struct Tried {
     pub name: String,
     pub kind: &'static str,
     /// The audit actions the target is told of (the sample goes whatever they are).
-    pub on: Vec<&'static str>,
+    pub on: Vec<crate::state::AuditAction>,
     /// Why it was not sent (never with the URL).
     pub result: Result<(), String>,
 }
@@ -56,8 +54,8 @@ pub fn record() -> Record {
     values.insert("source_resolution".into(), Json::from("4k"));
     Record {
         ts: crate::enforce::audit::now_rfc3339(),
-        mode: MODE,
-        action: "kill",
+        mode: Mode::Test,
+        action: AuditAction::Kill,
         rule: "notify-test".into(),
         session_id: Some("sample-session".into()),
         session_key: Some("1".into()),

@@ -92,7 +92,7 @@ impl State {
                 ],
             )
             .map_err(StateError::write)?;
-            if r.action == "kill"
+            if r.action == super::AuditAction::Kill.as_str()
                 && let Some(id) = &r.session_id
             {
                 tx.execute(

@@ -4,7 +4,7 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{State, StateError};
+use super::{Mode, State, StateError};
 
 /// The budget's window.
 pub const WINDOW_MICROS: i64 = 60_000_000;
@@ -13,8 +13,8 @@ pub const WINDOW_MICROS: i64 = 60_000_000;
 #[derive(Debug, Clone)]
 pub struct KillIntent<'a> {
     pub session_id: &'a str,
-    /// "enforce" or "dry-run": each mode has its own never-twice and budget.
-    pub mode: &'a str,
+    /// Each mode has its own never-twice and budget.
+    pub mode: Mode,
     pub rule: &'a str,
     /// Microseconds (Unix time for live work, packet time in a replay).
     pub at: i64,
@@ -76,7 +76,7 @@ impl State {
                 &format!(
                     "SELECT id FROM kills WHERE session_id = ?1 AND mode = ?2 AND {BLOCKING} LIMIT 1"
                 ),
-                params![k.session_id, k.mode],
+                params![k.session_id, k.mode.as_str()],
                 |r| r.get(0),
             )
             .optional()
@@ -87,17 +87,21 @@ impl State {
         let in_window: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM kills WHERE mode = ?1 AND at > ?2 AND at <= ?3",
-                params![k.mode, k.at - WINDOW_MICROS, k.at],
+                params![k.mode.as_str(), k.at - WINDOW_MICROS, k.at],
                 |r| r.get(0),
             )
             .map_err(StateError::read)?;
         if in_window >= i64::from(k.max_per_minute.max(1)) {
             return Ok(Begin::OverBudget);
         }
-        let state = if k.mode == "dry-run" { "would" } else { "sent" };
+        let state = if k.mode == Mode::DryRun {
+            "would"
+        } else {
+            "sent"
+        };
         tx.execute(
             "INSERT INTO kills (session_id, mode, rule, at, state, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![k.session_id, k.mode, k.rule, k.at, state, std::process::id()],
+            params![k.session_id, k.mode.as_str(), k.rule, k.at, state, std::process::id()],
         )
         .map_err(StateError::write)?;
         let id = tx.last_insert_rowid();
@@ -134,25 +138,25 @@ impl State {
     }
 
     /// Whether a kill of this session (in this mode) was sent or decided before.
-    pub fn was_killed(&self, session_id: &str, mode: &str) -> Result<bool, StateError> {
+    pub fn was_killed(&self, session_id: &str, mode: Mode) -> Result<bool, StateError> {
         self.conn
             .query_row(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM kills WHERE session_id = ?1 AND mode = ?2 AND {BLOCKING})"
                 ),
-                params![session_id, mode],
+                params![session_id, mode.as_str()],
                 |r| r.get(0),
             )
             .map_err(StateError::read)
     }
 
     /// Kills of this mode in the 60 seconds up to `at`, whichever process sent them.
-    pub fn kills_in_window(&self, mode: &str, at: i64) -> Result<u32, StateError> {
+    pub fn kills_in_window(&self, mode: Mode, at: i64) -> Result<u32, StateError> {
         let n: i64 = self
             .conn
             .query_row(
                 "SELECT COUNT(*) FROM kills WHERE mode = ?1 AND at > ?2 AND at <= ?3",
-                params![mode, at - WINDOW_MICROS, at],
+                params![mode.as_str(), at - WINDOW_MICROS, at],
                 |r| r.get(0),
             )
             .map_err(StateError::read)?;
@@ -167,7 +171,7 @@ mod tests {
     fn intent(id: &str, at: i64) -> KillIntent<'_> {
         KillIntent {
             session_id: id,
-            mode: "enforce",
+            mode: Mode::Enforce,
             rule: "r",
             at,
             max_per_minute: 3,
@@ -199,7 +203,10 @@ mod tests {
             s.begin_kill(&intent("d", s0 + 40_000_000)).unwrap(),
             Begin::OverBudget
         );
-        assert_eq!(s.kills_in_window("enforce", s0 + 40_000_000).unwrap(), 3);
+        assert_eq!(
+            s.kills_in_window(Mode::Enforce, s0 + 40_000_000).unwrap(),
+            3
+        );
         // Once the first leaves the window, one more fits.
         assert!(matches!(
             s.begin_kill(&intent("d", s0 + 60_000_001)).unwrap(),
@@ -214,12 +221,12 @@ mod tests {
             panic!("first kill refused");
         };
         s.end_kill(id, KillOutcome::Failed, 2).unwrap();
-        assert!(!s.was_killed("a", "enforce").unwrap());
+        assert!(!s.was_killed("a", Mode::Enforce).unwrap());
         assert!(matches!(
             s.begin_kill(&intent("a", 3)).unwrap(),
             Begin::Go(_)
         ));
-        assert!(s.was_killed("a", "enforce").unwrap());
-        assert!(!s.was_killed("a", "dry-run").unwrap());
+        assert!(s.was_killed("a", Mode::Enforce).unwrap());
+        assert!(!s.was_killed("a", Mode::DryRun).unwrap());
     }
 }

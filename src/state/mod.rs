@@ -12,6 +12,7 @@ mod audit;
 mod kills;
 mod lock;
 mod throttles;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use audit::{ActionCount, AuditFilter, AuditRow};
 pub use kills::{Begin, KillIntent, KillOutcome};
 pub use lock::{DaemonLock, LockError};
 pub use throttles::ThrottleRow;
+pub use vocab::{AuditAction, Mode, Severity};
 
 /// Why the state cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -173,6 +173,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
             .http_token
             .clone()
             .map(streamwarden::config::Secret::new),
+        http_hosts: Vec::new(),
         reload: opts.reload,
         webhook: opts.http.then_some(daemon::webhook::Webhook {
             plex: settings,

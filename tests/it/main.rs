@@ -26,6 +26,7 @@ mod replay;
 mod rules;
 mod shape;
 mod state;
+mod surface;
 mod throttle_live;
 mod trust;
 mod view;

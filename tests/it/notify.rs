@@ -38,8 +38,8 @@ fn record(action: &'static str) -> Record {
     values.insert("transcode_decision".into(), json!("transcode"));
     Record {
         ts: TS.into(),
-        mode: "enforce",
-        action,
+        mode: streamwarden::state::Mode::Enforce,
+        action: streamwarden::state::AuditAction::parse(action).expect("an audit action"),
         rule: "no-4k-transcodes".into(),
         session_id: Some("s1".into()),
         session_key: Some("1".into()),

@@ -45,7 +45,7 @@ struct Row {
 struct DecisionRow<'a> {
     ts: String,
     rule: &'a str,
-    action: &'static str,
+    action: crate::state::AuditAction,
     reason: Option<&'a str>,
     session_id: Option<&'a str>,
     user: Option<&'a str>,
