@@ -1,0 +1,354 @@
+//! The loop's state, owned in one place: the rules, the one enforcer with its kills and
+//! throttles (`Kills`), the engine's memory (`Tracker`), what the page reads (`Board`), and
+//! the round's own bookkeeping. One method per input: `on_tick` (a round), `on_reload`
+//! (SIGHUP), `on_request` (the page, the webhook, a throttle asked for); `run` is the
+//! `select!` that calls them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::enforce::Terminator;
+use crate::engine::{self, Tick, Tracker, row::StreamRow};
+use crate::lock;
+use crate::notify::Notifier;
+use crate::plex::SessionSource;
+use crate::rules::{Action, RuleSet};
+
+use super::board::{self, Board};
+use super::kill::{Kills, World};
+use super::poll::{Polled, Snapshot};
+use super::{Clock, Feed, FeedStats, Metrics, Reload, View, manual, throttle, view, webhook};
+
+/// A round's bookkeeping beyond the engine's.
+#[derive(Default)]
+struct Round {
+    /// Rounds so far.
+    ticks: u64,
+    /// "Not acting: stale data" was said for the current stale spell.
+    stale_warned: bool,
+    /// The feed's statistics at the last round (for the metrics' increments).
+    last_feed: FeedStats,
+    /// When the daemon started (the clock's microseconds).
+    started: i64,
+    last_reload: Option<view::LastReload>,
+}
+
+/// What the loop owns.
+pub(super) struct Daemon<P: SessionSource + Terminator> {
+    pub rules: Arc<RuleSet>,
+    /// The rules and settings the webhook plans with, replaced on a reload.
+    pub current: webhook::Current,
+    pub kills: Kills<P>,
+    pub tracker: Tracker,
+    pub board: Board,
+    pub metrics: Arc<Metrics>,
+    pub plex: Arc<P>,
+    pub polled: Polled,
+    pub feed: Feed,
+    pub ports: Vec<u16>,
+    pub clock: Arc<dyn Clock>,
+    pub poll_interval: Duration,
+    pub notify: Option<Notifier>,
+    pub view: View,
+    pub reload: Option<Reload>,
+    round: Round,
+}
+
+/// The parts a `Daemon` is made of.
+pub(super) struct Parts<P: SessionSource + Terminator> {
+    pub rules: Arc<RuleSet>,
+    pub current: webhook::Current,
+    pub kills: Kills<P>,
+    pub board: Board,
+    pub metrics: Arc<Metrics>,
+    pub plex: Arc<P>,
+    pub polled: Polled,
+    pub feed: Feed,
+    pub ports: Vec<u16>,
+    pub clock: Arc<dyn Clock>,
+    pub poll_interval: Duration,
+    pub notify: Option<Notifier>,
+    pub view: View,
+    pub reload: Option<Reload>,
+}
+
+impl<P: SessionSource + Terminator> Daemon<P> {
+    pub fn new(p: Parts<P>) -> Self {
+        let started = p.clock.now_micros();
+        Self {
+            rules: p.rules,
+            current: p.current,
+            kills: p.kills,
+            tracker: Tracker::default(),
+            board: p.board,
+            metrics: p.metrics,
+            plex: p.plex,
+            polled: p.polled,
+            feed: p.feed,
+            ports: p.ports,
+            clock: p.clock,
+            poll_interval: p.poll_interval,
+            notify: p.notify,
+            view: p.view,
+            reload: p.reload,
+            round: Round {
+                started,
+                ..Round::default()
+            },
+        }
+    }
+
+    /// One round: confirm earlier kills, measure and evaluate, act on fresh data, publish.
+    pub async fn on_tick(&mut self) {
+        self.round.ticks += 1;
+        let now = self.clock.now_micros();
+        let snap = self.polled.snapshot();
+        let window = i64::try_from((self.poll_interval * 2).as_micros()).unwrap_or(i64::MAX);
+        let fresh = snap
+            .fetched
+            .is_some_and(|f| now.saturating_sub(f) <= window);
+        self.kills
+            .confirm(&snap.sessions, snap.sent, self.clock.as_ref())
+            .await;
+        let rules = self.rules.clone();
+        let attributed = self.feed.measure(&snap.sessions, &self.ports, now);
+        let tick = engine::tick_measured(
+            &rules,
+            &snap.sessions,
+            attributed,
+            now,
+            fresh,
+            &mut self.tracker,
+        );
+        self.metrics
+            .rule_evaluations
+            .inc_by((tick.streams.len() * rules.rules.len()) as u64);
+        if fresh {
+            self.round.stale_warned = false;
+            self.act(&tick, &snap, now).await;
+        } else if !tick.due.is_empty() && !self.round.stale_warned {
+            self.round.stale_warned = true;
+            let age = snap.fetched.map_or_else(
+                || "never read".to_string(),
+                |f| format!("{} s old", now.saturating_sub(f) / 1_000_000),
+            );
+            tracing::warn!(
+                "not acting: Plex's session data is {age} (more than two poll intervals)"
+            );
+        }
+        self.publish(&tick, &snap, now, fresh);
+        if self.round.ticks.is_multiple_of(60) {
+            lock(&self.feed.metering)
+                .meter
+                .expire(now, crate::meter::DEFAULT_IDLE);
+        }
+    }
+
+    /// Retries due kills, keeps throttles up to date, and acts on what became due.
+    async fn act(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64) {
+        let world = World {
+            rules: &self.rules,
+            plex: &self.plex,
+            feed: &self.feed,
+            ports: &self.ports,
+            clock: self.clock.as_ref(),
+            tracker: &self.tracker,
+            metrics: &self.metrics,
+        };
+        self.kills.retry_due(&world).await;
+        let conns = throttle::conns_by_stream(tick);
+        let listed: HashSet<String> = snap.sessions.iter().map(|s| s.identity()).collect();
+        let mut throttled = self.tracker.throttled.clone();
+        self.kills
+            .keep_throttles(&listed, &conns, now, &mut throttled, &self.metrics);
+        for d in &tick.due {
+            if d.action == Action::Throttle {
+                let _ = self
+                    .kills
+                    .throttle(d, &conns, now, &mut throttled, &self.metrics);
+            } else {
+                self.kills.act(d, &world).await;
+            }
+        }
+        self.tracker.throttled = throttled;
+        for d in &tick.due {
+            self.tracker.sustain.acted(d);
+        }
+    }
+
+    /// The metrics, the page's board, and the terminal view or a periodic log line.
+    fn publish(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64, fresh: bool) {
+        let stats = self.feed.stats();
+        self.metrics.update(tick, &stats, &self.round.last_feed);
+        self.metrics
+            .state_failures(self.kills.enforcer.state_failures());
+        if let Some(n) = &self.notify {
+            self.metrics.notify(&n.counts());
+        }
+        self.round.last_feed = stats;
+        let kills = &mut self.kills;
+        let table: Vec<StreamRow> = engine::row::rows(
+            tick,
+            |id| kills.is_pending(id),
+            |identity| throttle::row(&kills.throttles, identity, now),
+        );
+        let acted = view::Acted::of(&table, &kills.summary, |id| {
+            kills.enforcer.already_killed(id)
+        });
+        let budget = kills.enforcer.budget_left();
+        let dry_run = kills.enforcer.dry_run();
+        self.board.publish(
+            tick,
+            &table,
+            &board::Facts {
+                now,
+                started: self.round.started,
+                plex_error: snap.error.as_deref(),
+                fetched: snap.fetched,
+                fresh,
+                feed: &stats,
+                dry_run,
+                budget,
+                reload: self.round.last_reload.as_ref(),
+                rules: &self.rules,
+                exempt: &|s| kills.enforcer.is_exempt(s),
+                acted: &acted,
+            },
+        );
+        if self.view == View::Terminal {
+            let up = Duration::from_micros(now.saturating_sub(self.round.started).max(0) as u64);
+            let status = view::Status {
+                plex_error: snap.error.as_deref(),
+                fresh,
+                feed: &stats,
+                rules: self.rules.rules.len(),
+                up,
+                dry_run,
+                reload: self.round.last_reload.as_ref(),
+                acted: &acted,
+            };
+            view::render(&table, &status, &self.kills.summary.events);
+        } else if self.round.ticks % 60 == 1 {
+            tracing::info!(
+                streams = table.len(),
+                plex_ok = snap.error.is_none() && snap.fetched.is_some(),
+                packets = stats.decode.read,
+                "running"
+            );
+        }
+    }
+
+    /// SIGHUP: the configuration read again. Holds of unchanged rules go on; those of rules
+    /// that changed or went away start again; kills and the budget carry on (in the state).
+    pub fn on_reload(&mut self) {
+        let result = self.reload.as_ref().map(|r| r());
+        self.round.last_reload = result
+            .as_ref()
+            .map(|r| view::LastReload::of(r, self.clock.now_micros()));
+        let new = match result {
+            Some(Ok(new)) => new,
+            Some(Err(e)) => {
+                tracing::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+            None => {
+                tracing::warn!("SIGHUP: nothing to reload");
+                return;
+            }
+        };
+        tracing::info!(
+            rules = new.rules.rules.len(),
+            dry_run = new.enforce.dry_run,
+            "configuration reloaded"
+        );
+        if !new.restart_needed.is_empty() {
+            tracing::warn!(
+                "reload: {} changed and take effect only after a restart; the running settings stay",
+                new.restart_needed.join(", ")
+            );
+        }
+        let (old, fresh) = (&self.rules, &new.rules);
+        self.tracker.sustain.retain_rules(|name| {
+            matches!((old.get(name), fresh.get(name)), (Some(a), Some(b)) if a.same_condition(b))
+        });
+        self.rules = Arc::new(new.rules);
+        let dry_changed = self.kills.enforcer.dry_run() != new.enforce.dry_run;
+        self.kills.enforcer.reconfigure(&new.enforce);
+        self.kills.reload_throttles(
+            &self.rules,
+            dry_changed,
+            &mut self.tracker.throttled,
+            &self.metrics,
+        );
+        *lock(&self.current) = (self.rules.clone(), new.enforce);
+    }
+
+    /// Something to be done by the one enforcer: Kill now, a throttle asked for, or a
+    /// decision (or an audit note) of the hook run inside the daemon.
+    pub async fn on_request(&mut self, req: manual::Request) {
+        let snap = self.polled.snapshot();
+        match req {
+            manual::Request::Kill(req) => match req.throttle_rule.clone() {
+                Some(rule) => {
+                    let at = throttle::Asked {
+                        rules: &self.rules,
+                        sessions: &snap.sessions,
+                        feed: &self.feed,
+                        ports: &self.ports,
+                        now: self.clock.now_micros(),
+                    };
+                    self.kills
+                        .throttle_asked(req, &rule, &at, &mut self.tracker, &self.metrics);
+                }
+                None => {
+                    manual::handle(
+                        req,
+                        &mut self.kills,
+                        &snap.sessions,
+                        self.clock.as_ref(),
+                        &self.metrics,
+                    )
+                    .await;
+                }
+            },
+            manual::Request::Apply {
+                decision,
+                dry_run,
+                reply,
+            } => {
+                let applied = self
+                    .kills
+                    .by_hand(&decision, dry_run, self.clock.as_ref(), &self.metrics)
+                    .await;
+                let _ = reply.send(applied);
+            }
+            manual::Request::Note {
+                decision,
+                action,
+                reason,
+                reply,
+            } => {
+                self.kills.enforcer.note(&decision, action, reason);
+                let _ = reply.send(());
+            }
+        }
+        self.metrics
+            .state_failures(self.kills.enforcer.state_failures());
+    }
+
+    /// The stop: every throttle lifted, notifications still being sent given a moment.
+    pub async fn finish(mut self, notify_wait: Duration) -> super::Summary {
+        self.kills.lift_all(
+            "streamwarden stopped",
+            &mut self.tracker.throttled,
+            &self.metrics,
+        );
+        if let Some(n) = self.notify.take() {
+            for p in n.finish(notify_wait).await.problems() {
+                tracing::warn!("{p}");
+            }
+        }
+        self.kills.summary
+    }
+}
