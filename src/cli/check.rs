@@ -30,6 +30,15 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
             )));
         }
     };
+    // The audit log is opened by `run` and the hook exactly as probed here.
+    if let Some(audit) = &config.enforce.audit_log
+        && let Err(why) = crate::enforce::audit::probe(audit)
+    {
+        return Err(Failure::Usage(format!(
+            "cannot use the audit log {}: {why}",
+            audit.display()
+        )));
+    }
     let file = config.source.file.as_ref().map_or_else(
         || "no config file (defaults)".to_string(),
         |f| f.display().to_string(),

@@ -100,11 +100,11 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let debug = match &cli.command {
-        Command::Hook(h) => h.debug,
-        _ => false,
+    let (hook, debug) = match &cli.command {
+        Command::Hook(h) => (true, h.debug),
+        _ => (false, false),
     };
-    init_tracing(cli.log_format, cli.verbose.max(u8::from(debug)));
+    init_tracing(cli.log_format, cli.verbose.max(u8::from(debug)), hook);
     // Commands whose output is read by other programs end quietly when the reader goes
     // away (`replay ... | head`), as command-line tools do; the daemon keeps ignoring it.
     if matches!(
@@ -177,19 +177,32 @@ fn exit_code(done: Result<Done, Failure>) -> i32 {
         }
     }
 }
-fn init_tracing(format: LogFormat, verbose: u8) {
+/// Logs to stderr. The hook runs inside Tautulli, which logs a script's stderr as errors: there
+/// only warnings and errors go to stderr, INFO and finer (with `--debug`) to stdout, and INFO is
+/// off unless `--debug` (the hook's own lines already say what it did).
+fn init_tracing(format: LogFormat, verbose: u8, hook: bool) {
+    use tracing::Level;
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn,streamwarden=info",
-        1 => "warn,streamwarden=debug",
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let default = match (hook, verbose) {
+        (true, 0) => "warn",
+        (_, 0) => "warn,streamwarden=info",
+        (_, 1) => "warn,streamwarden=debug",
         _ => "info,streamwarden=trace",
     };
     let filter =
         EnvFilter::try_from_env("STREAMWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let writer = std::io::stderr
+        .with_max_level(if hook { Level::WARN } else { Level::TRACE })
+        .and(
+            std::io::stdout
+                .with_min_level(Level::INFO)
+                .with_filter(move |_| hook),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(!hook && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

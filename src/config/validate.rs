@@ -26,6 +26,18 @@ impl Config {
                     format!("{whence} must start with http:// or https:// and name a host, e.g. http://127.0.0.1:32400"),
                 ));
             }
+            if parsed.path().starts_with("/web") {
+                return Err(self.located(
+                    url_at,
+                    format!(
+                        "{whence} is the address of Plex Web in a browser ({}): give the server's address without the path, {}://{}{}",
+                        parsed.path(),
+                        parsed.scheme(),
+                        parsed.host_str().unwrap_or("HOST"),
+                        parsed.port().map_or_else(String::new, |p| format!(":{p}")),
+                    ),
+                ));
+            }
             if parsed.query().is_some()
                 || !parsed.username().is_empty()
                 || parsed.password().is_some()

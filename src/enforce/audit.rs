@@ -85,6 +85,7 @@ impl AuditLog {
     /// short (a crash mid-write) is ended first, so the next record starts on a line of its
     /// own (the fragment stays, unreadable, and is counted as such by `history`).
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        probe(path).map_err(std::io::Error::other)?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -177,6 +178,52 @@ impl AuditLog {
         if let Some(sink) = &self.sink {
             sink.record(record);
         }
+    }
+}
+
+/// Whether `path` can be the audit log, checked the same way by `check` and `run`: an
+/// existing one must be a regular file this user can append to (not a FIFO, a device such as
+/// /dev/full, nor a file of /proc or of a read-only mount), opened without blocking; a missing
+/// one needs a folder this user can write. Why not, otherwise.
+pub fn probe(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => Err(
+            "is a FIFO (a pipe): name a regular file, e.g. /var/log/streamwarden/audit.jsonl"
+                .into(),
+        ),
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => Err(
+            "is a device, not a file: name a regular file, e.g. /var/log/streamwarden/audit.jsonl"
+                .into(),
+        ),
+        Ok(m) if m.is_dir() => Err("is a directory: name a file in it, e.g. audit.jsonl".into()),
+        Ok(m) if !m.is_file() => Err("is not a regular file".into()),
+        Ok(_) => {
+            if path.starts_with("/proc") || path.starts_with("/sys") {
+                return Err("is in a kernel filesystem (/proc, /sys): name a regular file".into());
+            }
+            OpenOptions::new()
+                .append(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(path)
+                .map(drop)
+                .map_err(|e| format!("cannot be opened for appending: {e}"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                return Err(format!(
+                    "the directory {} does not exist: create it, owned by the user streamwarden runs as",
+                    dir.display()
+                ));
+            }
+            nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
+                .map_err(|e| format!("cannot be made in {}: {e}", dir.display()))
+        }
+        Err(e) => Err(format!("cannot be read: {e}")),
     }
 }
 

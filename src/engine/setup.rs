@@ -40,7 +40,7 @@ pub fn plex_client(config: &Config) -> Result<PlexClient, Failure> {
 pub fn open_audit(config: &Config) -> Result<AuditLog, Failure> {
     match &config.enforce.audit_log {
         Some(p) => AuditLog::open(p)
-            .map_err(|e| Failure::Usage(format!("cannot open the audit log {}: {e}", p.display()))),
+            .map_err(|e| Failure::Usage(format!("cannot use the audit log {}: {e}", p.display()))),
         None => Ok(AuditLog::none()),
     }
 }

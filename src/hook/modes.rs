@@ -192,6 +192,12 @@ pub(super) async fn paused<A: Act>(
     say: &mut dyn FnMut(Say),
     killed: &mut Vec<Killed>,
 ) -> Result<Outcome, Failure> {
+    // Said at once, so that a run Tautulli's timeout stops leaves a trace of what it was.
+    say(Say::Info(format!(
+        "watching session {id}: killed once paused for {} s, checked every {} s",
+        limit.as_secs(),
+        interval.as_secs()
+    )));
     let clock = SystemClock;
     let mut pauses = Pauses::default();
     let mut watched = false;

@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod daemon_loop;
 mod demo;
+mod edges;
 mod history;
 mod hook;
 mod hook_notify;
