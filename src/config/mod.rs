@@ -393,6 +393,23 @@ impl Config {
         Ok(config)
     }
 
+    /// As [`Config::load`] for a reload: the file is read until two reads 50 ms apart
+    /// agree, so a file caught half-saved by an editor is not taken for the new settings.
+    pub fn load_settled(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(path) = explicit {
+            let mut last = std::fs::read(path).ok();
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(50));
+                let now = std::fs::read(path).ok();
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+        }
+        Self::load(explicit)
+    }
+
     /// Parses config text. `file` is only used to name the file in errors.
     pub fn parse(text: &str, file: Option<PathBuf>) -> Result<Self, ConfigError> {
         let source = SourceMap::new(file, text);

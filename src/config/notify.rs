@@ -66,6 +66,7 @@ pub const ACTIONS: &[AuditAction] = &[
     AuditAction::ThrottleFailed,
     AuditAction::ThrottleSkipped,
     AuditAction::Unthrottle,
+    AuditAction::RiskyReload,
 ];
 
 /// What a target is told of when its `on` is not given: what needs the owner's eyes. A dry
@@ -77,6 +78,7 @@ pub const DEFAULT_ON: &[AuditAction] = &[
     AuditAction::KillSkipped,
     AuditAction::Throttle,
     AuditAction::ThrottleFailed,
+    AuditAction::RiskyReload,
 ];
 
 /// The default of `max_per_minute`.

@@ -268,6 +268,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 new.restart_needed.join(", ")
             );
         }
+        self.warn_of_risks(&new);
         let (old, fresh) = (&self.rules, &new.rules);
         self.tracker.sustain.retain_rules(|name| {
             matches!((old.get(name), fresh.get(name)), (Some(a), Some(b)) if a.same_condition(b))
@@ -282,6 +283,36 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             &self.metrics,
         );
         *lock(&self.current) = (self.rules.clone(), new.enforce);
+    }
+
+    /// A reload that arms enforcement, empties the exemptions or drops every rule is said at
+    /// WARN and told to the notify targets: a half-saved file does exactly that.
+    fn warn_of_risks(&mut self, new: &super::Reloaded) {
+        let old = lock(&self.current).1.clone();
+        let mut risks = Vec::new();
+        if old.dry_run && !new.enforce.dry_run {
+            risks.push("dry run is off: matching rules now kill".to_string());
+        }
+        if !old.exempt_users.is_empty() && new.enforce.exempt_users.is_empty() {
+            risks.push(format!(
+                "exempt_users is empty now (it was {}): no one is exempt",
+                old.exempt_users.join(", ")
+            ));
+        }
+        if !self.rules.rules.is_empty() && new.rules.rules.is_empty() {
+            risks.push(format!(
+                "every rule is gone (there were {})",
+                self.rules.rules.len()
+            ));
+        }
+        if risks.is_empty() {
+            return;
+        }
+        let message = format!("configuration reloaded: {}", risks.join("; "));
+        tracing::warn!("{message}");
+        self.kills
+            .enforcer
+            .record_event(crate::state::AuditAction::RiskyReload, "reload", message);
     }
 
     /// Something to be done by the one enforcer: Kill now, a throttle asked for, or a

@@ -242,7 +242,7 @@ fn open_shaper(
 /// What changed in settings a reload cannot apply is named against `running`.
 fn reloader(running: Config, path: Option<PathBuf>, dry_run: bool) -> Reload {
     Box::new(move || {
-        let mut config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+        let mut config = Config::load_settled(path.as_deref()).map_err(|e| e.to_string())?;
         if dry_run {
             config.enforce.dry_run = true;
         }

@@ -96,7 +96,8 @@ impl Answer {
                 | A::ThrottleSkipped
                 | A::Zombie
                 | A::TranscodeStopped
-                | A::Unthrottle,
+                | A::Unthrottle
+                | A::RiskyReload,
             )
             | Answer::AlreadyThrottled
             | Answer::NotMatching => S::CONFLICT,

@@ -245,7 +245,8 @@ impl UserCounts {
             | A::WouldThrottle
             | A::ThrottleFailed
             | A::ThrottleSkipped
-            | A::Unthrottle => {}
+            | A::Unthrottle
+            | A::RiskyReload => {}
         }
     }
 }

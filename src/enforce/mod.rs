@@ -379,6 +379,23 @@ impl<T: Terminator> Enforcer<T> {
         }
     }
 
+    /// Audits something that concerns no stream (a risky reload): in the state, the JSONL
+    /// export and to the notify targets.
+    pub fn record_event(&mut self, action: AuditAction, rule: &str, message: String) {
+        let at = self.now();
+        let mut record = Record::state_down("", self.mode(self.dry_run));
+        record.ts = audit::rfc3339(at);
+        record.action = action;
+        record.rule = rule.to_string();
+        record.message = message;
+        record.reason = None;
+        let stored = self.state.insert_audit(&record.row(at));
+        self.wrote(stored);
+        if let Err(e) = self.audit.write(&record) {
+            tracing::error!(error = %e, path = ?self.audit.path(), "cannot write the audit log");
+        }
+    }
+
     /// Keeps track of whether the state can be written: said once at ERROR when it cannot
     /// (and told to the notify targets), once at INFO when it can again.
     fn wrote(&mut self, result: Result<(), StateError>) {

@@ -142,6 +142,7 @@ impl<'a> Facts<'a> {
         }
         let text = match &target.message {
             Some(t) => t.render(&r.rule, &vars),
+            None if r.action == AuditAction::RiskyReload => r.message.clone(),
             None if r.mode == Mode::Test => {
                 "This is a test from streamwarden notify-test: nothing was killed.".into()
             }
@@ -181,7 +182,8 @@ impl<'a> Facts<'a> {
             | A::WouldThrottle
             | A::ThrottleFailed
             | A::ThrottleSkipped
-            | A::Unthrottle => "Message (not sent)",
+            | A::Unthrottle
+            | A::RiskyReload => "Message (not sent)",
         }
     }
 
@@ -294,6 +296,7 @@ fn default_title(action: AuditAction, user: &str, rule: &str) -> String {
         A::ThrottleFailed => format!("Could not throttle {user}'s stream"),
         A::ThrottleSkipped => format!("Did not throttle {user}'s stream"),
         A::Unthrottle => format!("Lifted the throttle on {user}'s stream"),
+        A::RiskyReload => "The configuration was reloaded: check what it changed".to_string(),
     }
 }
 
@@ -320,6 +323,7 @@ fn default_text(action: AuditAction, media: &str, rule: &str, rate: &str) -> Str
             format!("{media} was still listed after its kill: its transcode was stopped.")
         }
         A::Log => format!("Rule {rule} matched {media} (log only)."),
+        A::RiskyReload => "A reload changed what protects streams.".to_string(),
     }
 }
 
@@ -347,7 +351,7 @@ fn footer(mode: Mode) -> String {
 fn severity(action: AuditAction) -> u8 {
     match action {
         A::KillFailed => 6,
-        A::Zombie | A::ThrottleFailed => 5,
+        A::Zombie | A::ThrottleFailed | A::RiskyReload => 5,
         A::Kill => 4,
         A::KillSkipped => 3,
         A::TranscodeStopped | A::Throttle | A::ThrottleSkipped => 2,
@@ -362,6 +366,7 @@ pub fn colour(action: AuditAction) -> u32 {
         A::Kill => 0xD9342B,
         A::KillFailed | A::ThrottleFailed => 0xF28C28,
         A::Zombie => 0x8E44AD,
+        A::RiskyReload => 0xC0392B,
         A::KillSkipped => 0xF1C40F,
         A::WouldKill | A::WouldThrottle => 0x3498DB,
         A::TranscodeStopped => 0x1ABC9C,
@@ -376,6 +381,7 @@ fn slack_emoji(action: AuditAction) -> &'static str {
         A::Kill => ":no_entry:",
         A::KillFailed | A::ThrottleFailed => ":warning:",
         A::Zombie => ":zombie:",
+        A::RiskyReload => ":rotating_light:",
         A::KillSkipped => ":pause_button:",
         A::WouldKill | A::WouldThrottle => ":eyes:",
         A::TranscodeStopped => ":octagonal_sign:",
@@ -391,6 +397,7 @@ fn ntfy_tag(action: AuditAction) -> &'static str {
         A::Kill => "no_entry",
         A::KillFailed | A::ThrottleFailed => "warning",
         A::Zombie => "zombie",
+        A::RiskyReload => "rotating_light",
         A::KillSkipped => "pause_button",
         A::WouldKill | A::WouldThrottle => "eyes",
         A::TranscodeStopped => "stop_sign",

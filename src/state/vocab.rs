@@ -30,6 +30,9 @@ pub enum AuditAction {
     ThrottleFailed,
     ThrottleSkipped,
     Unthrottle,
+    /// A reload that weakens what protects streams or arms what kills them (dry run off,
+    /// exemptions emptied, every rule gone).
+    RiskyReload,
 }
 
 impl AuditAction {
@@ -48,6 +51,7 @@ impl AuditAction {
         AuditAction::ThrottleFailed,
         AuditAction::ThrottleSkipped,
         AuditAction::Unthrottle,
+        AuditAction::RiskyReload,
     ];
 
     /// Its name in the audit, the state and the config.
@@ -66,6 +70,7 @@ impl AuditAction {
             AuditAction::ThrottleFailed => "throttle-failed",
             AuditAction::ThrottleSkipped => "throttle-skipped",
             AuditAction::Unthrottle => "unthrottle",
+            AuditAction::RiskyReload => "risky-reload",
         }
     }
 
@@ -76,7 +81,8 @@ impl AuditAction {
             AuditAction::KillSkipped
             | AuditAction::Zombie
             | AuditAction::TranscodeStopped
-            | AuditAction::ThrottleSkipped => Severity::Warn,
+            | AuditAction::ThrottleSkipped
+            | AuditAction::RiskyReload => Severity::Warn,
             AuditAction::Kill
             | AuditAction::WouldKill
             | AuditAction::Log
