@@ -179,6 +179,7 @@ struct RawPlex {
     poll_interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     tls_verify: Option<Spanned<bool>>,
+    max_response_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +230,8 @@ pub struct PlexConfig {
     pub poll_interval: Duration,
     pub timeout: Duration,
     pub tls_verify: bool,
+    /// The most of one answer read from Plex, in bytes (`max_response_mb`, default 32).
+    pub max_response: usize,
 }
 
 impl Config {
@@ -282,6 +285,7 @@ impl Default for PlexConfig {
             poll_interval: Duration::from_secs(10),
             timeout: Duration::from_secs(10),
             tls_verify: true,
+            max_response: crate::plex::DEFAULT_MAX_RESPONSE,
         }
     }
 }
@@ -437,6 +441,16 @@ impl Config {
             )?,
             timeout: duration(&raw.plex.timeout, Duration::from_secs(10), "timeout")?,
             tls_verify: raw.plex.tls_verify.as_ref().is_none_or(|t| *t.get_ref()),
+            max_response: match &raw.plex.max_response_mb {
+                None => crate::plex::DEFAULT_MAX_RESPONSE,
+                Some(m) if (1..=1024).contains(m.get_ref()) => (*m.get_ref() as usize) << 20,
+                Some(m) => {
+                    return Err(source.error(
+                        Some(m.span()),
+                        "max_response_mb: give a number of megabytes from 1 to 1024 (default 32)",
+                    ));
+                }
+            },
         };
         if plex.poll_interval < Duration::from_secs(1) {
             return Err(source.error(
@@ -534,6 +548,7 @@ impl Config {
                 .unwrap_or_else(stable_client_identifier),
             timeout: self.plex.timeout,
             tls_verify: self.plex.tls_verify,
+            max_response: self.plex.max_response,
         })
     }
 }

@@ -116,6 +116,7 @@ impl Demo {
             client_identifier: "streamwarden-demo".into(),
             timeout: Duration::from_secs(5),
             tls_verify: true,
+            max_response: crate::plex::DEFAULT_MAX_RESPONSE,
         })
         .map_err(|e| Failure::Failed(e.to_string()))?;
         let feed = Feed::new(Metering::new(LINKTYPE_ETHERNET, Some(vec![32400])));

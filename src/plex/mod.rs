@@ -25,7 +25,12 @@ pub struct PlexSettings {
     pub client_identifier: String,
     pub timeout: Duration,
     pub tls_verify: bool,
+    /// The most of one answer that is read, in bytes: a longer one is an error, not memory.
+    pub max_response: usize,
 }
+
+/// The default cap on one answer from Plex: 32 MB (thousands of sessions fit in 1 MB).
+pub const DEFAULT_MAX_RESPONSE: usize = 32 << 20;
 
 impl std::fmt::Debug for PlexSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +61,10 @@ pub enum PlexError {
         status: u16,
         detail: String,
     },
+    #[error(
+        "Plex's answer to {endpoint} is longer than {max_mb} MB: not read (raise [plex] max_response_mb if the server is really that busy)"
+    )]
+    TooLarge { endpoint: String, max_mb: usize },
     #[error("cannot reach Plex at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("Plex did not answer {endpoint} within {timeout:?}")]
@@ -271,12 +280,38 @@ impl PlexClient {
             .await
             .map_err(|e| self.map_send_error(endpoint, e))?;
         let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| self.map_send_error(endpoint, e))?;
+        let body = self.read_body(endpoint, resp).await?;
         check_status(endpoint, status, &body, &self.settings.token)?;
         Ok(body)
+    }
+
+    /// A response's body, read chunk by chunk up to `max_response` bytes: an endless or
+    /// huge answer is an error, never memory.
+    async fn read_body(
+        &self,
+        endpoint: &str,
+        mut resp: reqwest::Response,
+    ) -> Result<String, PlexError> {
+        let max = self.settings.max_response;
+        let too_large = || PlexError::TooLarge {
+            endpoint: endpoint.to_string(),
+            max_mb: max >> 20,
+        };
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.map_send_error(endpoint, e))?
+        {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// A read, retries included, within the budget.

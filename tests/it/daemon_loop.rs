@@ -139,6 +139,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         client_identifier: "test".into(),
         timeout: Duration::from_secs(2),
         tls_verify: true,
+        max_response: streamwarden::plex::DEFAULT_MAX_RESPONSE,
     };
     let client = PlexClient::new(settings.clone()).unwrap();
     let feed =

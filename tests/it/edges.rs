@@ -178,3 +178,48 @@ fn an_audit_log_that_is_not_a_file_is_refused_by_check_and_run_alike() {
         }
     }
 }
+
+/// A stand-in Plex whose /status/sessions never ends: chunk after chunk of XML-ish bytes
+/// until the client hangs up.
+fn endless_plex() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let item = "<Video title=\"x\" sessionKey=\"1\"/>".repeat(2000);
+                let chunk = format!("{:x}\r\n{item}\r\n", item.len());
+                while stream.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn an_endless_answer_from_plex_is_an_error_not_memory() {
+    let url = endless_plex();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), "[plex]\nmax_response_mb = 2\n").unwrap();
+    let o = run(dir.path(), &url, TOKEN, &["sessions", "--config", "c.toml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/status/sessions is longer than 2 MB"),
+        "{}",
+        stderr(&o)
+    );
+    assert_no_token(&o);
+    // A bad setting is named where it stands.
+    std::fs::write(dir.path().join("c.toml"), "[plex]\nmax_response_mb = 0\n").unwrap();
+    let o = run(dir.path(), &url, TOKEN, &["sessions", "--config", "c.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("c.toml:2:19"), "{}", stderr(&o));
+}

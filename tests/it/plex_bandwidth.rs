@@ -171,6 +171,7 @@ fn the_client_reads_the_fake_servers_counters_and_a_server_without_plex_pass_say
         client_identifier: "test".into(),
         timeout: std::time::Duration::from_secs(5),
         tls_verify: true,
+        max_response: streamwarden::plex::DEFAULT_MAX_RESPONSE,
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

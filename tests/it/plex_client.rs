@@ -12,6 +12,7 @@ fn client(url: &str) -> PlexClient {
         client_identifier: "test-client".into(),
         timeout: Duration::from_secs(2),
         tls_verify: true,
+        max_response: streamwarden::plex::DEFAULT_MAX_RESPONSE,
     })
     .unwrap()
 }
