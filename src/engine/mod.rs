@@ -18,7 +18,7 @@ use crate::config::MeasureSource;
 use crate::meter::{Measured, Meter, RateSource, second_of};
 use crate::plex::Session;
 use crate::plex::bandwidth::Counters;
-use crate::rules::{Decision, Evaluation, Observed, Outcome, RuleSet, Vars, vars};
+use crate::rules::{Decision, Evaluation, Observed, Outcome, Population, RuleSet, Vars, vars};
 
 /// One stream with its values and every rule's verdict.
 #[derive(Debug)]
@@ -119,13 +119,14 @@ pub fn evaluate<'r>(
     sessions: &[Session],
     measure: impl Fn(&Session) -> Option<Measured>,
 ) -> Vec<StreamEval<'r>> {
+    let population = Population::of(sessions);
     (0..sessions.len())
         .map(|i| {
             let observed = Observed {
                 measured: measure(&sessions[i]),
                 ..Observed::default()
             };
-            evaluate_one(rules, sessions, i, &observed, None)
+            evaluate_among(rules, sessions, &population, i, &observed, None)
         })
         .collect()
 }
@@ -140,8 +141,27 @@ pub fn evaluate_one<'r>(
     observed: &Observed,
     throttled_by: Option<&str>,
 ) -> StreamEval<'r> {
+    evaluate_among(
+        rules,
+        sessions,
+        &Population::of(sessions),
+        index,
+        observed,
+        throttled_by,
+    )
+}
+
+/// As [`evaluate_one`], with the per-user counts made once for every stream of a round.
+pub fn evaluate_among<'r>(
+    rules: &'r RuleSet,
+    sessions: &[Session],
+    population: &Population<'_>,
+    index: usize,
+    observed: &Observed,
+    throttled_by: Option<&str>,
+) -> StreamEval<'r> {
     let s = &sessions[index];
-    let vars = Vars::for_session(s, sessions, observed);
+    let vars = Vars::for_session_among(s, population, observed);
     let mut evaluations = rules.evaluate(&vars);
     for e in &mut evaluations {
         if let Some(parent) = &e.rule.escalates
@@ -368,6 +388,7 @@ pub fn tick_measured<'r>(
     tracker: &mut Tracker,
 ) -> Tick<'r> {
     let paused = tracker.pauses.observe(sessions, now_micros);
+    let population = Population::of(sessions);
     let streams: Vec<StreamEval<'r>> = (0..sessions.len())
         .map(|i| {
             let id = sessions[i].identity();
@@ -376,7 +397,14 @@ pub fn tick_measured<'r>(
                 paused_for_secs: Some(paused[i]),
                 throttled_for_secs: Some(tracker.throttled.secs(&id, now_micros)),
             };
-            evaluate_one(rules, sessions, i, &observed, tracker.throttled.rule(&id))
+            evaluate_among(
+                rules,
+                sessions,
+                &population,
+                i,
+                &observed,
+                tracker.throttled.rule(&id),
+            )
         })
         .collect();
     let mut states = Vec::with_capacity(streams.len());

@@ -17,7 +17,7 @@ pub use crate::meter::Measured;
 pub use decision::Decision;
 pub use template::Template;
 pub use throttle::ThrottleSpec;
-pub use vars::{Observed, Value, Vars};
+pub use vars::{Observed, Population, Value, Vars};
 
 /// The message a kill shows when a rule or the hook gives none (as kill_stream.py).
 pub const DEFAULT_MESSAGE: &str = "The server owner has ended the stream.";

@@ -118,6 +118,12 @@ pub struct Vars {
 impl Vars {
     /// Builds the values of `session`, seen among `all` sessions, with what was observed.
     pub fn for_session(session: &Session, all: &[Session], observed: &Observed) -> Self {
+        Self::for_session_among(session, &Population::of(all), observed)
+    }
+
+    /// As [`Vars::for_session`], with the counts over every stream made once
+    /// (`Population::of`), so that a round over n streams costs n, not n².
+    pub fn for_session_among(session: &Session, all: &Population<'_>, observed: &Observed) -> Self {
         let measured = observed.measured.as_ref();
         let mut v = Vars::default();
         let text = |v: &mut Vars, k: &'static str, x: &Option<String>| {
@@ -161,27 +167,11 @@ impl Vars {
             session.source_bitrate_kbps.map(|x| x as f64),
         );
         num("bandwidth", session.bandwidth_kbps.map(|x| x as f64));
-        let same_user = |s: &Session| match (&session.user_id, &s.user_id) {
-            (Some(a), Some(b)) => a == b,
-            _ => session.user.is_some() && s.user == session.user,
-        };
-        if session.user_id.is_some() || session.user.is_some() {
-            num(
-                "user_streams",
-                Some(all.iter().filter(|s| same_user(s)).count().max(1) as f64),
-            );
+        if let Some((streams, addresses)) = all.user(session) {
+            num("user_streams", Some(streams.max(1) as f64));
+            num("user_addresses", Some(addresses.max(1) as f64));
         }
-        num("server_streams", Some(all.len().max(1) as f64));
-        if session.user_id.is_some() || session.user.is_some() {
-            let mut addresses: Vec<&str> = all
-                .iter()
-                .filter(|s| same_user(s))
-                .filter_map(|s| s.address.as_deref())
-                .collect();
-            addresses.sort_unstable();
-            addresses.dedup();
-            num("user_addresses", Some(addresses.len().max(1) as f64));
-        }
+        num("server_streams", Some(all.len.max(1) as f64));
         num("paused_for", observed.paused_for_secs);
         num("throttled_for", observed.throttled_for_secs);
         if let Some(m) = measured {
@@ -234,5 +224,129 @@ impl Vars {
         VARIABLES
             .iter()
             .map(|(name, _)| (*name, self.values.get(name)))
+    }
+}
+
+/// Every stream's user, counted once for a round: how many streams each user has and from
+/// how many addresses. Two streams are the same user's when both carry Plex user ids and
+/// they are equal; otherwise when their user names are equal.
+#[derive(Debug, Default)]
+pub struct Population<'a> {
+    len: usize,
+    by_id: std::collections::HashMap<i64, Tally<'a>>,
+    /// Streams without a user id, by name.
+    by_name_without_id: std::collections::HashMap<&'a str, Tally<'a>>,
+    /// Every stream, by name.
+    by_name: std::collections::HashMap<&'a str, Tally<'a>>,
+}
+
+#[derive(Debug, Default)]
+struct Tally<'a> {
+    streams: usize,
+    addresses: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, s: &'a Session) {
+        self.streams += 1;
+        if let Some(a) = s.address.as_deref() {
+            self.addresses.insert(a);
+        }
+    }
+}
+
+impl<'a> Population<'a> {
+    pub fn of(all: &'a [Session]) -> Self {
+        let mut p = Population {
+            len: all.len(),
+            ..Population::default()
+        };
+        for s in all {
+            if let Some(id) = s.user_id {
+                p.by_id.entry(id).or_default().add(s);
+            }
+            if let Some(name) = s.user.as_deref() {
+                if s.user_id.is_none() {
+                    p.by_name_without_id.entry(name).or_default().add(s);
+                }
+                p.by_name.entry(name).or_default().add(s);
+            }
+        }
+        p
+    }
+
+    /// The streams and distinct addresses of `session`'s user, or None without a user.
+    fn user(&self, session: &Session) -> Option<(usize, usize)> {
+        let empty = Tally::default();
+        let name = session.user.as_deref();
+        match (session.user_id, name) {
+            (Some(id), _) => {
+                let with_id = self.by_id.get(&id).unwrap_or(&empty);
+                let without = name
+                    .and_then(|n| self.by_name_without_id.get(n))
+                    .unwrap_or(&empty);
+                let addresses = with_id.addresses.union(&without.addresses).count();
+                Some((with_id.streams + without.streams, addresses))
+            }
+            (None, Some(n)) => {
+                let t = self.by_name.get(n).unwrap_or(&empty);
+                Some((t.streams, t.addresses.len()))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod population_tests {
+    use super::*;
+
+    /// The definition, stream by stream (what `Population` computes once for all).
+    fn naive(session: &Session, all: &[Session]) -> Option<(usize, usize)> {
+        if session.user_id.is_none() && session.user.is_none() {
+            return None;
+        }
+        let same = |s: &Session| match (&session.user_id, &s.user_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => session.user.is_some() && s.user == session.user,
+        };
+        let streams = all.iter().filter(|s| same(s)).count();
+        let mut addresses: Vec<&str> = all
+            .iter()
+            .filter(|s| same(s))
+            .filter_map(|s| s.address.as_deref())
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        Some((streams, addresses.len()))
+    }
+
+    #[test]
+    fn counts_equal_the_definition_on_every_mix_of_ids_names_and_addresses() {
+        let ids = [None, Some(1), Some(2)];
+        let names = [None, Some("a"), Some("b")];
+        let addrs = [None, Some("10.0.0.1"), Some("10.0.0.2")];
+        let mut seed: u64 = 0x5eed;
+        for round in 0..300 {
+            let n = round % 12;
+            let all: Vec<Session> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let r = (seed >> 33) as usize;
+                    Session {
+                        user_id: ids[r % 3],
+                        user: names[(r / 3) % 3].map(str::to_string),
+                        address: addrs[(r / 9) % 3].map(str::to_string),
+                        ..Session::default()
+                    }
+                })
+                .collect();
+            let population = Population::of(&all);
+            for s in &all {
+                assert_eq!(population.user(s), naive(s, &all), "{s:?} among {all:?}");
+            }
+        }
     }
 }
