@@ -103,6 +103,25 @@ pub struct Summary {
     pub failures: Vec<(Decision, String)>,
 }
 
+/// Runs `work` to its end unless a stop comes first (then it is dropped where it waits: a
+/// kill whose intent is recorded counts as sent, never twice). True when stopped.
+async fn until_stopped(
+    work: impl std::future::Future<Output = ()>,
+    control: &mut tokio::sync::mpsc::Receiver<Control>,
+    reload_asked: &mut bool,
+) -> bool {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            () = &mut work => return false,
+            c = control.recv() => match c {
+                Some(Control::Reload) => *reload_asked = true,
+                Some(Control::Stop) | None => return true,
+            },
+        }
+    }
+}
+
 /// Runs until [`Control::Stop`] (or the control channel closes); returns what was done.
 pub async fn run<P>(setup: Setup<P>, mut control: tokio::sync::mpsc::Receiver<Control>) -> Summary
 where
@@ -199,14 +218,30 @@ where
     });
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reload_asked = false;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => daemon.on_tick().await,
+        // A round or a request may wait on Plex (a slow terminate): a stop still ends it at
+        // once, and a reload asked meanwhile is taken right after.
+        let stop = tokio::select! {
+            _ = ticker.tick() => {
+                until_stopped(daemon.on_tick(), &mut control, &mut reload_asked).await
+            }
             c = control.recv() => match c {
-                Some(Control::Reload) => daemon.on_reload(),
-                Some(Control::Stop) | None => break,
+                Some(Control::Reload) => {
+                    reload_asked = true;
+                    false
+                }
+                Some(Control::Stop) | None => true,
             },
-            Some(req) = kill_rx.recv() => daemon.on_request(req).await,
+            Some(req) = kill_rx.recv() => {
+                until_stopped(daemon.on_request(req), &mut control, &mut reload_asked).await
+            }
+        };
+        if stop {
+            break;
+        }
+        if std::mem::take(&mut reload_asked) {
+            daemon.on_reload();
         }
     }
     let _ = stop_tx.send(true);

@@ -386,3 +386,23 @@ async fn a_hook_that_cannot_open_the_state_hands_its_run_to_the_daemon() {
     assert_eq!(plex.terminates().len(), 1, "the daemon's never-twice held");
     assert_eq!(audit.iter().filter(|l| l["action"] == "kill").count(), 1);
 }
+
+#[tokio::test]
+async fn a_stop_during_a_slow_terminate_ends_the_daemon_at_once() {
+    let plex = FakePlex::start(&mixed_sessions());
+    plex.set(|s| s.terminate_delay = Some(Duration::from_secs(60)));
+    let d = daemon(plex, "", None).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let asked = tokio::spawn(async move { post(addr, "/api/streams/kill", kill_now(FAST)).await });
+    // The terminate is on its way to a Plex that takes a minute to answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.plex.terminates().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.plex.terminates().len(), 1);
+    // stop() fails the test unless the loop ends within its 5 s.
+    let (_, plex, _) = d.stop().await;
+    asked.abort();
+    assert_eq!(plex.terminates().len(), 1);
+}
