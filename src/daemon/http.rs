@@ -47,6 +47,12 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// reading its response, say).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a request's body may take to arrive, after its headers.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The largest request body read (Tautulli's JSON is a few hundred bytes).
+pub const MAX_BODY: usize = 1 << 20;
+
 /// Connections open at once, at most.
 pub const MAX_CONNECTIONS: usize = 128;
 
@@ -479,10 +485,39 @@ async fn connection(tcp: TcpStream, app: Router, served: Served, mut stop: watch
     let app = TowerToHyperService::new(app);
     let on = conn.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let busy = Busy::enter(&on);
-        let response = app.call(req);
+        let (app, on) = (app.clone(), on.clone());
         async move {
-            let response = response.await;
+            // The whole body first, within its deadline and size, before the request counts
+            // as in progress: a client that trickles it is evictable like an idle one, and
+            // cut off after BODY_DEADLINE.
+            let (parts, body) = req.into_parts();
+            let body = axum::body::Body::new(body);
+            let bytes =
+                match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY))
+                    .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(_)) => {
+                        return Ok(ApiError::new(
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("the body is over {} KiB, or broken", MAX_BODY >> 10),
+                        )
+                        .into_response());
+                    }
+                    Err(_) => {
+                        return Ok(ApiError::new(
+                            axum::http::StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the body did not arrive within {} s",
+                                BODY_DEADLINE.as_secs()
+                            ),
+                        )
+                        .into_response());
+                    }
+                };
+            let busy = Busy::enter(&on);
+            let req = hyper::Request::from_parts(parts, axum::body::Body::from(bytes));
+            let response = app.call(req).await;
             drop(busy);
             response
         }

@@ -976,6 +976,7 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
 
 mod one_state;
 mod reload;
+mod slow;
 mod throttle;
 mod web;
 
