@@ -56,10 +56,15 @@ pub fn bpf_filter(ports: &[u16], all_tcp: bool) -> String {
     // Geneve; GTP-U; GRE and IP in IP), whose inner ports the kernel cannot see: let them
     // through and let the decoder find Plex's ports inside.
     let any = format!("({plain}) or ({TUNNELS})");
-    // "vlan" shifts the offsets of what follows it: the same test inside one and two tags;
-    // "pppoes" likewise, so it comes last.
-    format!("({any}) or (vlan and ({any})) or (vlan and vlan and ({any})) or pppoes")
+    // PPPoE session frames by their EtherType, first: libpcap's "pppoes" shifts offsets in a
+    // way the kernel refuses next to "vlan" (it then filters in user space: every packet of
+    // the interface copied up). The decoder looks inside them. "vlan" shifts the offsets of
+    // what follows it: the same test inside one and two tags.
+    format!("{PPPOE_SESSION} or ({any}) or (vlan and ({any})) or (vlan and vlan and ({any}))")
 }
+
+/// PPPoE session frames (see [`bpf_filter`]).
+const PPPOE_SESSION: &str = "ether proto 0x8864";
 
 /// The packets that may carry Plex's traffic in a tunnel (see [`bpf_filter`]).
 const TUNNELS: &str = "(udp and (port 4789 or port 6081 or port 2152)) or (ip and (ip proto 4 or ip proto 41 or ip proto 47)) or (ip6 and (ip6 proto 4 or ip6 proto 41 or ip6 proto 47))";
@@ -202,10 +207,15 @@ mod tests {
         let one = format!("(tcp and (port 32400)) or ({TUNNELS})");
         assert_eq!(
             bpf_filter(&[32400], false),
-            format!("({one}) or (vlan and ({one})) or (vlan and vlan and ({one})) or pppoes")
+            format!(
+                "{PPPOE_SESSION} or ({one}) or (vlan and ({one})) or (vlan and vlan and ({one}))"
+            )
         );
         let two = "tcp and (port 32400 or port 443)";
-        assert!(bpf_filter(&[32400, 443], false).starts_with(&format!("(({two}) or")));
+        assert!(
+            bpf_filter(&[32400, 443], false)
+                .starts_with(&format!("{PPPOE_SESSION} or (({two}) or"))
+        );
     }
 
     #[cfg(feature = "capture")]
