@@ -191,6 +191,29 @@ try {
     assert(wide <= 360, 'the page is ' + wide + ' px wide');
   });
 
+  await check('a 20,000-character title and a right-to-left override in a name stay in their cell', async () => {
+    const long = 'A'.repeat(20000);
+    const handler = async (route) => {
+      const real = await route.fetch();
+      const rows = await real.json();
+      if (rows.length) { rows[0].title = long; rows[0].user = 'bob\u202Eevil'; }
+      await route.fulfill({ response: real, json: rows });
+    };
+    await page.route('**/api/streams', handler);
+    for (const width of [360, 1280]) {
+      await page.setViewportSize({ width, height: 800 });
+      await waitFor(async () => page.evaluate((n) => [...document.querySelectorAll('#stream-rows bdi')].some((b) => b.textContent.length === n), long.length), 10000, 'the long title drawn');
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert(wide <= width, 'at ' + width + ' px the page is ' + wide + ' px wide');
+    }
+    const isolated = await page.evaluate(() => [...document.querySelectorAll('#stream-rows bdi')].some((b) => b.textContent.includes('\u202E') && getComputedStyle(b).unicodeBidi === 'isolate'));
+    assert(isolated, 'the name with U+202E is not isolated in a <bdi>');
+    const hover = await page.evaluate((n) => [...document.querySelectorAll('#stream-rows bdi')].some((b) => (b.getAttribute('title') || '').length === n), long.length);
+    assert(hover, 'the whole title is not on hover');
+    await page.unroute('**/api/streams', handler);
+    await page.setViewportSize({ width: 360, height: 740 });
+  });
+
   await check('the page shows no token', async () => {
     const html = await page.content();
     assert(!html.includes(TOKEN), 'the token is in the page');

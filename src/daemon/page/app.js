@@ -22,6 +22,14 @@
     return e;
   }
 
+  // Text from outside (Plex's names and titles, messages): isolated from the page's own
+  // direction (a name holding U+202E cannot reverse what follows it) and clipped to one line,
+  // with the whole of it on hover.
+  function out(text, cls) {
+    const t = text === null || text === undefined ? '' : String(text);
+    return el('bdi', { class: 'clip' + (cls ? ' ' + cls : ''), title: t.length > 40 ? t : null }, t);
+  }
+
   function mbps(kbps) {
     if (kbps === null || kbps === undefined || !isFinite(kbps)) return '–';
     const m = kbps / 1000;
@@ -224,12 +232,12 @@
         .filter(Boolean).join(' · ');
       return el('tr', { 'data-session': row.session_id || '', class: row.killed ? 'killed' : null },
         el('td', { 'data-label': 'User · player' },
-          el('span', { class: 'strong' }, row.user || '?'),
-          el('span', { class: 'sub' }, row.player || ''),
+          el('span', { class: 'strong' }, out(row.user || '?')),
+          el('span', { class: 'sub' }, out(row.player || '')),
           killButton(row)),
         el('td', { 'data-label': 'Title · decision · address' },
-          row.title || '',
-          el('span', { class: 'sub' }, details)),
+          out(row.title || '', 'title'),
+          el('span', { class: 'sub' }, out(details))),
         el('td', { class: 'num rate-cell', 'data-label': 'Measured 10 s · 1 min' },
           el('span', { class: 'rate-10s strong' }, mbps(row.measured_kbps_10s)),
           row.estimated ? el('span', { class: 'est', title: 'An estimated share: several streams share this address' }, 'estimated') : null,
@@ -285,7 +293,7 @@
       if (u.zombies) parts.push(times(u.zombies, 'survived a kill'));
       if (u.throttles) parts.push(times(u.throttles, 'throttled'));
       const li = el('li', { title: 'Show only ' + u.user, 'data-user': u.user },
-        el('span', { class: 'strong' }, u.user), ': ' + parts.join(', ') + ' ' + period);
+        el('span', { class: 'strong' }, out(u.user)), ': ' + parts.join(', ') + ' ' + period);
       li.addEventListener('click', () => { $('f-user').value = u.user; loadHistory(); });
       return li;
     }));
@@ -303,12 +311,12 @@
       el('time', { datetime: e.ts }, dateTime(e.ts)),
       el('div', { class: 'what' },
         el('span', { class: 'badge ' + e.action }, e.action),
-        el('span', { class: 'strong' }, e.user || '?'),
-        el('span', null, e.title || ''),
-        el('span', { class: 'quiet' }, '[' + e.rule + ']'),
+        el('span', { class: 'strong' }, out(e.user || '?')),
+        el('span', null, out(e.title || '', 'title')),
+        el('span', { class: 'quiet' }, '[', out(e.rule), ']'),
         e.mode === 'dry-run' && e.action !== 'would-kill' ? el('span', { class: 'quiet' }, '(dry run)') : null),
-      e.message ? el('p', { class: 'message', title: 'What the viewer saw' }, '“' + e.message + '”') : null,
-      e.reason ? el('p', { class: 'reason' }, e.reason) : null)));
+      e.message ? el('p', { class: 'message', title: 'What the viewer saw' }, '“', el('bdi', null, e.message), '”') : null,
+      e.reason ? el('p', { class: 'reason' }, el('bdi', null, e.reason)) : null)));
   }
 
   let ruleNames = '';
@@ -387,7 +395,7 @@
         ? el('div', { class: 'unknown' }, k + ' = unknown')
         : el('div', null, k + ' = ' + (typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : JSON.stringify(v))));
       return el('tr', { 'data-session': s.session_id || '', 'data-matched': String(s.matched) },
-        el('td', { 'data-label': 'Stream' }, el('span', { class: 'strong' }, s.user || '?'), el('span', { class: 'sub' }, s.title || '')),
+        el('td', { 'data-label': 'Stream' }, el('span', { class: 'strong' }, out(s.user || '?')), el('span', { class: 'sub' }, out(s.title || '', 'title'))),
         el('td', { 'data-label': 'Result' }, result),
         el('td', { class: 'values', 'data-label': 'Values read' }, values));
     }));
