@@ -61,8 +61,12 @@ pub struct ThrottleRow {
 #[serde(default)]
 pub struct RuleRow {
     pub rule: String,
-    /// ok, sustaining, due or acted.
+    /// ok, unknown (the rule could not be judged: a value it reads is unknown), sustaining,
+    /// due or acted.
     pub state: String,
+    /// What the rule needed and did not have, when `unknown`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
     /// Seconds the condition has held (sustaining and due).
     pub held_s: Option<u64>,
     pub sustain_s: u64,
@@ -104,7 +108,14 @@ pub fn rows(
                 .iter()
                 .zip(states)
                 .map(|(ev, st)| {
+                    let unknown = match (&ev.outcome, st) {
+                        (crate::rules::Outcome::Unknown { missing }, RuleState::Ok) => {
+                            missing.iter().map(|m| m.to_string()).collect()
+                        }
+                        _ => Vec::new(),
+                    };
                     let (state, held) = match st {
+                        RuleState::Ok if !unknown.is_empty() => ("unknown", None),
                         RuleState::Ok => ("ok", None),
                         RuleState::Sustaining { held, .. } => ("sustaining", Some(held.as_secs())),
                         RuleState::Due { held } => ("due", Some(held.as_secs())),
@@ -115,6 +126,7 @@ pub fn rows(
                         state: state.to_string(),
                         held_s: held,
                         sustain_s: ev.rule.sustain.as_secs(),
+                        unknown,
                     }
                 })
                 .collect();

@@ -29,6 +29,7 @@ fn row(rule_state: &str, killed: bool) -> StreamRow {
             state: rule_state.into(),
             held_s: None,
             sustain_s: 3,
+            ..Default::default()
         }],
         ..Default::default()
     }

@@ -417,3 +417,26 @@ async fn kill_now_needs_a_token_configured() {
     let (_, plex, _) = d.stop().await;
     assert!(plex.terminates().is_empty());
 }
+
+#[tokio::test]
+async fn a_rule_that_cannot_be_judged_says_unknown_and_what_it_lacks_not_ok() {
+    // No traffic at all: every stream's measured rate is unknown.
+    let rule = "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 1'\n";
+    let d = daemon(rule, Vec::new(), false).await;
+    let addr = d.http.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, rows) = api(addr, "/api/streams", None).await;
+    assert_eq!(code, 200);
+    let states: Vec<&Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["rules"].as_array().unwrap())
+        .collect();
+    assert!(!states.is_empty());
+    for s in states {
+        assert_eq!(s["state"], "unknown", "{s}");
+        assert_eq!(s["unknown"], json!(["measured_kbps_10s"]), "{s}");
+    }
+    d.stop().await;
+}
