@@ -443,7 +443,8 @@ fn whole(v: Option<&str>) -> Option<i64> {
     v?.trim().parse().ok()
 }
 
-/// A rate in kbps; sentinels and negative numbers are unknown.
+/// A rate in kbps; 0, sentinels and negative numbers are unknown (a rule dividing by a rate
+/// of 0 would otherwise match on +Infinity).
 fn rate(v: Option<&str>) -> Option<i64> {
     let v = v?.trim();
     let n: i64 = v.parse().ok().or_else(|| {
@@ -452,7 +453,7 @@ fn rate(v: Option<&str>) -> Option<i64> {
             .filter(|f| f.is_finite())
             .map(|f| f.round() as i64)
     })?;
-    (n >= 0 && n != BITRATE_SENTINEL).then_some(n)
+    (n > 0 && n != BITRATE_SENTINEL).then_some(n)
 }
 
 fn stream_decision_name(d: &str) -> String {
@@ -522,6 +523,8 @@ mod tests {
     fn sentinels_are_unknown() {
         assert_eq!(rate(Some("2147483647")), None);
         assert_eq!(rate(Some("-22")), None);
+        assert_eq!(rate(Some("0")), None);
+        assert_eq!(rate(Some("0.0")), None);
         assert_eq!(rate(Some("6000")), Some(6000));
         assert_eq!(rate(Some("abc")), None);
     }

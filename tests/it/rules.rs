@@ -551,3 +551,17 @@ fn an_escalation_matches_only_under_its_own_rules_throttle() {
     // Nobody keeps throttles (the hook on its own): throttled_for is unknown.
     assert_eq!(verdict(None, None), [true, false, false]);
 }
+
+#[test]
+fn a_rate_plex_reports_as_0_is_unknown_so_dividing_by_it_matches_nothing() {
+    let body = crate::common::fixture("ha_session_base.xml")
+        .replace("{user_id}", "7")
+        .replace("bitrate=\"6000\"", "bitrate=\"0\"");
+    let sessions = streamwarden::plex::session::parse_sessions(&body).unwrap();
+    assert_eq!(sessions[0].stream_bitrate_kbps, None);
+    let o = outcome("bandwidth / stream_bitrate > 1.5", &sessions[0], None);
+    assert!(
+        matches!(&o, Outcome::Unknown { missing } if missing.iter().any(|m| *m == "stream_bitrate")),
+        "{o:?}"
+    );
+}
