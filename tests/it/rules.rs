@@ -561,7 +561,7 @@ fn a_rate_plex_reports_as_0_is_unknown_so_dividing_by_it_matches_nothing() {
     assert_eq!(sessions[0].stream_bitrate_kbps, None);
     let o = outcome("bandwidth / stream_bitrate > 1.5", &sessions[0], None);
     assert!(
-        matches!(&o, Outcome::Unknown { missing } if missing.iter().any(|m| *m == "stream_bitrate")),
+        matches!(&o, Outcome::Unknown { missing } if missing.contains(&"stream_bitrate")),
         "{o:?}"
     );
 }
