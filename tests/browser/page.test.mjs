@@ -227,6 +227,36 @@ try {
     assert(requests.length > 0, 'no request seen');
     assert(foreign.length === 0, foreign.join(', '));
   });
+  await check('a page of another site cannot kill through a form the owner\'s browser posts', async () => {
+    const bearer = { Authorization: 'Bearer ' + TOKEN };
+    const rows = await (await fetch(origin + '/api/streams', { headers: bearer })).json();
+    const victim = rows.find((r) => r.session_id);
+    assert(victim, 'no stream left to aim at');
+    const kills = async () => (await (await fetch(origin + '/api/history?action=kill&limit=1000', { headers: bearer })).json()).total;
+    const before = await kills();
+    // The classic JSON-in-a-form trick: enctype text/plain turns name=value into a JSON body.
+    // name + '=' + value is {"jbop":"stream","sessionId":"…","killMessage":"pwned="}.
+    const name = JSON.stringify({ jbop: 'stream', sessionId: victim.session_id, killMessage: 'pwned' }).slice(0, -2);
+    const evil = `<!doctype html><form method="post" action="${origin}/api/tautulli" enctype="text/plain">` +
+      `<input name='${name}' value='"}'></form><script>document.forms[0].submit()</script>`;
+    const { createServer: http } = await import('node:http');
+    const site = http((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end(evil); });
+    await new Promise((ok) => site.listen(0, '127.0.0.1', ok));
+    const evilOrigin = 'http://127.0.0.1:' + site.address().port;
+    await context.unrouteAll({ behavior: 'ignoreErrors' });
+    try {
+      const answered = page.waitForResponse((r) => r.url().endsWith('/api/tautulli'), { timeout: 10000 });
+      await page.goto(evilOrigin + '/');
+      const r = await answered;
+      assert(r.status() === 403, 'the cross-site form got ' + r.status());
+    } finally {
+      site.close();
+    }
+    await sleep(1000);
+    assert((await kills()) === before, 'a kill happened');
+    const still = await (await fetch(origin + '/api/streams', { headers: bearer })).json();
+    assert(still.some((r) => r.session_id === victim.session_id), victim.session_id + ' was stopped');
+  });
 } catch (e) {
   fail('the browser test ran to its end', e && e.message ? e.message : e);
 } finally {

@@ -171,7 +171,7 @@
       case 'acted':
         return el('span', { class: 'chip acted' }, r.rule + ({ log: ': logged', throttle: ': throttled' }[ruleAction(r.rule)] || ': acted'));
       case 'unknown':
-        return el('span', { class: 'chip sustaining', title: 'This rule could not be judged: a value it reads is unknown, so it does not act' }, r.rule + ': unknown: ' + (r.unknown || []).join(', '));
+        return el('span', { class: 'chip unknown', title: 'This rule could not be judged: a value it reads is unknown, so it does not act' }, r.rule + ': unknown: ' + (r.unknown || []).join(', '));
       default:
         return el('span', { class: 'chip ok' }, r.rule + ': ok');
     }
