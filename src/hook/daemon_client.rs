@@ -55,24 +55,24 @@ pub async fn measured(
         .measured()
 }
 
-/// Asks the daemon to put throttle rule `rule`'s throttle on session `session_id`: its
-/// answer (the audit's name for what became of it, and a line for people), or why it could
-/// not be asked.
-pub async fn throttle(
+/// POSTs `body` as JSON to the daemon's `path`: where it was asked, the HTTP status and the
+/// JSON answer, or why there is none.
+async fn post_json(
     listen: SocketAddr,
     token: Option<&Secret>,
-    session_id: &str,
-    rule: &str,
-) -> Result<(String, String), String> {
+    path: &str,
+    body: serde_json::Value,
+    timeout: Duration,
+) -> Result<(SocketAddr, reqwest::StatusCode, serde_json::Value), String> {
     let host = reachable(listen);
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .map_err(|e| e.to_string())?;
     let mut request = client
-        .post(format!("http://{host}/api/streams/throttle"))
+        .post(format!("http://{host}{path}"))
         .header("content-type", "application/json")
-        .body(serde_json::json!({"session_id": session_id, "rule": rule}).to_string());
+        .body(body.to_string());
     if let Some(t) = token {
         request = request.bearer_auth(t.expose());
     }
@@ -87,8 +87,28 @@ pub async fn throttle(
             e.without_url()
         )
     })?;
-    let body: serde_json::Value = serde_json::from_str(&text)
+    let body = serde_json::from_str(&text)
         .map_err(|_| format!("the daemon at {host} answered HTTP {status} without JSON"))?;
+    Ok((host, status, body))
+}
+
+/// Asks the daemon to put throttle rule `rule`'s throttle on session `session_id`: its
+/// answer (the audit's name for what became of it, and a line for people), or why it could
+/// not be asked.
+pub async fn throttle(
+    listen: SocketAddr,
+    token: Option<&Secret>,
+    session_id: &str,
+    rule: &str,
+) -> Result<(String, String), String> {
+    let (host, status, body) = post_json(
+        listen,
+        token,
+        "/api/streams/throttle",
+        serde_json::json!({"session_id": session_id, "rule": rule}),
+        Duration::from_secs(10),
+    )
+    .await?;
     let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
     match (text("outcome"), text("error")) {
         (outcome, _) if !outcome.is_empty() => Ok((outcome, text("said"))),
@@ -170,29 +190,14 @@ pub async fn hand_over(
     token: Option<&Secret>,
     args: &super::HookArgs,
 ) -> Result<Handed, String> {
-    let host = reachable(listen);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(25))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut request = client
-        .post(format!("http://{host}/api/tautulli"))
-        .header("content-type", "application/json")
-        .body(webhook_body(args).to_string());
-    if let Some(t) = token {
-        request = request.bearer_auth(t.expose());
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("the daemon at {host} did not answer: {}", e.without_url()))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    let body: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|_| format!("the daemon at {host} answered HTTP {status} without JSON"))?;
+    let (host, status, body) = post_json(
+        listen,
+        token,
+        "/api/tautulli",
+        webhook_body(args),
+        Duration::from_secs(25),
+    )
+    .await?;
     let lines = body["lines"]
         .as_array()
         .map(|ls| {
