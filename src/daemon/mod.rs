@@ -7,6 +7,7 @@
 //! plugs in signals, the wall clock, the Plex client and the live capture; `demo` a fake
 //! Plex and generated traffic; the tests whatever they need, without privileges.
 
+pub mod api;
 pub mod board;
 mod core;
 pub mod feed;

@@ -4,6 +4,8 @@
 //! "@everyone" or "<!channel>" pings no one and nothing breaks a line or a header.
 
 use crate::state::{AuditAction, AuditAction as A, Mode};
+
+use super::style::{colour, gotify_priority, ntfy_priority, ntfy_tag, severity, slack_emoji};
 use serde_json::{Value, json};
 
 use crate::config::NotifyKind;
@@ -344,84 +346,6 @@ fn footer(mode: Mode) -> String {
         Mode::DryRun => "streamwarden · dry run".into(),
         Mode::Test => "streamwarden · test".into(),
         Mode::Enforce => "streamwarden".into(),
-    }
-}
-
-/// How much an action needs the owner's eyes (a folded summary takes its worst).
-fn severity(action: AuditAction) -> u8 {
-    match action {
-        A::KillFailed => 6,
-        A::Zombie | A::ThrottleFailed | A::RiskyReload => 5,
-        A::Kill => 4,
-        A::KillSkipped => 3,
-        A::TranscodeStopped | A::Throttle | A::ThrottleSkipped => 2,
-        A::WouldKill | A::WouldThrottle => 1,
-        A::Log | A::AlreadyKilled | A::Unthrottle => 0,
-    }
-}
-
-/// Discord's embed colour by action.
-pub fn colour(action: AuditAction) -> u32 {
-    match action {
-        A::Kill => 0xD9342B,
-        A::KillFailed | A::ThrottleFailed => 0xF28C28,
-        A::Zombie => 0x8E44AD,
-        A::RiskyReload => 0xC0392B,
-        A::KillSkipped => 0xF1C40F,
-        A::WouldKill | A::WouldThrottle => 0x3498DB,
-        A::TranscodeStopped => 0x1ABC9C,
-        A::Throttle => 0xE67E22,
-        A::Unthrottle => 0x2ECC71,
-        A::Log | A::AlreadyKilled | A::ThrottleSkipped => 0x95A5A6,
-    }
-}
-
-fn slack_emoji(action: AuditAction) -> &'static str {
-    match action {
-        A::Kill => ":no_entry:",
-        A::KillFailed | A::ThrottleFailed => ":warning:",
-        A::Zombie => ":zombie:",
-        A::RiskyReload => ":rotating_light:",
-        A::KillSkipped => ":pause_button:",
-        A::WouldKill | A::WouldThrottle => ":eyes:",
-        A::TranscodeStopped => ":octagonal_sign:",
-        A::Throttle => ":turtle:",
-        A::Unthrottle => ":arrow_forward:",
-        A::Log | A::AlreadyKilled | A::ThrottleSkipped => ":memo:",
-    }
-}
-
-/// ntfy's emoji tag by action.
-fn ntfy_tag(action: AuditAction) -> &'static str {
-    match action {
-        A::Kill => "no_entry",
-        A::KillFailed | A::ThrottleFailed => "warning",
-        A::Zombie => "zombie",
-        A::RiskyReload => "rotating_light",
-        A::KillSkipped => "pause_button",
-        A::WouldKill | A::WouldThrottle => "eyes",
-        A::TranscodeStopped => "stop_sign",
-        A::Throttle => "turtle",
-        A::Unthrottle => "arrow_forward",
-        A::Log | A::AlreadyKilled | A::ThrottleSkipped => "memo",
-    }
-}
-
-/// ntfy's priority (1 min to 5 max) by action.
-fn ntfy_priority(action: AuditAction) -> u8 {
-    match severity(action) {
-        5.. => 4,
-        3..=4 => 3,
-        _ => 2,
-    }
-}
-
-/// Gotify's priority (0 to 10) by action.
-fn gotify_priority(action: AuditAction) -> u8 {
-    match severity(action) {
-        5.. => 8,
-        3..=4 => 5,
-        _ => 2,
     }
 }
 

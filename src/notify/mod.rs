@@ -11,7 +11,8 @@
 
 mod deliver;
 pub mod format;
-pub mod sample;
+mod sample;
+pub mod style;
 mod worker;
 
 use std::collections::BTreeMap;
