@@ -34,24 +34,10 @@ struct Round {
     last_reload: Option<view::LastReload>,
 }
 
-/// What the loop owns.
+/// What the loop owns: its parts, the engine's memory and the round's bookkeeping.
 pub(super) struct Daemon<P: SessionSource + Terminator> {
-    pub rules: Arc<RuleSet>,
-    /// The rules and settings the webhook plans with, replaced on a reload.
-    pub current: webhook::Current,
-    pub kills: Kills<P>,
+    p: Parts<P>,
     pub tracker: Tracker,
-    pub board: Board,
-    pub metrics: Arc<Metrics>,
-    pub plex: Arc<P>,
-    pub polled: Polled,
-    pub feed: Feed,
-    pub ports: Vec<u16>,
-    pub clock: Arc<dyn Clock>,
-    pub poll_interval: Duration,
-    pub notify: Option<Notifier>,
-    pub view: View,
-    pub reload: Option<Reload>,
     round: Round,
 }
 
@@ -77,21 +63,8 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     pub fn new(p: Parts<P>) -> Self {
         let started = p.clock.now_micros();
         Self {
-            rules: p.rules,
-            current: p.current,
-            kills: p.kills,
+            p,
             tracker: Tracker::default(),
-            board: p.board,
-            metrics: p.metrics,
-            plex: p.plex,
-            polled: p.polled,
-            feed: p.feed,
-            ports: p.ports,
-            clock: p.clock,
-            poll_interval: p.poll_interval,
-            notify: p.notify,
-            view: p.view,
-            reload: p.reload,
             round: Round {
                 started,
                 ..Round::default()
@@ -102,17 +75,18 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     /// One round: confirm earlier kills, measure and evaluate, act on fresh data, publish.
     pub async fn on_tick(&mut self) {
         self.round.ticks += 1;
-        let now = self.clock.now_micros();
-        let snap = self.polled.snapshot();
-        let window = i64::try_from((self.poll_interval * 2).as_micros()).unwrap_or(i64::MAX);
+        let now = self.p.clock.now_micros();
+        let snap = self.p.polled.snapshot();
+        let window = i64::try_from((self.p.poll_interval * 2).as_micros()).unwrap_or(i64::MAX);
         let fresh = snap
             .fetched
             .is_some_and(|f| now.saturating_sub(f) <= window);
-        self.kills
-            .confirm(&snap.sessions, snap.sent, self.clock.as_ref())
+        self.p
+            .kills
+            .confirm(&snap.sessions, snap.sent, self.p.clock.as_ref())
             .await;
-        let rules = self.rules.clone();
-        let attributed = self.feed.measure(&snap.sessions, &self.ports, now);
+        let rules = self.p.rules.clone();
+        let attributed = self.p.feed.measure(&snap.sessions, &self.p.ports, now);
         let tick = engine::tick_measured(
             &rules,
             &snap.sessions,
@@ -121,7 +95,8 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             fresh,
             &mut self.tracker,
         );
-        self.metrics
+        self.p
+            .metrics
             .rule_evaluations
             .inc_by((tick.streams.len() * rules.rules.len()) as u64);
         if fresh {
@@ -139,7 +114,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         }
         self.publish(&tick, &snap, now, fresh);
         if self.round.ticks.is_multiple_of(60) {
-            lock(&self.feed.metering)
+            lock(&self.p.feed.metering)
                 .meter
                 .expire(now, crate::meter::DEFAULT_IDLE);
         }
@@ -148,27 +123,29 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     /// Retries due kills, keeps throttles up to date, and acts on what became due.
     async fn act(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64) {
         let world = World {
-            rules: &self.rules,
-            plex: &self.plex,
-            feed: &self.feed,
-            ports: &self.ports,
-            clock: self.clock.as_ref(),
+            rules: &self.p.rules,
+            plex: &self.p.plex,
+            feed: &self.p.feed,
+            ports: &self.p.ports,
+            clock: self.p.clock.as_ref(),
             tracker: &self.tracker,
-            metrics: &self.metrics,
+            metrics: &self.p.metrics,
         };
-        self.kills.retry_due(&world).await;
+        self.p.kills.retry_due(&world).await;
         let conns = throttle::conns_by_stream(tick);
         let listed: HashSet<String> = snap.sessions.iter().map(|s| s.identity()).collect();
         let mut throttled = self.tracker.throttled.clone();
-        self.kills
-            .keep_throttles(&listed, &conns, now, &mut throttled, &self.metrics);
+        self.p
+            .kills
+            .keep_throttles(&listed, &conns, now, &mut throttled, &self.p.metrics);
         for d in &tick.due {
             if d.action == Action::Throttle {
                 let _ = self
+                    .p
                     .kills
-                    .throttle(d, &conns, now, &mut throttled, &self.metrics);
+                    .throttle(d, &conns, now, &mut throttled, &self.p.metrics);
             } else {
-                self.kills.act(d, &world).await;
+                self.p.kills.act(d, &world).await;
             }
         }
         self.tracker.throttled = throttled;
@@ -179,15 +156,16 @@ impl<P: SessionSource + Terminator> Daemon<P> {
 
     /// The metrics, the page's board, and the terminal view or a periodic log line.
     fn publish(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64, fresh: bool) {
-        let stats = self.feed.stats();
-        self.metrics.update(tick, &stats, &self.round.last_feed);
-        self.metrics
-            .state_failures(self.kills.enforcer.state_failures());
-        if let Some(n) = &self.notify {
-            self.metrics.notify(&n.counts());
+        let stats = self.p.feed.stats();
+        self.p.metrics.update(tick, &stats, &self.round.last_feed);
+        self.p
+            .metrics
+            .state_failures(self.p.kills.enforcer.state_failures());
+        if let Some(n) = &self.p.notify {
+            self.p.metrics.notify(&n.counts());
         }
         self.round.last_feed = stats;
-        let kills = &mut self.kills;
+        let kills = &mut self.p.kills;
         let table: Vec<StreamRow> = engine::row::rows(
             tick,
             |id| kills.is_pending(id),
@@ -198,7 +176,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         });
         let budget = kills.enforcer.budget_left();
         let dry_run = kills.enforcer.dry_run();
-        self.board.publish(
+        self.p.board.publish(
             tick,
             &table,
             &board::Facts {
@@ -211,24 +189,24 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 dry_run,
                 budget,
                 reload: self.round.last_reload.as_ref(),
-                rules: &self.rules,
+                rules: &self.p.rules,
                 exempt: &|s| kills.enforcer.is_exempt(s),
                 acted: &acted,
             },
         );
-        if self.view == View::Terminal {
+        if self.p.view == View::Terminal {
             let up = Duration::from_micros(now.saturating_sub(self.round.started).max(0) as u64);
             let status = view::Status {
                 plex_error: snap.error.as_deref(),
                 fresh,
                 feed: &stats,
-                rules: self.rules.rules.len(),
+                rules: self.p.rules.rules.len(),
                 up,
                 dry_run,
                 reload: self.round.last_reload.as_ref(),
                 acted: &acted,
             };
-            view::render(&table, &status, &self.kills.summary.events);
+            view::render(&table, &status, &self.p.kills.summary.events);
         } else if self.round.ticks % 60 == 1 {
             tracing::info!(
                 streams = table.len(),
@@ -242,10 +220,10 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     /// SIGHUP: the configuration read again. Holds of unchanged rules go on; those of rules
     /// that changed or went away start again; kills and the budget carry on (in the state).
     pub fn on_reload(&mut self) {
-        let result = self.reload.as_ref().map(|r| r());
+        let result = self.p.reload.as_ref().map(|r| r());
         self.round.last_reload = result
             .as_ref()
-            .map(|r| view::LastReload::of(r, self.clock.now_micros()));
+            .map(|r| view::LastReload::of(r, self.p.clock.now_micros()));
         let new = match result {
             Some(Ok(new)) => new,
             Some(Err(e)) => {
@@ -269,26 +247,26 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             );
         }
         self.warn_of_risks(&new);
-        let (old, fresh) = (&self.rules, &new.rules);
+        let (old, fresh) = (&self.p.rules, &new.rules);
         self.tracker.sustain.retain_rules(|name| {
             matches!((old.get(name), fresh.get(name)), (Some(a), Some(b)) if a.same_condition(b))
         });
-        self.rules = Arc::new(new.rules);
-        let dry_changed = self.kills.enforcer.dry_run() != new.enforce.dry_run;
-        self.kills.enforcer.reconfigure(&new.enforce);
-        self.kills.reload_throttles(
-            &self.rules,
+        self.p.rules = Arc::new(new.rules);
+        let dry_changed = self.p.kills.enforcer.dry_run() != new.enforce.dry_run;
+        self.p.kills.enforcer.reconfigure(&new.enforce);
+        self.p.kills.reload_throttles(
+            &self.p.rules,
             dry_changed,
             &mut self.tracker.throttled,
-            &self.metrics,
+            &self.p.metrics,
         );
-        *lock(&self.current) = (self.rules.clone(), new.enforce);
+        *lock(&self.p.current) = (self.p.rules.clone(), new.enforce);
     }
 
     /// A reload that arms enforcement, empties the exemptions or drops every rule is said at
     /// WARN and told to the notify targets: a half-saved file does exactly that.
     fn warn_of_risks(&mut self, new: &super::Reloaded) {
-        let old = lock(&self.current).1.clone();
+        let old = lock(&self.p.current).1.clone();
         let mut risks = Vec::new();
         if old.dry_run && !new.enforce.dry_run {
             risks.push("dry run is off: matching rules now kill".to_string());
@@ -299,10 +277,10 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 old.exempt_users.join(", ")
             ));
         }
-        if !self.rules.rules.is_empty() && new.rules.rules.is_empty() {
+        if !self.p.rules.rules.is_empty() && new.rules.rules.is_empty() {
             risks.push(format!(
                 "every rule is gone (there were {})",
-                self.rules.rules.len()
+                self.p.rules.rules.len()
             ));
         }
         if risks.is_empty() {
@@ -310,35 +288,42 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         }
         let message = format!("configuration reloaded: {}", risks.join("; "));
         tracing::warn!("{message}");
-        self.kills
-            .enforcer
-            .record_event(crate::state::AuditAction::RiskyReload, "reload", message);
+        self.p.kills.enforcer.record_event(
+            crate::state::AuditAction::RiskyReload,
+            "reload",
+            message,
+        );
     }
 
     /// Something to be done by the one enforcer: Kill now, a throttle asked for, or a
     /// decision (or an audit note) of the hook run inside the daemon.
     pub async fn on_request(&mut self, req: manual::Request) {
-        let snap = self.polled.snapshot();
+        let snap = self.p.polled.snapshot();
         match req {
             manual::Request::Kill(req) => match req.throttle_rule.clone() {
                 Some(rule) => {
                     let at = throttle::Asked {
-                        rules: &self.rules,
+                        rules: &self.p.rules,
                         sessions: &snap.sessions,
-                        feed: &self.feed,
-                        ports: &self.ports,
-                        now: self.clock.now_micros(),
+                        feed: &self.p.feed,
+                        ports: &self.p.ports,
+                        now: self.p.clock.now_micros(),
                     };
-                    self.kills
-                        .throttle_asked(req, &rule, &at, &mut self.tracker, &self.metrics);
+                    self.p.kills.throttle_asked(
+                        req,
+                        &rule,
+                        &at,
+                        &mut self.tracker,
+                        &self.p.metrics,
+                    );
                 }
                 None => {
                     manual::handle(
                         req,
-                        &mut self.kills,
+                        &mut self.p.kills,
                         &snap.sessions,
-                        self.clock.as_ref(),
-                        &self.metrics,
+                        self.p.clock.as_ref(),
+                        &self.p.metrics,
                     )
                     .await;
                 }
@@ -349,8 +334,9 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 reply,
             } => {
                 let applied = self
+                    .p
                     .kills
-                    .by_hand(&decision, dry_run, self.clock.as_ref(), &self.metrics)
+                    .by_hand(&decision, dry_run, self.p.clock.as_ref(), &self.p.metrics)
                     .await;
                 let _ = reply.send(applied);
             }
@@ -360,26 +346,27 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 reason,
                 reply,
             } => {
-                self.kills.enforcer.note(&decision, action, reason);
+                self.p.kills.enforcer.note(&decision, action, reason);
                 let _ = reply.send(());
             }
         }
-        self.metrics
-            .state_failures(self.kills.enforcer.state_failures());
+        self.p
+            .metrics
+            .state_failures(self.p.kills.enforcer.state_failures());
     }
 
     /// The stop: every throttle lifted, notifications still being sent given a moment.
     pub async fn finish(mut self, notify_wait: Duration) -> super::Summary {
-        self.kills.lift_all(
+        self.p.kills.lift_all(
             "streamwarden stopped",
             &mut self.tracker.throttled,
-            &self.metrics,
+            &self.p.metrics,
         );
-        if let Some(n) = self.notify.take() {
+        if let Some(n) = self.p.notify.take() {
             for p in n.finish(notify_wait).await.problems() {
                 tracing::warn!("{p}");
             }
         }
-        self.kills.summary
+        self.p.kills.summary
     }
 }
