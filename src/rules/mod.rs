@@ -1,5 +1,6 @@
 //! Rules: CEL conditions over a stream's variables, compiled once at load.
 
+pub mod arith;
 pub mod decision;
 pub mod lab;
 pub mod limits;
@@ -60,10 +61,27 @@ pub struct Rule {
     /// while that rule's throttle is on the stream, and its sustain (`after`) counts from
     /// then.
     pub escalates: Option<String>,
-    program: cel::Program,
+    /// The condition as compiled, its `/` and `%` guarded (`arith`).
+    program: cel::IdedExpr,
 }
 
 impl Rule {
+    /// What a division by 0 made unknown: the variables read that are 0, or the division
+    /// itself when none is.
+    fn divided_by_zero(&self, v: &Vars) -> Vec<&'static str> {
+        let zero: Vec<_> = self
+            .reads
+            .iter()
+            .copied()
+            .filter(|n| matches!(v.get(n), Some(Value::Number(x)) if *x == 0.0))
+            .collect();
+        if zero.is_empty() {
+            vec!["a divisor of 0"]
+        } else {
+            zero
+        }
+    }
+
     /// Whether `other` holds under the same circumstances: same name, condition, action
     /// and sustain (a reload keeps the holds of such rules).
     pub fn same_condition(&self, other: &Rule) -> bool {
@@ -116,7 +134,7 @@ impl std::fmt::Debug for RuleSet {
 impl RuleSet {
     /// Compiles every rule of the config; collects every error so `check` can list them all.
     pub fn compile(config: &Config) -> Result<Self, Vec<ConfigError>> {
-        let env = Arc::new(cel::Env::stdlib());
+        let env = Arc::new(environment());
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -185,6 +203,9 @@ impl Rule {
             Ok(cel::Value::Bool(true)) => Outcome::Match,
             Ok(cel::Value::Bool(false)) => Outcome::NoMatch,
             Ok(other) => Outcome::Error(format!("the condition gave {other:?}, not true or false")),
+            Err(e) if arith::is_by_zero(&e) => Outcome::Unknown {
+                missing: self.divided_by_zero(v),
+            },
             Err(cel::ExecutionError::UndeclaredReference(_)) => Outcome::Unknown {
                 missing: self
                     .reads
@@ -208,7 +229,7 @@ impl Rule {
 /// still short-circuit around it).
 fn run(
     env: &Arc<cel::Env>,
-    program: &cel::Program,
+    program: &cel::IdedExpr,
     v: &Vars,
 ) -> Result<cel::Value, cel::ExecutionError> {
     let mut ctx = cel::Context::with_env(env.clone());
@@ -220,7 +241,17 @@ fn run(
         };
         ctx.add_variable_from_value(name, value);
     }
-    program.execute(&ctx)
+    cel::Value::resolve(program, &ctx)
+}
+
+/// CEL's standard environment with `arith`'s division and remainder.
+fn environment() -> cel::Env {
+    let mut env = cel::Env::stdlib();
+    // Two new names in a fresh environment: declaring them cannot clash.
+    if let Err(e) = arith::install(&mut env) {
+        tracing::error!("rules: cannot declare the guarded division: {e}");
+    }
+    env
 }
 
 fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<Rule, ConfigError> {
@@ -313,7 +344,16 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
     }
     reads.sort_by_key(|n| vars::VARIABLES.iter().position(|(v, _)| v == n));
     let program = match parse(&numeric::decimalise(when))? {
-        limits::Parsed::Program(p) => p,
+        limits::Parsed::Program(p) => {
+            let mut e = p.expression().clone();
+            if !arith::guard(&mut e) {
+                return Err(here(
+                    raw.when.span(),
+                    "`when` divides by 0, which is never known: divide by a value that can be other than 0".into(),
+                ));
+            }
+            e
+        }
         limits::Parsed::TooDeep(depth) => return Err(at_start(limits::too_deep(depth))),
         limits::Parsed::Syntax(e) => {
             return Err(here(raw.when.span(), format!("cannot compile: {e}")));
@@ -322,6 +362,9 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
     // A type error or a non-boolean result shows on sample values of the right types.
     match run(env, &program, &Vars::samples()) {
         Ok(cel::Value::Bool(_)) => {}
+        // A sample value of 0 under a division, a fraction under `%`: the known values
+        // decide at run time.
+        Err(e) if arith::depends_on_values(&e) => {}
         Ok(other) => {
             return Err(here(
                 raw.when.span(),

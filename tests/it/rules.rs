@@ -565,3 +565,52 @@ fn a_rate_plex_reports_as_0_is_unknown_so_dividing_by_it_matches_nothing() {
         "{o:?}"
     );
 }
+
+#[test]
+fn dividing_by_a_value_that_is_0_makes_the_rule_unknown_not_infinite() {
+    let mut s = session();
+    // bandwidth - stream_bitrate is 1000 here: 8000 / 1000 = 8 > 1.5.
+    let when = "stream_bitrate / (bandwidth - stream_bitrate) > 1.5";
+    assert_eq!(outcome(when, &s, None), Outcome::Match);
+    // Plex reports the same bandwidth as bitrate: the divisor is 0. IEEE would give
+    // +Infinity and a match; the value is unknown instead.
+    s.bandwidth_kbps = Some(8000);
+    let o = outcome(when, &s, None);
+    assert_eq!(
+        o,
+        Outcome::Unknown {
+            missing: vec!["a divisor of 0"]
+        }
+    );
+    // A variable that is 0 is named.
+    let mut s = session();
+    s.source_bitrate_kbps = Some(7800);
+    let o = outcome("user_streams / (user_streams - 1) > 1", &s, None);
+    assert!(
+        matches!(&o, Outcome::Unknown { .. }),
+        "one stream: 1 / 0 is unknown, got {o:?}"
+    );
+    // A literal 0 divisor can never be known: refused at load, where it is written.
+    let e = compile(&one_rule("bandwidth / 0 > 1")).unwrap_err();
+    assert!(
+        e[0].starts_with("rules.toml:3:8: rule \"r\": `when` divides by 0"),
+        "{e:?}"
+    );
+    let e = compile(&one_rule("bandwidth % 0.0 == 1")).unwrap_err();
+    assert!(e[0].contains("divides by 0"), "{e:?}");
+}
+
+#[test]
+fn remainder_works_on_whole_numbers() {
+    let s = session();
+    // 8000 % 3 = 2; 9000 % 1000 = 0.
+    assert_eq!(outcome("stream_bitrate % 3 == 2", &s, None), Outcome::Match);
+    assert_eq!(outcome("bandwidth % 1000 == 0", &s, None), Outcome::Match);
+    assert_eq!(outcome("bandwidth % 7 == 0", &s, None), Outcome::NoMatch);
+    // A fraction is an error the rule names, not a silent match.
+    let o = outcome("stream_bitrate / 3 % 2 == 0", &s, None);
+    assert!(
+        matches!(&o, Outcome::Error(m) if m.contains("whole numbers")),
+        "{o:?}"
+    );
+}
