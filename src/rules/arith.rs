@@ -1,10 +1,10 @@
 //! Division and remainder in rule conditions, with the meaning an owner expects.
 //!
-//! CEL divides doubles as IEEE does: `x / 0` is +Infinity, so `bandwidth / stream_bitrate
-//! > 1.5` would match a stream whose bitrate is reported as 0. And it has no `%` for
-//! doubles, while every variable is a double. streamwarden rewrites each `/` and `%` of a
-//! compiled condition into a call of its own (`DIVIDE`, `REMAINDER`), declared in the
-//! rules' CEL environment:
+//! CEL divides doubles as IEEE does: `x / 0` is +Infinity, so the condition
+//! `bandwidth / stream_bitrate > 1.5` would match a stream whose bitrate is reported as 0.
+//! And it has no `%` for doubles, while every variable is a double. streamwarden rewrites
+//! each `/` and `%` of a compiled condition into a call of its own (`DIVIDE`, `REMAINDER`),
+//! declared in the rules' CEL environment:
 //! - a division or remainder by 0 makes the value unknown, so the rule does not match and
 //!   says why, as for a variable that is not known;
 //! - `%` works on whole numbers (`minute % 15 == 0`), and says so for others.
