@@ -28,6 +28,10 @@ impl PacketSource {
         match *self {}
     }
 
+    pub fn kernel_filter_length(&self) -> Option<u32> {
+        None
+    }
+
     pub fn linktype(&self) -> i32 {
         match *self {}
     }

@@ -1,5 +1,6 @@
 //! One packet source for live captures and savefiles.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -194,7 +195,22 @@ impl PacketSource {
             reason: pcap_reason(e),
         };
         match self {
-            PacketSource::Live { capture, .. } => capture.filter(filter, true).map_err(filter_err),
+            PacketSource::Live {
+                capture, interface, ..
+            } => {
+                capture.filter(filter, true).map_err(filter_err)?;
+                if kernel_filter_length(capture.as_raw_fd()).is_ok_and(|n| n == 0) {
+                    tracing::warn!(
+                        interface = %interface,
+                        filter,
+                        "the kernel refused the capture filter, so libpcap filters in user space: \
+                         every packet of {interface} is copied to streamwarden, Plex's or not \
+                         (measured: about 1.5 % of a core and 90,000 packets a second per Gbit/s \
+                         of other traffic). Please report it with your kernel version"
+                    );
+                }
+                Ok(())
+            }
             PacketSource::File(file) => {
                 // Compiled for the built-in reader too, which may take over at any record.
                 let program = Capture::dead(Linktype(file.state.linktype))
@@ -206,6 +222,16 @@ impl PacketSource {
                 file.state.filter = Some(program);
                 Ok(())
             }
+        }
+    }
+
+    /// For a live capture, how many instructions the kernel runs as its filter: 0 when it
+    /// refused the filter (libpcap then filters in user space). `None` for a file, or when
+    /// the kernel cannot tell.
+    pub fn kernel_filter_length(&self) -> Option<u32> {
+        match self {
+            PacketSource::Live { capture, .. } => kernel_filter_length(capture.as_raw_fd()).ok(),
+            PacketSource::File(_) => None,
         }
     }
 
@@ -578,5 +604,28 @@ mod tests {
             pcap::Error::PcapError("nope0: No such device exists".into()),
         );
         assert!(matches!(e, CaptureError::NoSuchDevice { .. }));
+    }
+}
+
+/// How many BPF instructions the kernel runs on the socket `fd` (`SO_GET_FILTER` with no
+/// buffer answers the count; 0 when no filter is attached).
+fn kernel_filter_length(fd: std::os::fd::RawFd) -> std::io::Result<u32> {
+    use nix::libc;
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: `fd` is the capture's open socket; with a null buffer and a length of 0, the
+    // kernel writes only `len`, which lives across the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_GET_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(len)
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

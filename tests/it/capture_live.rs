@@ -334,6 +334,19 @@ fn the_kernel_accepts_the_capture_filter_so_other_traffic_never_reaches_user_spa
             ..CaptureConfig::default()
         };
         let mut source = PacketSource::open_live(&config).expect("capture on the namespace's lo");
+        // The kernel runs the filter, and says so...
+        let length = source.kernel_filter_length();
+        assert!(length.is_some_and(|n| n > 0), "kernel filter length {length:?}");
+        // ...and a filter it refuses is seen as refused (the filter of an earlier version:
+        // libpcap's "pppoes" after "vlan" makes code the kernel's checker rejects), so
+        // `set_filter` warns.
+        let refused = "(tcp port 32400) or (vlan and tcp port 32400) or (vlan and vlan and tcp port 32400) or pppoes";
+        source.set_filter(refused).expect("libpcap compiles it");
+        assert_eq!(source.kernel_filter_length(), Some(0), "{refused}");
+        source
+            .set_filter(&streamwarden::capture::bpf_filter(&config.ports, false))
+            .unwrap();
+        assert!(source.kernel_filter_length().is_some_and(|n| n > 0));
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..400 {
             udp.send_to(&[0u8; 64], "127.0.0.1:9999").unwrap();
