@@ -22,6 +22,8 @@
 
 pub mod decode;
 pub mod feed;
+#[cfg(feature = "capture")]
+mod kernel;
 pub mod packet;
 pub mod pcapfile;
 pub mod privileges;

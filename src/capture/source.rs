@@ -199,7 +199,7 @@ impl PacketSource {
                 capture, interface, ..
             } => {
                 capture.filter(filter, true).map_err(filter_err)?;
-                if kernel_filter_length(capture.as_raw_fd()).is_ok_and(|n| n == 0) {
+                if super::kernel::filter_length(capture.as_raw_fd()).is_ok_and(|n| n == 0) {
                     tracing::warn!(
                         interface = %interface,
                         filter,
@@ -230,7 +230,9 @@ impl PacketSource {
     /// the kernel cannot tell.
     pub fn kernel_filter_length(&self) -> Option<u32> {
         match self {
-            PacketSource::Live { capture, .. } => kernel_filter_length(capture.as_raw_fd()).ok(),
+            PacketSource::Live { capture, .. } => {
+                super::kernel::filter_length(capture.as_raw_fd()).ok()
+            }
             PacketSource::File(_) => None,
         }
     }
@@ -604,28 +606,5 @@ mod tests {
             pcap::Error::PcapError("nope0: No such device exists".into()),
         );
         assert!(matches!(e, CaptureError::NoSuchDevice { .. }));
-    }
-}
-
-/// How many BPF instructions the kernel runs on the socket `fd` (`SO_GET_FILTER` with no
-/// buffer answers the count; 0 when no filter is attached).
-fn kernel_filter_length(fd: std::os::fd::RawFd) -> std::io::Result<u32> {
-    use nix::libc;
-    let mut len: libc::socklen_t = 0;
-    // SAFETY: `fd` is the capture's open socket; with a null buffer and a length of 0, the
-    // kernel writes only `len`, which lives across the call.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_GET_FILTER,
-            std::ptr::null_mut(),
-            &mut len,
-        )
-    };
-    if r == 0 {
-        Ok(len)
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
