@@ -199,16 +199,7 @@ impl PacketSource {
                 capture, interface, ..
             } => {
                 capture.filter(filter, true).map_err(filter_err)?;
-                if super::kernel::filter_length(capture.as_raw_fd()).is_ok_and(|n| n == 0) {
-                    tracing::warn!(
-                        interface = %interface,
-                        filter,
-                        "the kernel refused the capture filter, so libpcap filters in user space: \
-                         every packet of {interface} is copied to streamwarden, Plex's or not \
-                         (measured: about 1.5 % of a core and 90,000 packets a second per Gbit/s \
-                         of other traffic). Please report it with your kernel version"
-                    );
-                }
+                super::kernel::warn_if_refused(capture.as_raw_fd(), interface, filter);
                 Ok(())
             }
             PacketSource::File(file) => {
