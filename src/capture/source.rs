@@ -190,7 +190,7 @@ impl PacketSource {
 
     /// Installs a BPF filter (compiled with optimisation; in the kernel for live captures).
     pub fn set_filter(&mut self, filter: &str) -> Result<(), CaptureError> {
-        let filter_err = |e: pcap::Error| CaptureError::Filter {
+        let filter_err = |e| CaptureError::Filter {
             filter: filter.to_owned(),
             reason: pcap_reason(e),
         };
@@ -217,8 +217,7 @@ impl PacketSource {
     }
 
     /// For a live capture, how many instructions the kernel runs as its filter: 0 when it
-    /// refused the filter (libpcap then filters in user space). `None` for a file, or when
-    /// the kernel cannot tell.
+    /// refused the filter (libpcap then filters in user space). `None` for a file, or unknown.
     pub fn kernel_filter_length(&self) -> Option<u32> {
         match self {
             PacketSource::Live { capture, .. } => {
