@@ -108,19 +108,7 @@ pub fn attribute_with(
     // otherwise the remote public address if traffic goes there.
     let effective: Vec<Option<IpAddr>> = sessions
         .iter()
-        .map(|s| {
-            let candidates = [s.address.as_deref(), s.remote_public_address.as_deref()];
-            let parsed: Vec<IpAddr> = candidates
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.parse::<IpAddr>().ok().map(unmap))
-                .collect();
-            parsed
-                .iter()
-                .copied()
-                .find(|ip| by_client.contains_key(ip))
-                .or_else(|| parsed.first().copied())
-        })
+        .map(|s| effective_address(s, |ip| by_client.contains_key(ip)))
         .collect();
 
     let mut out: Vec<Option<Attributed>> = vec![None; sessions.len()];
@@ -240,6 +228,80 @@ pub fn attribute_with(
                     exact: std::mem::take(&mut tied_keys[j]),
                 });
             }
+        }
+    }
+    out
+}
+
+/// A session's effective address: its Player address if traffic goes there (`seen`),
+/// otherwise its remote public address if traffic goes there, otherwise the first known.
+fn effective_address(s: &Session, seen: impl Fn(&IpAddr) -> bool) -> Option<IpAddr> {
+    let candidates = [s.address.as_deref(), s.remote_public_address.as_deref()];
+    let parsed: Vec<IpAddr> = candidates
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.parse::<IpAddr>().ok().map(unmap))
+        .collect();
+    parsed
+        .iter()
+        .copied()
+        .find(|ip| seen(ip))
+        .or_else(|| parsed.first().copied())
+}
+
+/// All the traffic to the address of a session whose share of it cannot be told (it shares
+/// the address, and a sharer's bitrate is not reported): not this session's figure, but what
+/// an owner needs to see that traffic flows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddressTotal {
+    /// Everything Plex's ports sent to the address.
+    pub measured: Measured,
+    /// The other sessions at the address (indices into the sessions).
+    pub with: Vec<usize>,
+}
+
+/// For each session left without a figure (`attributed[i]` is `None`) that shares an
+/// address with traffic: that address's total. `None` elsewhere.
+pub fn address_totals(
+    meter: &Meter,
+    sessions: &[Session],
+    ports: &[u16],
+    now_micros: i64,
+    attributed: &[Option<Attributed>],
+) -> Vec<Option<AddressTotal>> {
+    let mut out = vec![None; sessions.len()];
+    if attributed.iter().all(Option::is_some) {
+        return out;
+    }
+    let mut by_client: HashMap<IpAddr, Bytes> = HashMap::new();
+    for (key, stats) in meter.flows() {
+        if ports.contains(&key.sport) {
+            by_client
+                .entry(unmap(key.dst))
+                .or_default()
+                .add(stats, now_micros, 1.0);
+        }
+    }
+    let effective: Vec<Option<IpAddr>> = sessions
+        .iter()
+        .map(|s| effective_address(s, |ip| by_client.contains_key(ip)))
+        .collect();
+    for (i, slot) in out.iter_mut().enumerate() {
+        if attributed.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
+        let Some(ip) = effective[i] else { continue };
+        let Some(bytes) = by_client.get(&ip) else {
+            continue;
+        };
+        let with: Vec<usize> = (0..sessions.len())
+            .filter(|&j| j != i && effective[j] == Some(ip))
+            .collect();
+        if !with.is_empty() {
+            *slot = Some(AddressTotal {
+                measured: bytes.measured(now_micros),
+                with,
+            });
         }
     }
     out

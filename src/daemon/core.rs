@@ -87,7 +87,11 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             .await;
         let rules = self.p.rules.clone();
         let attributed = self.p.feed.measure(&snap.sessions, &self.p.ports, now);
-        let tick = engine::tick_measured(
+        let addresses = self
+            .p
+            .feed
+            .address_totals(&snap.sessions, &self.p.ports, now, &attributed);
+        let mut tick = engine::tick_measured(
             &rules,
             &snap.sessions,
             attributed,
@@ -95,6 +99,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             fresh,
             &mut self.tracker,
         );
+        tick.addresses = addresses;
         self.p
             .metrics
             .rule_evaluations

@@ -78,6 +78,19 @@ impl Feed {
         attributed
     }
 
+    /// For each session left without a figure because it shares its address, the address's
+    /// total (see [`crate::attribute::address_totals`]).
+    pub fn address_totals(
+        &self,
+        sessions: &[Session],
+        ports: &[u16],
+        now_micros: i64,
+        attributed: &[Option<Attributed>],
+    ) -> Vec<Option<crate::attribute::AddressTotal>> {
+        let m = lock(&self.metering);
+        crate::attribute::address_totals(&m.meter, sessions, ports, now_micros, attributed)
+    }
+
     /// Meters one packet.
     pub fn ingest(&self, p: &Packet<'_>) {
         lock(&self.metering).ingest(p);

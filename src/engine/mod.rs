@@ -313,6 +313,9 @@ impl Sustain {
 pub struct Tick<'r> {
     pub streams: Vec<StreamEval<'r>>,
     pub attributed: Vec<Option<Attributed>>,
+    /// For a stream without a figure because it shares its address: the address's total
+    /// (empty where nobody computed them).
+    pub addresses: Vec<Option<attribute::AddressTotal>>,
     pub states: Vec<Vec<RuleState>>,
     pub due: Vec<Decision>,
 }
@@ -375,7 +378,10 @@ pub fn tick<'r>(
     tracker: &mut Tracker,
 ) -> Tick<'r> {
     let attributed = attribute::attribute(meter, sessions, ports, now_micros);
-    tick_measured(rules, sessions, attributed, now_micros, fresh, tracker)
+    let addresses = attribute::address_totals(meter, sessions, ports, now_micros, &attributed);
+    let mut tick = tick_measured(rules, sessions, attributed, now_micros, fresh, tracker);
+    tick.addresses = addresses;
+    tick
 }
 
 /// [`tick`] with the streams' figures already measured (by [`measure`]).
@@ -416,6 +422,7 @@ pub fn tick_measured<'r>(
     Tick {
         streams,
         attributed,
+        addresses: Vec::new(),
         states,
         due,
     }

@@ -30,6 +30,15 @@ pub struct StreamRow {
     pub measured_kbps_10m: Option<f64>,
     /// The measured figures are this stream's estimated share of its address.
     pub estimated: bool,
+    /// When the stream has no figure because it shares its address with others and its
+    /// share cannot be told: all the traffic to the address.
+    pub address_kbps_10s: Option<f64>,
+    pub address_kbps_1m: Option<f64>,
+    pub address_kbps_5m: Option<f64>,
+    pub address_kbps_10m: Option<f64>,
+    /// Who else is at that address (user names, or players when unnamed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
     /// Where the measured figures come from: "packets" or "plex" (Plex's own counters);
     /// none when unmeasured.
     pub rate_source: Option<String>,
@@ -98,11 +107,21 @@ pub fn rows(
 ) -> Vec<StreamRow> {
     tick.streams
         .iter()
+        .enumerate()
         .zip(&tick.attributed)
         .zip(&tick.states)
-        .map(|((e, a), states)| {
+        .map(|(((i, e), a), states)| {
             let s = &e.session;
             let m = a.as_ref().map(|a| a.measured);
+            let total = tick.addresses.get(i).and_then(Option::as_ref);
+            let at = total.map(|t| t.measured);
+            let shared_with = total.map_or_else(Vec::new, |t| {
+                t.with
+                    .iter()
+                    .filter_map(|&j| tick.streams.get(j))
+                    .map(|o| o.session.who())
+                    .collect()
+            });
             let rules = e
                 .evaluations
                 .iter()
@@ -147,6 +166,11 @@ pub fn rows(
                 measured_kbps_5m: m.map(|m| m.kbps_5m),
                 measured_kbps_10m: m.map(|m| m.kbps_10m),
                 estimated: m.is_some_and(|m| m.estimated),
+                address_kbps_10s: at.map(|m| m.kbps_10s),
+                address_kbps_1m: at.map(|m| m.kbps_1m),
+                address_kbps_5m: at.map(|m| m.kbps_5m),
+                address_kbps_10m: at.map(|m| m.kbps_10m),
+                shared_with,
                 rate_source: m.map(|m| m.source.as_str().to_string()),
                 killed: s.session_id.as_deref().is_some_and(&killed),
                 throttle: throttle(&s.identity()),

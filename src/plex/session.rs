@@ -156,6 +156,14 @@ impl Session {
         }
     }
 
+    /// Who watches, in a few words: the user's name, else the player's, else "someone".
+    pub fn who(&self) -> String {
+        self.user
+            .clone()
+            .or_else(|| self.player.clone())
+            .unwrap_or_else(|| "someone".to_string())
+    }
+
     pub fn is_paused(&self) -> bool {
         self.state == Some(PlayState::Paused)
     }

@@ -493,3 +493,67 @@ fn a_throttle_rule_and_its_escalation_play_out_in_packet_time() {
         )
     );
 }
+
+/// Two sessions at one address over TLS, one with no reported bitrate: the shares cannot be
+/// told, so neither gets a figure, but each says what flows to the address and with whom.
+#[test]
+fn an_unknown_share_shows_the_address_total_and_who_shares_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cap = Cap::default();
+    cap.packet(
+        0,
+        eth_tcp(
+            CLIENT,
+            50001,
+            SERVER,
+            32400,
+            &[0x16, 3, 1, 0, 200, 1, 0, 0, 196],
+        ),
+    );
+    cap.stream(SERVER, 32400, CLIENT, 50001, 0, 30, 100, 1250);
+    cap.stream(SERVER, 32400, CLIENT, 50002, 0, 30, 200, 1250);
+    cap.packet(30_000_000, eth_tcp(CLIENT, 50001, SERVER, 32400, &[]));
+    let file = dir.path().join("tls.pcap");
+    cap.write(&file);
+    let xml = two_sessions_xml(dir.path());
+    let body = std::fs::read_to_string(&xml).unwrap();
+    assert!(body.contains("bitrate=\"6000\""));
+    std::fs::write(
+        &xml,
+        body.replace("bitrate=\"6000\"", "bitrate=\"0\"")
+            .replace("bandwidth=\"", "x-bandwidth=\""),
+    )
+    .unwrap();
+    let v = json_of(&replay(
+        dir.path(),
+        &[file.to_str().unwrap(), "--sessions", &xml, "--json"],
+    ));
+    let a = session(&v, "session_id_1");
+    let b = session(&v, "2894294r2jf2038fj3098jgf3gt");
+    for (s, other) in [(a, b), (b, a)] {
+        assert!(s["measured_kbps_1m"].is_null(), "{s}");
+        // 3000 kbps to the address in all (30 s of 100 + 200 packets of 1250 bytes a second).
+        assert!(
+            (s["address_kbps_10s"].as_f64().unwrap() - 3000.0).abs() < 0.01,
+            "{s}"
+        );
+        assert!((s["address_kbps_1m"].as_f64().unwrap() - 3000.0).abs() < 0.01);
+        assert_eq!(s["shared_with"], serde_json::json!([other["user"]]), "{s}");
+    }
+    let o = replay(dir.path(), &[file.to_str().unwrap(), "--sessions", &xml]);
+    let text = stdout(&o);
+    let line = |user: &Value| {
+        text.lines()
+            .find(|l| l.contains(&format!("] [{}] [", user.as_str().unwrap())))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    assert!(
+        line(&a["user"]).contains(&format!(
+            "[3.00 Mbps at this address, shared with {}, share unknown]",
+            b["user"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(!line(&b["user"]).contains("no traffic seen"), "{text}");
+}

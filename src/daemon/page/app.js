@@ -36,6 +36,16 @@
     return (m < 10 ? m.toFixed(2) : m.toFixed(1)) + ' Mbps';
   }
 
+  // A stream without a figure because its address is shared and its share unknown: what
+  // flows to the address, and with whom, said as such.
+  function shared(row) {
+    if (row.measured_kbps_10s !== null && row.measured_kbps_10s !== undefined) return null;
+    if (row.address_kbps_1m === null || row.address_kbps_1m === undefined) return null;
+    const others = (row.shared_with || []).join(', ') || 'another stream';
+    return el('span', { class: 'sub shared', title: 'Several streams share this address and this one\'s share cannot be told' },
+      out(mbps(row.address_kbps_1m) + ' at this address, shared with ' + others + ', share unknown'));
+  }
+
   function clock(ts) {
     const d = new Date(ts);
     if (isNaN(d)) return '?';
@@ -245,7 +255,8 @@
           row.estimated ? el('span', { class: 'est', title: 'An estimated share: several streams share this address' }, 'estimated') : null,
           row.rate_source === 'plex' ? el('span', { class: 'est', title: "Measured by Plex's own counters (/statistics/bandwidth), not from packets" }, 'plex') : null,
           ' ', spark(row.history_kbps),
-          el('span', { class: 'sub' }, '1 min ' + mbps(row.measured_kbps_1m))),
+          el('span', { class: 'sub' }, '1 min ' + mbps(row.measured_kbps_1m)),
+          shared(row)),
         el('td', { class: 'num', 'data-label': 'Plex reports · source file' },
           mbps(row.stream_bitrate_kbps),
           el('span', { class: 'sub' }, 'source ' + mbps(row.source_bitrate_kbps)),

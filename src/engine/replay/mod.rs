@@ -48,6 +48,8 @@ pub struct Replay {
     pub metering: Metering,
     pub sessions: Vec<Session>,
     pub attributed: Vec<Option<Attributed>>,
+    /// For a session without a figure because it shares its address: the address's total.
+    pub addresses: Vec<Option<crate::attribute::AddressTotal>>,
     pub made: Vec<Made>,
     /// Rules that could not be judged at the end, per session.
     pub unevaluated: Vec<Unevaluated>,
@@ -215,10 +217,13 @@ pub async fn replay(
     }
     let (made, unevaluated) = (run.made, run.unevaluated);
     let attributed = crate::attribute::attribute(&metering.meter, &sessions, &ports, now);
+    let addresses =
+        crate::attribute::address_totals(&metering.meter, &sessions, &ports, now, &attributed);
     Ok(Replay {
         metering,
         sessions,
         attributed,
+        addresses,
         made,
         unevaluated,
         ports,

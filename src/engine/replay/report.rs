@@ -37,6 +37,17 @@ struct Row {
     measured_kbps_5m: Option<f64>,
     measured_kbps_10m: Option<f64>,
     estimated: bool,
+    /// All the traffic to the address, when the session shares it and its share is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address_kbps_10s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address_kbps_1m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address_kbps_5m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address_kbps_10m: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shared_with: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<usize>,
 }
@@ -87,6 +98,22 @@ fn round(k: f64) -> f64 {
 }
 
 impl Replay {
+    /// The address total of session `i`, when its share of its address is unknown.
+    fn address_total(&self, i: usize) -> Option<&crate::attribute::AddressTotal> {
+        self.addresses.get(i).and_then(Option::as_ref)
+    }
+
+    /// Who else is at session `i`'s address, when its share is unknown.
+    fn shared_with(&self, i: usize) -> Vec<String> {
+        self.address_total(i).map_or_else(Vec::new, |t| {
+            t.with
+                .iter()
+                .filter_map(|&j| self.sessions.get(j))
+                .map(crate::plex::Session::who)
+                .collect()
+        })
+    }
+
     /// Per client address of the Plex-port flows, for a replay without sessions.
     fn addresses(&self) -> Vec<(String, Measured)> {
         let mut by: BTreeMap<String, Bytes> = BTreeMap::new();
@@ -135,6 +162,11 @@ impl Replay {
                     measured_kbps_5m: Some(round(m.kbps_5m)),
                     measured_kbps_10m: Some(round(m.kbps_10m)),
                     estimated: false,
+                    address_kbps_10s: None,
+                    address_kbps_1m: None,
+                    address_kbps_5m: None,
+                    address_kbps_10m: None,
+                    shared_with: Vec::new(),
                     connections: None,
                 })
                 .collect()
@@ -142,8 +174,10 @@ impl Replay {
             self.sessions
                 .iter()
                 .zip(&self.attributed)
-                .map(|(s, a)| {
+                .enumerate()
+                .map(|(i, (s, a))| {
                     let m = a.as_ref().map(|a| a.measured);
+                    let at = self.address_total(i).map(|t| t.measured);
                     Row {
                         session_id: s.session_id.clone(),
                         session_key: s.session_key.clone(),
@@ -156,6 +190,11 @@ impl Replay {
                         measured_kbps_5m: m.map(|m| round(m.kbps_5m)),
                         measured_kbps_10m: m.map(|m| round(m.kbps_10m)),
                         estimated: m.is_some_and(|m| m.estimated),
+                        address_kbps_10s: at.map(|m| round(m.kbps_10s)),
+                        address_kbps_1m: at.map(|m| round(m.kbps_1m)),
+                        address_kbps_5m: at.map(|m| round(m.kbps_5m)),
+                        address_kbps_10m: at.map(|m| round(m.kbps_10m)),
+                        shared_with: self.shared_with(i),
                         connections: Some(a.as_ref().map_or(0, |a| a.flows)),
                     }
                 })
@@ -222,21 +261,27 @@ impl Replay {
                 );
             }
         }
-        for (s, a) in self.sessions.iter().zip(&self.attributed) {
-            // No traffic seen for a session: unknown, not zero.
-            let rates = a.as_ref().map_or_else(
-                || "no traffic seen".to_string(),
-                |a| {
-                    let m = a.measured;
-                    let est = if m.estimated { " (estimated)" } else { "" };
-                    format!(
-                        "{}, {}, {} Mbps{est}",
-                        mbps(m.kbps_1m),
-                        mbps(m.kbps_5m),
-                        mbps(m.kbps_10m)
-                    )
-                },
-            );
+        for (i, (s, a)) in self.sessions.iter().zip(&self.attributed).enumerate() {
+            // No traffic seen for a session: unknown, not zero. When it shares an address
+            // and its share cannot be told, the address's total, said as such.
+            let unknown = || match self.address_total(i) {
+                Some(t) => format!(
+                    "{} Mbps at this address, shared with {}, share unknown",
+                    mbps(t.measured.kbps_1m),
+                    self.shared_with(i).join(", ")
+                ),
+                None => "no traffic seen".to_string(),
+            };
+            let rates = a.as_ref().map_or_else(unknown, |a| {
+                let m = a.measured;
+                let est = if m.estimated { " (estimated)" } else { "" };
+                format!(
+                    "{}, {}, {} Mbps{est}",
+                    mbps(m.kbps_1m),
+                    mbps(m.kbps_5m),
+                    mbps(m.kbps_10m)
+                )
+            });
             let _ = writeln!(
                 out,
                 "[{}] [{}] [{}] [{rates}] [{}]",

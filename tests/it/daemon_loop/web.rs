@@ -132,6 +132,13 @@ async fn status_tells_plex_capture_dry_run_budget_and_a_refused_reload() {
     // A dry run's would-kill spends the budget as a kill would.
     assert_eq!(st["budget"]["max_per_minute"], 4);
     assert_eq!(st["budget"]["left"], 3, "{st}");
+    // As the audit says: one would-kill this minute.
+    let would = d
+        .audit()
+        .iter()
+        .filter(|l| l["action"] == "would-kill")
+        .count();
+    assert_eq!(st["budget"]["left"], 4 - would as u64, "{st}");
     assert_eq!(st["rules"][0]["name"], "fast");
     assert!(st["total_kbps_10s"].as_f64().unwrap() > 8_000.0, "{st}");
     assert!(st["reload"].is_null());
@@ -438,5 +445,56 @@ async fn a_rule_that_cannot_be_judged_says_unknown_and_what_it_lacks_not_ok() {
         assert_eq!(s["state"], "unknown", "{s}");
         assert_eq!(s["unknown"], json!(["measured_kbps_10s"]), "{s}");
     }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_share_is_unknown_shows_its_addresss_total_and_who_shares_it() {
+    // ha_session_base's viewer (user 7) and homarr's (example_usr) both at 1.2.3.11, the
+    // first with no reported bitrate: 4 Mbps flows there, nobody can say whose.
+    let body = mixed_sessions()
+        .replace("address=\"0.0.0.0\"", "address=\"::ffff:1.2.3.11\"")
+        .replace("bitrate=\"6000\"", "bitrate=\"0\"")
+        .replace("bandwidth=\"7000\"", "");
+    let opts = Options {
+        http: true,
+        http_token: Some(SECRET.into()),
+        flows: vec![([1, 2, 3, 11], 50_000, 4_000)],
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(&body), "", opts).await;
+    let addr = d.http.unwrap();
+    // Until a full window of the paced 4000 kbps is counted.
+    let t0 = Instant::now();
+    let rows = loop {
+        let (code, rows) = api(addr, "/api/streams", None).await;
+        assert_eq!(code, 200);
+        let near = rows.as_array().unwrap().iter().any(|r| {
+            r["address_kbps_1m"]
+                .as_f64()
+                .is_some_and(|k| (3600.0..4400.0).contains(&k))
+        });
+        if near || t0.elapsed() > Duration::from_secs(15) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let row = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["session_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {rows}"))
+            .clone()
+    };
+    for (id, other) in [(FAST, "example_usr"), (ZOMBIE, "User 7")] {
+        let r = row(id);
+        assert!(r["measured_kbps_10s"].is_null(), "{r}");
+        let total = r["address_kbps_1m"].as_f64().unwrap_or(0.0);
+        assert!((3600.0..4400.0).contains(&total), "{r}");
+        assert_eq!(r["shared_with"], json!([other]), "{r}");
+    }
+    // A stream alone at its address has no such figure.
+    assert!(row(SLOW)["address_kbps_10s"].is_null());
     d.stop().await;
 }
