@@ -179,6 +179,8 @@ struct RawPlex {
     token: Option<String>,
     client_identifier: Option<String>,
     poll_interval: Option<Spanned<String>>,
+    poll_interval_fallback: Option<Spanned<String>>,
+    events: Option<bool>,
     timeout: Option<Spanned<String>>,
     tls_verify: Option<Spanned<bool>>,
     max_response_mb: Option<Spanned<i64>>,
@@ -229,7 +231,12 @@ pub struct PlexConfig {
     pub url: Option<String>,
     pub token: Option<String>,
     pub client_identifier: Option<String>,
+    /// How often sessions are read while Plex's event stream is live (default 30 s).
     pub poll_interval: Duration,
+    /// How often while it is not, or with `events = false` (default 10 s).
+    pub poll_interval_fallback: Duration,
+    /// Listen to Plex's event stream (`/:/websockets/notifications`; default true).
+    pub events: bool,
     pub timeout: Duration,
     pub tls_verify: bool,
     /// The most of one answer read from Plex, in bytes (`max_response_mb`, default 32).
@@ -284,7 +291,9 @@ impl Default for PlexConfig {
             url: None,
             token: None,
             client_identifier: None,
-            poll_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(30),
+            poll_interval_fallback: Duration::from_secs(10),
+            events: true,
             timeout: Duration::from_secs(10),
             tls_verify: true,
             max_response: crate::plex::DEFAULT_MAX_RESPONSE,
@@ -438,9 +447,15 @@ impl Config {
             client_identifier: raw.plex.client_identifier.filter(|t| !t.trim().is_empty()),
             poll_interval: duration(
                 &raw.plex.poll_interval,
-                Duration::from_secs(10),
+                Duration::from_secs(30),
                 "poll_interval",
             )?,
+            poll_interval_fallback: duration(
+                &raw.plex.poll_interval_fallback,
+                Duration::from_secs(10),
+                "poll_interval_fallback",
+            )?,
+            events: raw.plex.events.unwrap_or(true),
             timeout: duration(&raw.plex.timeout, Duration::from_secs(10), "timeout")?,
             tls_verify: raw.plex.tls_verify.as_ref().is_none_or(|t| *t.get_ref()),
             max_response: match &raw.plex.max_response_mb {
@@ -454,11 +469,18 @@ impl Config {
                 }
             },
         };
-        if plex.poll_interval < Duration::from_secs(1) {
-            return Err(source.error(
-                raw.plex.poll_interval.as_ref().map(|s| s.span()),
-                "poll_interval: must be at least 1s",
-            ));
+        for (value, raw, key) in [
+            (plex.poll_interval, &raw.plex.poll_interval, "poll_interval"),
+            (
+                plex.poll_interval_fallback,
+                &raw.plex.poll_interval_fallback,
+                "poll_interval_fallback",
+            ),
+        ] {
+            if value < Duration::from_secs(1) {
+                let span = raw.as_ref().map(|s| s.span());
+                return Err(source.error(span, format!("{key}: must be at least 1s")));
+            }
         }
         if plex.timeout.is_zero() {
             return Err(source.error(

@@ -46,6 +46,8 @@ pub struct Status {
     pub now: Option<String>,
     pub up_s: u64,
     pub plex: PlexStatus,
+    /// Plex's event stream: whether streams are seen as Plex announces them.
+    pub events: EventsView,
     pub capture: CaptureStatus,
     pub dry_run: bool,
     pub budget: Budget,
@@ -61,6 +63,18 @@ pub struct Status {
     /// `total_kbps_10s` once a round, oldest first.
     pub total_history_kbps: Vec<f64>,
     pub audit: AuditStatus,
+}
+
+/// Plex's event stream as `/api/status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventsView {
+    /// "off", "connecting", "live" or "down".
+    pub state: &'static str,
+    /// Since when (RFC 3339).
+    pub since: Option<String>,
+    pub received: u64,
+    pub reconnects: u64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -160,6 +174,8 @@ pub struct Facts<'a> {
     pub now: i64,
     pub started: i64,
     pub plex_error: Option<&'a str>,
+    /// Plex's event stream.
+    pub events: &'a crate::daemon::events::EventsStatus,
     /// When the sessions were last read.
     pub fetched: Option<i64>,
     pub fresh: bool,
@@ -332,6 +348,13 @@ impl Board {
                 error: f.plex_error.map(str::to_string),
                 last_read: f.fetched.and_then(rfc3339),
                 fresh: f.fresh,
+            },
+            events: EventsView {
+                state: f.events.state.as_str(),
+                since: f.events.since.and_then(rfc3339),
+                received: f.events.received,
+                reconnects: f.events.reconnects,
+                error: f.events.error.clone(),
             },
             capture: capture(f.feed),
             dry_run: f.dry_run,

@@ -54,6 +54,8 @@ pub(super) struct Parts<P: SessionSource + Terminator> {
     pub ports: Vec<u16>,
     pub clock: Arc<dyn Clock>,
     pub poll_interval: Duration,
+    /// Plex's event stream: where it stands (the listener keeps it).
+    pub events: super::events::Events,
     pub notify: Option<Notifier>,
     pub view: View,
     pub reload: Option<Reload>,
@@ -70,6 +72,12 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 ..Round::default()
             },
         }
+    }
+
+    /// Plex announced a change of streams and the sessions were read again: a round now,
+    /// rather than at the next tick.
+    pub async fn on_event(&mut self) {
+        self.on_tick().await;
     }
 
     /// One round: confirm earlier kills, measure and evaluate, act on fresh data, publish.
@@ -181,6 +189,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         });
         let budget = kills.enforcer.budget_left();
         let dry_run = kills.enforcer.dry_run();
+        let events = crate::lock(&self.p.events.status).clone();
         self.p.board.publish(
             tick,
             &table,
@@ -188,6 +197,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 now,
                 started: self.round.started,
                 plex_error: snap.error.as_deref(),
+                events: &events,
                 fetched: snap.fetched,
                 fresh,
                 feed: &stats,

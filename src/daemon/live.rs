@@ -110,6 +110,8 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             notify,
             ports: config.capture.ports.clone(),
             poll_interval: config.plex.poll_interval,
+            events: config.plex.events,
+            fallback_interval: config.plex.poll_interval_fallback,
             feed: feed.with_source(source),
             clock: Arc::new(SystemClock),
             view,

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub capture_drops: Counter,
     pub decode_skipped: Counter,
     pub poll_errors: Counter,
+    /// Notifications read from Plex's event stream.
+    pub events: Counter,
+    /// Times the event stream dropped or could not be opened.
+    pub event_reconnects: Counter,
+    /// 1 while the event stream is open.
+    pub events_up: Gauge,
     pub state_write_failures: Counter,
     pub http_connections: Gauge,
     pub http_dropped: Family<DropLabels, Counter>,
@@ -88,6 +94,9 @@ impl Default for Metrics {
             capture_drops: Counter::default(),
             decode_skipped: Counter::default(),
             poll_errors: Counter::default(),
+            events: Counter::default(),
+            event_reconnects: Counter::default(),
+            events_up: Gauge::default(),
             state_write_failures: Counter::default(),
             http_connections: Gauge::default(),
             http_dropped: Family::default(),
@@ -160,6 +169,21 @@ impl Default for Metrics {
             "plex_poll_errors",
             "Failed reads of /status/sessions",
             m.poll_errors.clone(),
+        );
+        registry.register(
+            "plex_events",
+            "Notifications read from Plex's event stream (/:/websockets/notifications)",
+            m.events.clone(),
+        );
+        registry.register(
+            "plex_event_reconnects",
+            "Times Plex's event stream dropped or could not be opened",
+            m.event_reconnects.clone(),
+        );
+        registry.register(
+            "plex_events_up",
+            "1 while Plex's event stream is open, else 0 (streams are then found by polling)",
+            m.events_up.clone(),
         );
         registry.register(
             "state_write_failures",

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod board;
 mod core;
+pub mod events;
 pub mod feed;
 pub mod http;
 pub mod io;
@@ -59,7 +60,12 @@ pub struct Setup<P> {
     pub notify: Option<Notifier>,
     /// Plex's ports: traffic from them to a client is a stream.
     pub ports: Vec<u16>,
+    /// How often sessions are read while Plex's event stream is live (or always, without it).
     pub poll_interval: Duration,
+    /// Listen to Plex's event stream (`[plex] events`); while it is down, sessions are read
+    /// every `fallback_interval` (when shorter than `poll_interval`).
+    pub events: bool,
+    pub fallback_interval: Duration,
     /// The packets: a capture thread, generated traffic, or a test, fills it.
     pub feed: Feed,
     pub clock: Arc<dyn Clock>,
@@ -137,6 +143,8 @@ where
         notify,
         ports,
         poll_interval,
+        events: listen_to_events,
+        fallback_interval,
         feed,
         clock,
         view,
@@ -180,10 +188,25 @@ where
         http::serve(listener, state, stop_rx.clone());
     }
     let polled = poll::Polled::default();
+    let events = events::Events::default();
+    let listener_task = listen_to_events.then(|| {
+        tokio::spawn(events::listen(
+            plex.clone(),
+            events.clone(),
+            fallback_interval,
+            clock.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let poller = tokio::spawn(poll::run(
         plex.clone(),
         polled.clone(),
-        poll_interval,
+        poll::Cadence {
+            interval: poll_interval,
+            fallback: fallback_interval,
+            events: events.clone(),
+        },
         metrics.clone(),
         clock.clone(),
         stop_rx.clone(),
@@ -192,7 +215,7 @@ where
         tokio::spawn(poll::bandwidth(
             plex.clone(),
             feed.counters.clone(),
-            poll_interval,
+            poll_interval.min(fallback_interval),
             clock.clone(),
             stop_rx,
         ))
@@ -213,10 +236,12 @@ where
         ports,
         clock,
         poll_interval,
+        events: events.clone(),
         notify,
         view,
         reload,
     });
+    let evaluate = events.evaluate.clone();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reload_asked = false;
@@ -237,6 +262,9 @@ where
             Some(req) = kill_rx.recv() => {
                 until_stopped(daemon.on_request(req), &mut control, &mut reload_asked).await
             }
+            () = evaluate.notified() => {
+                until_stopped(daemon.on_event(), &mut control, &mut reload_asked).await
+            }
         };
         if stop {
             break;
@@ -248,6 +276,9 @@ where
     let _ = stop_tx.send(true);
     drop(kill_tx);
     poller.abort();
+    if let Some(l) = listener_task {
+        l.abort();
+    }
     if let Some(c) = counters {
         c.abort();
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::lock;
 use crate::plex::{Session, SessionSource};
 
+use super::events::Events;
 use super::{Clock, Metrics};
 
 /// The latest poll, shared with the loop.
@@ -32,19 +33,39 @@ impl Polled {
     }
 }
 
-/// Reads the sessions every `interval` until `stop`; after a failure waits twice as long
-/// each time, up to a minute.
+/// How often the sessions are read: `interval` while Plex's event stream is live,
+/// `fallback` (when shorter) while it is not; at once when an event asks.
+pub(super) struct Cadence {
+    pub interval: Duration,
+    pub fallback: Duration,
+    pub events: Events,
+}
+
+impl Cadence {
+    fn now(&self) -> Duration {
+        if self.events.is_live() {
+            self.interval
+        } else {
+            self.fallback.min(self.interval)
+        }
+    }
+}
+
+/// Reads the sessions at the cadence until `stop`; after a failure waits twice as long
+/// each time, up to a minute. A read an event asked for rings `events.evaluate` once done.
 pub(super) async fn run<P: SessionSource>(
     plex: Arc<P>,
     polled: Polled,
-    interval: Duration,
+    cadence: Cadence,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut delay = interval;
+    let mut delay = cadence.now();
     let mut last_error: Option<String> = None;
+    let mut asked = false;
     loop {
+        let interval = cadence.now();
         let sent = clock.now_micros();
         match plex.sessions().await {
             Ok(sessions) => {
@@ -57,7 +78,11 @@ pub(super) async fn run<P: SessionSource>(
                 p.generation += 1;
                 p.sent = Some(sent);
                 p.error = None;
+                drop(p);
                 delay = interval;
+                if std::mem::take(&mut asked) {
+                    cadence.events.evaluate.notify_one();
+                }
             }
             Err(e) => {
                 metrics.poll_errors.inc();
@@ -72,6 +97,8 @@ pub(super) async fn run<P: SessionSource>(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            // Plex announced a change: read now (events meanwhile coalesce into one more).
+            _ = cadence.events.reread.notified(), if last_error.is_none() => asked = true,
             _ = stop.wait_for(|s| *s) => return,
         }
     }

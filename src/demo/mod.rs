@@ -148,6 +148,8 @@ impl Demo {
                 notify: None,
                 ports: vec![32400],
                 poll_interval: Duration::from_secs(2),
+                events: true,
+                fallback_interval: Duration::from_secs(2),
                 feed,
                 clock: Arc::new(SystemClock),
                 view,

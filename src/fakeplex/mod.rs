@@ -55,6 +55,9 @@ pub struct PlexState {
     pub bandwidth_failure: Option<u16>,
     /// The newest second served is this many seconds before now (Plex's rows come late).
     pub bandwidth_lag_secs: i64,
+    /// Refuse the event stream (`/:/websockets/notifications` answers 404), as an older
+    /// Plex or a proxy without WebSockets does.
+    pub events_refused: bool,
     /// The device ids handed out, by client identifier.
     device_ids: HashMap<String, i64>,
 }
@@ -64,6 +67,8 @@ pub struct FakePlex {
     pub url: String,
     pub token: String,
     pub state: Arc<Mutex<PlexState>>,
+    /// The event stream's messages, to every open WebSocket.
+    events: tokio::sync::broadcast::Sender<String>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -71,6 +76,33 @@ pub struct FakePlex {
 struct Shared {
     token: String,
     state: Arc<Mutex<PlexState>>,
+    events: tokio::sync::broadcast::Sender<String>,
+}
+
+/// The message that makes the fake close every open event stream (never sent to clients).
+const CLOSE: &str = "\u{0}close";
+
+/// A `playing` notification, as Plex sends it on its event stream when a play session
+/// changes state ("playing", "paused", "buffering", "stopped").
+pub fn playing(session_key: &str, state: &str) -> String {
+    serde_json::json!({
+        "NotificationContainer": {
+            "type": "playing",
+            "size": 1,
+            "PlaySessionStateNotification": [{
+                "sessionKey": session_key,
+                "clientIdentifier": "fake-client",
+                "guid": "",
+                "ratingKey": "1",
+                "url": "",
+                "key": "/library/metadata/1",
+                "viewOffset": 0,
+                "playQueueItemID": 1,
+                "state": state,
+            }],
+        }
+    })
+    .to_string()
 }
 
 impl FakePlex {
@@ -84,17 +116,23 @@ impl FakePlex {
             bandwidth_lag_secs: 2,
             ..Default::default()
         }));
+        let (events, _) = tokio::sync::broadcast::channel(256);
         let shared = Shared {
             token: token.to_string(),
             state: state.clone(),
+            events: events.clone(),
         };
+        // Plex's own path has a segment starting with ':', which axum reads as a capture
+        // unless told otherwise.
         let app = Router::new()
+            .without_v07_checks()
             .route("/", get(root))
             .route("/status/sessions", get(sessions))
             .route("/status/sessions/terminate", get(terminate))
             .route("/library/metadata/{key}", get(metadata))
             .route("/statistics/bandwidth", get(bandwidth))
             .route("/transcode/sessions/{key}", delete(delete_transcode))
+            .route("/:/websockets/notifications", get(notifications))
             .with_state(shared);
         let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         listener.set_nonblocking(true)?;
@@ -121,8 +159,24 @@ impl FakePlex {
             url: format!("http://{addr}"),
             token: token.to_string(),
             state,
+            events,
             _shutdown: tx,
         })
+    }
+
+    /// Sends a message on the event stream to every client listening; how many listen.
+    pub fn announce(&self, message: &str) -> usize {
+        self.events.send(message.to_string()).unwrap_or(0)
+    }
+
+    /// How many clients listen to the event stream.
+    pub fn event_listeners(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// Closes every open event stream (clients see it drop).
+    pub fn drop_event_streams(&self) {
+        let _ = self.events.send(CLOSE.to_string());
     }
 
     /// (sessionId, reason) of every terminate so far.
@@ -174,6 +228,42 @@ fn unauthorised() -> Response {
         Html("<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"),
     )
         .into_response()
+}
+
+/// `/:/websockets/notifications`: Plex's event stream, fed by [`FakePlex::announce`].
+async fn notifications(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    if !authorised(&s, &headers, "/:/websockets/notifications", &HashMap::new()) {
+        return unauthorised();
+    }
+    if lock(&s.state).events_refused {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let mut rx = s.events.subscribe();
+    ws.on_upgrade(|mut socket| async move {
+        use axum::extract::ws::Message;
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Ok(text) if text == CLOSE => break,
+                    Ok(text) => {
+                        if socket.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                },
+                m = socket.recv() => if !matches!(m, Some(Ok(_))) {
+                    break;
+                },
+            }
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    })
 }
 
 async fn root(State(s): State<Shared>, headers: HeaderMap) -> Response {
@@ -269,7 +359,18 @@ fn record_terminate(
     st.terminates.push((id.clone(), reason));
     st.terminate_times.push(Instant::now());
     if st.remove_on_kill {
+        // Plex announces the stop on its event stream.
+        let key = crate::plex::session::parse_sessions(&st.sessions_body)
+            .ok()
+            .and_then(|all| {
+                all.into_iter()
+                    .find(|x| x.session_id.as_deref() == Some(id.as_str()))
+            })
+            .and_then(|x| x.session_key);
         st.sessions_body = remove_session(&st.sessions_body, &id);
+        if let Some(key) = key {
+            let _ = s.events.send(playing(&key, "stopped"));
+        }
     }
     Ok(st.terminate_delay)
 }

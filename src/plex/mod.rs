@@ -1,6 +1,7 @@
 //! The Plex Media Server client: sessions, source facts, capabilities and terminate.
 
 pub mod bandwidth;
+pub mod events;
 mod redirect;
 pub mod resolve;
 pub mod session;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::bandwidth::Bandwidth;
+use super::events::Notifications;
 use super::{PlexClient, PlexError, Session};
 
 /// A source of the server's current sessions.
@@ -23,11 +24,27 @@ pub trait SessionSource: Send + Sync {
             })
         }
     }
+
+    /// Plex's event stream (see [`super::events`]). A source without one answers as a
+    /// server that does not serve it (404), and is polled.
+    fn events(&self) -> impl Future<Output = Result<Notifications, PlexError>> + Send {
+        async {
+            Err(PlexError::Status {
+                endpoint: super::events::ENDPOINT.into(),
+                status: 404,
+                detail: String::new(),
+            })
+        }
+    }
 }
 
 impl SessionSource for PlexClient {
     fn sessions(&self) -> impl Future<Output = Result<Vec<Session>, PlexError>> + Send {
         self.sessions_with_sources()
+    }
+
+    fn events(&self) -> impl Future<Output = Result<Notifications, PlexError>> + Send {
+        self.notifications()
     }
 
     fn bandwidth(&self, since: i64) -> impl Future<Output = Result<Bandwidth, PlexError>> + Send {
@@ -38,6 +55,10 @@ impl SessionSource for PlexClient {
 impl<T: SessionSource> SessionSource for Arc<T> {
     fn sessions(&self) -> impl Future<Output = Result<Vec<Session>, PlexError>> + Send {
         (**self).sessions()
+    }
+
+    fn events(&self) -> impl Future<Output = Result<Notifications, PlexError>> + Send {
+        (**self).events()
     }
 
     fn bandwidth(&self, since: i64) -> impl Future<Output = Result<Bandwidth, PlexError>> + Send {

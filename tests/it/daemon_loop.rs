@@ -103,6 +103,8 @@ struct Options {
     measure: streamwarden::config::MeasureSource,
     /// The state database (default: a new one in the daemon's folder).
     state: Option<std::path::PathBuf>,
+    /// Listen to the fake's event stream, polling at `fallback` while it is down.
+    events: Option<Duration>,
 }
 
 impl Default for Options {
@@ -119,6 +121,7 @@ impl Default for Options {
             shaper: None,
             measure: Default::default(),
             state: None,
+            events: None,
         }
     }
 }
@@ -166,6 +169,8 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         notify: opts.notify,
         ports: vec![32400],
         poll_interval: opts.poll_interval,
+        events: opts.events.is_some(),
+        fallback_interval: opts.events.unwrap_or(opts.poll_interval),
         feed: feed.clone(),
         clock: Arc::new(SystemClock),
         view: View::Logs,
@@ -974,6 +979,7 @@ async fn the_http_token_is_required_and_the_hook_sends_it() {
     );
 }
 
+mod events;
 mod one_state;
 mod reload;
 mod slow;
