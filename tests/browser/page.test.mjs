@@ -115,6 +115,8 @@ try {
     assert(users.includes('alice'), 'users: ' + users.join(', '));
     const header = await page.textContent('#plex');
     assert(/Plex reachable/.test(header), header);
+    // The demo's stand-in Plex serves its event stream: the header says events are live.
+    await waitFor(async () => /^events live/.test(await page.textContent('#events')), 10000, 'events live');
   });
 
   await check('the page updates by itself', async () => {

@@ -126,6 +126,17 @@
     } else {
       setFact('plex', 'Plex: waiting for the first read', 'warn');
     }
+    const ev = st.events || { state: 'off' };
+    if (ev.state === 'live') {
+      setFact('events', 'events live · ' + ev.received + ' received', 'ok',
+        "Plex's event stream is open: new streams are judged as Plex announces them");
+    } else if (ev.state === 'down') {
+      setFact('events', 'events down: polling', 'warn', ev.error || '');
+    } else if (ev.state === 'connecting') {
+      setFact('events', 'events: connecting', 'warn');
+    } else {
+      setFact('events', 'events off: polling', '');
+    }
     const c = st.capture;
     if (c.state === 'live') {
       const drops = c.kernel_dropped || 0;
