@@ -21,12 +21,12 @@
 //! ```
 
 pub mod decode;
-pub mod feed;
 #[cfg(feature = "capture")]
 mod kernel;
 pub mod packet;
 pub mod pcapfile;
 pub mod privileges;
+pub mod pump;
 pub mod route;
 /// Packet sources through libpcap; a build without the `capture` feature (the static
 /// binary) has a stand-in that says capture is not in this build.

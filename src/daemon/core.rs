@@ -18,7 +18,7 @@ use crate::rules::{Action, RuleSet};
 use super::board::{self, Board};
 use super::kill::{Kills, World};
 use super::poll::{Polled, Snapshot};
-use super::{Clock, Feed, FeedStats, Metrics, Reload, View, manual, throttle, view, webhook};
+use super::{Clock, Feed, FeedStats, Metrics, Reload, View, manual, throttling, view, webhook};
 
 /// A round's bookkeeping beyond the engine's.
 #[derive(Default)]
@@ -145,7 +145,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             metrics: &self.p.metrics,
         };
         self.p.kills.retry_due(&world).await;
-        let conns = throttle::conns_by_stream(tick);
+        let conns = throttling::conns_by_stream(tick);
         let listed: HashSet<String> = snap.sessions.iter().map(|s| s.identity()).collect();
         let mut throttled = self.tracker.throttled.clone();
         self.p
@@ -182,7 +182,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         let table: Vec<StreamRow> = engine::row::rows(
             tick,
             |id| kills.is_pending(id),
-            |identity| throttle::row(&kills.throttles, identity, now),
+            |identity| throttling::row(&kills.throttles, identity, now),
         );
         let acted = view::Acted::of(&table, &kills.summary, |id| {
             kills.enforcer.already_killed(id)
@@ -317,7 +317,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         match req {
             manual::Request::Kill(req) => match req.throttle_rule.clone() {
                 Some(rule) => {
-                    let at = throttle::Asked {
+                    let at = throttling::Asked {
                         rules: &self.p.rules,
                         sessions: &snap.sessions,
                         feed: &self.p.feed,

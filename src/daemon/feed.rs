@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::attribute::{Attributed, Owners};
-use crate::capture::feed::Sink;
+use crate::capture::pump::PacketSink;
 use crate::capture::{CaptureStats, DecodeStats, Packet};
 use crate::config::MeasureSource;
 use crate::lock;
@@ -105,7 +105,7 @@ impl Feed {
     }
 }
 
-impl Sink for Feed {
+impl PacketSink for Feed {
     fn packet(&mut self, p: &Packet<'_>) {
         self.ingest(p);
     }

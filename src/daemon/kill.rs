@@ -51,7 +51,7 @@ struct Pending {
 /// done.
 pub(super) struct Kills<P: Terminator> {
     pub enforcer: Enforcer<Arc<P>>,
-    pub throttles: crate::enforce::throttle::Throttles,
+    pub throttles: crate::enforce::throttles::Throttles,
     pending: HashMap<String, Pending>,
     /// Failed kills to try again, by stream identity and rule.
     retries: HashMap<(String, String), Retry>,
@@ -59,7 +59,10 @@ pub(super) struct Kills<P: Terminator> {
 }
 
 impl<P: SessionSource + Terminator> Kills<P> {
-    pub fn new(enforcer: Enforcer<Arc<P>>, throttles: crate::enforce::throttle::Throttles) -> Self {
+    pub fn new(
+        enforcer: Enforcer<Arc<P>>,
+        throttles: crate::enforce::throttles::Throttles,
+    ) -> Self {
         Self {
             enforcer,
             throttles,

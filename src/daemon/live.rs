@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Failure;
-use crate::capture::feed::Feeder;
+use crate::capture::pump::Feeder;
 use crate::capture::{PacketSource, privileges};
 use crate::config::Config;
 use crate::enforce::shape::Shaper;

@@ -9,11 +9,11 @@
 
 pub mod api;
 pub mod board;
+pub mod control;
 mod core;
 pub mod events;
 pub mod feed;
 pub mod http;
-pub mod io;
 mod kill;
 pub use kill::KILL_RETRIES;
 pub mod live;
@@ -21,7 +21,7 @@ pub mod manual;
 pub mod metrics;
 pub mod page;
 mod poll;
-mod throttle;
+mod throttling;
 pub mod view;
 pub mod webhook;
 
@@ -37,8 +37,8 @@ use crate::rules::{Decision, RuleSet};
 use crate::state::State;
 
 pub use crate::engine::{Clock, SystemClock};
+pub use control::{Control, signals};
 pub use feed::{Feed, FeedStats};
-pub use io::{Control, signals};
 pub use metrics::Metrics;
 pub use view::View;
 
@@ -222,7 +222,7 @@ where
     });
     let kills = kill::Kills::new(
         Enforcer::new(plex.clone(), &enforce, state, audit),
-        crate::enforce::throttle::Throttles::new(shaper),
+        crate::enforce::throttles::Throttles::new(shaper),
     );
     let mut daemon = core::Daemon::new(core::Parts {
         rules,

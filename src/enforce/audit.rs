@@ -1,5 +1,5 @@
 //! The audit log: one JSON object per line, appended and flushed as each decision is made,
-//! and handed to a [`Sink`] (the notifier) as it is written.
+//! and handed to a [`AuditSink`] (the notifier) as it is written.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -46,7 +46,7 @@ pub struct Record {
 
 /// Told of every record as it is written: the notifier. It runs on the kill path, so it
 /// must return at once (queue the record, never send it there).
-pub trait Sink: Send + Sync {
+pub trait AuditSink: Send + Sync {
     fn record(&self, record: &Record);
 }
 
@@ -54,7 +54,7 @@ pub trait Sink: Send + Sync {
 #[derive(Default)]
 pub struct AuditLog {
     file: Option<(PathBuf, File)>,
-    sink: Option<Arc<dyn Sink>>,
+    sink: Option<Arc<dyn AuditSink>>,
     recent: Recent,
 }
 
@@ -114,13 +114,13 @@ impl AuditLog {
     }
 
     /// Also hands every record to `sink` (when given) as it is written.
-    pub fn with_sink(mut self, sink: Option<Arc<dyn Sink>>) -> Self {
+    pub fn with_sink(mut self, sink: Option<Arc<dyn AuditSink>>) -> Self {
         self.sink = sink;
         self
     }
 
     /// The sink records are handed to, to share with another log of the same process.
-    pub fn sink(&self) -> Option<Arc<dyn Sink>> {
+    pub fn sink(&self) -> Option<Arc<dyn AuditSink>> {
         self.sink.clone()
     }
 

@@ -5,7 +5,7 @@ mod applied;
 pub mod audit;
 pub mod history;
 pub mod shape;
-pub mod throttle;
+pub mod throttles;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -18,7 +18,7 @@ use crate::plex::{PlexClient, PlexError, Session};
 use crate::rules::{Action, Decision, Value};
 use crate::state::{AuditAction, Begin, KillIntent, KillOutcome, Mode, State, StateError};
 pub use applied::{Applied, escape};
-pub use audit::{AuditLog, Record, Sink};
+pub use audit::{AuditLog, AuditSink, Record};
 
 /// The `exempt_users` entry that names the server owner, whatever the account is called.
 pub const OWNER: &str = "owner";

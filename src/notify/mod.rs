@@ -3,7 +3,7 @@
 //! daemon and from the hook alike.
 //!
 //! They are built from the audit [`Record`]s the enforcer writes: the [`Notifier`] is the
-//! audit log's [`Sink`], and only queues each record there, so nothing on the kill path ever
+//! audit log's [`AuditSink`], and only queues each record there, so nothing on the kill path ever
 //! waits for a service. A task per target sends (a few seconds' timeout, bounded retries with
 //! backoff), keeps to the target's rate (a burst past it is folded into one summary), and
 //! counts and logs what could not be sent. The URL of a target is a secret and the Plex token
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::Failure;
 use crate::config::{Config, ConfigError, NotifyKind};
-use crate::enforce::{Record, Sink};
+use crate::enforce::{AuditSink, Record};
 use crate::lock;
 use crate::rules::Template;
 
@@ -274,7 +274,7 @@ impl Notifier {
     }
 
     /// The audit log's sink: every record, queued for the targets that want it.
-    pub fn sink(&self) -> Arc<dyn Sink> {
+    pub fn sink(&self) -> Arc<dyn AuditSink> {
         Arc::new(self.clone())
     }
 
@@ -299,7 +299,7 @@ impl Notifier {
     }
 }
 
-impl Sink for Notifier {
+impl AuditSink for Notifier {
     fn record(&self, record: &Record) {
         for q in &self.inner.queues {
             if !q.on.contains(&record.action) {

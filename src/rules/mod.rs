@@ -5,8 +5,8 @@ pub mod decision;
 pub mod lab;
 pub mod limits;
 pub mod numeric;
+pub mod rate;
 pub mod template;
-pub mod throttle;
 pub mod vars;
 
 use std::collections::BTreeMap;
@@ -16,8 +16,8 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError, RawRule, parse_duration};
 pub use crate::meter::Measured;
 pub use decision::Decision;
+pub use rate::ThrottleSpec;
 pub use template::Template;
-pub use throttle::ThrottleSpec;
 pub use vars::{Observed, Population, Value, Vars};
 
 /// The message a kill shows when a rule or the hook gives none (as kill_stream.py).
@@ -399,7 +399,7 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
                 "action \"throttle\" needs a rate, such as rate = \"5 Mbps\"".into(),
             ));
         };
-        let rate_bps = throttle::parse_rate(rate.get_ref())
+        let rate_bps = rate::parse_rate(rate.get_ref())
             .map_err(|m| here(rate.span(), format!("rate: {m}")))?;
         let release_after = match &raw.release_after {
             None => None,
@@ -507,7 +507,7 @@ fn compile_escalation(
         ));
     }
     let raw = RawRule {
-        name: toml::Spanned::new(parent.name.span(), throttle::escalation_name(parent_name)),
+        name: toml::Spanned::new(parent.name.span(), rate::escalation_name(parent_name)),
         when: e.when.clone().unwrap_or_else(|| parent.when.clone()),
         action: Some(
             e.action

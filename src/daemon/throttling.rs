@@ -19,7 +19,7 @@ use super::metrics::RuleLabels;
 
 /// The row of the throttle on a stream, when one is.
 pub fn row(
-    throttles: &crate::enforce::throttle::Throttles,
+    throttles: &crate::enforce::throttles::Throttles,
     identity: &str,
     now: i64,
 ) -> Option<crate::engine::row::ThrottleRow> {

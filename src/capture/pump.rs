@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{CaptureStats, Next, Packet, PacketSource};
 
 /// Where captured packets go.
-pub trait Sink: Send + 'static {
+pub trait PacketSink: Send + 'static {
     fn packet(&mut self, p: &Packet<'_>);
     /// The capture's own statistics (kernel drops), about twice a second.
     fn capture_stats(&mut self, stats: Option<CaptureStats>);
@@ -23,7 +23,7 @@ pub struct Feeder {
 
 impl Feeder {
     /// Starts reading `source` into `sink` on a thread of its own.
-    pub fn spawn(mut source: PacketSource, mut sink: impl Sink) -> std::io::Result<Self> {
+    pub fn spawn(mut source: PacketSource, mut sink: impl PacketSink) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
