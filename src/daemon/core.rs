@@ -135,6 +135,16 @@ impl<P: SessionSource + Terminator> Daemon<P> {
 
     /// Retries due kills, keeps throttles up to date, and acts on what became due.
     async fn act(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64) {
+        // Throttles first: they change only the tracker's record of what is throttled,
+        // which the kills' recheck then reads as it is now.
+        let conns = throttling::conns_by_stream(tick);
+        let listed: HashSet<String> = snap.sessions.iter().map(|s| s.identity()).collect();
+        let throttled = &mut self.tracker.throttled;
+        let kills = &mut self.p.kills;
+        kills.keep_throttles(&listed, &conns, now, throttled, &self.p.metrics);
+        for d in tick.due.iter().filter(|d| d.action == Action::Throttle) {
+            let _ = kills.throttle(d, &conns, now, throttled, &self.p.metrics);
+        }
         let world = World {
             rules: &self.p.rules,
             plex: &self.p.plex,
@@ -145,23 +155,9 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             metrics: &self.p.metrics,
         };
         self.p.kills.retry_due(&world).await;
-        let conns = throttling::conns_by_stream(tick);
-        let listed: HashSet<String> = snap.sessions.iter().map(|s| s.identity()).collect();
-        let mut throttled = self.tracker.throttled.clone();
-        self.p
-            .kills
-            .keep_throttles(&listed, &conns, now, &mut throttled, &self.p.metrics);
-        for d in &tick.due {
-            if d.action == Action::Throttle {
-                let _ = self
-                    .p
-                    .kills
-                    .throttle(d, &conns, now, &mut throttled, &self.p.metrics);
-            } else {
-                self.p.kills.act(d, &world).await;
-            }
+        for d in tick.due.iter().filter(|d| d.action != Action::Throttle) {
+            self.p.kills.act(d, &world).await;
         }
-        self.tracker.throttled = throttled;
         for d in &tick.due {
             self.tracker.sustain.acted(d);
         }
