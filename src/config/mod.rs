@@ -16,6 +16,7 @@ mod identifier;
 pub mod measure;
 pub mod notify;
 pub mod state;
+pub mod usage;
 pub use identifier::stable_client_identifier;
 mod validate;
 
@@ -25,6 +26,7 @@ pub use http::{HttpConfig, Secret};
 pub use measure::{MeasureConfig, MeasureSource};
 pub use notify::{NotifyConfig, NotifyKind};
 pub use state::StateConfig;
+pub use usage::UsageConfig;
 
 /// A configuration problem, located in its file where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +170,8 @@ struct RawConfig {
     measure: measure::RawMeasure,
     #[serde(default)]
     state: state::RawState,
+    #[serde(default)]
+    usage: usage::RawUsage,
     #[serde(default)]
     notify: Vec<notify::RawNotify>,
 }
@@ -336,6 +340,8 @@ pub struct Config {
     pub measure: MeasureConfig,
     /// `[state]`: where the state database lives.
     pub state: StateConfig,
+    /// `[usage]`: how long usage is kept.
+    pub usage: UsageConfig,
     /// `[[notify]]`: where kills are told.
     pub notify: Vec<NotifyConfig>,
     pub source: SourceMap,
@@ -523,6 +529,7 @@ impl Config {
             http,
             measure: raw.measure.resolve(&source)?,
             state: raw.state.resolve(&source)?,
+            usage: raw.usage.resolve(&source)?,
             notify: notify::resolve(raw.notify, &source)?,
             source,
         })

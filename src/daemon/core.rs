@@ -39,6 +39,8 @@ pub(super) struct Daemon<P: SessionSource + Terminator> {
     p: Parts<P>,
     pub tracker: Tracker,
     round: Round,
+    /// What each stream sent and played this minute, for the state.
+    usage: crate::engine::usage::Recorder,
 }
 
 /// The parts a `Daemon` is made of.
@@ -57,6 +59,8 @@ pub(super) struct Parts<P: SessionSource + Terminator> {
     /// Plex's event stream: where it stands (the listener keeps it).
     pub events: super::events::Events,
     pub notify: Option<Notifier>,
+    /// How long usage is kept by the minute, and at all.
+    pub usage_keep: crate::config::UsageConfig,
     pub view: View,
     pub reload: Option<Reload>,
 }
@@ -67,6 +71,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         Self {
             p,
             tracker: Tracker::default(),
+            usage: Default::default(),
             round: Round {
                 started,
                 ..Round::default()
@@ -95,6 +100,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             .await;
         let rules = self.p.rules.clone();
         let attributed = self.p.feed.measure(&snap.sessions, &self.p.ports, now);
+        self.record_usage(&snap.sessions, &attributed, now);
         let addresses = self
             .p
             .feed
@@ -367,7 +373,44 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     }
 
     /// The stop: every throttle lifted, notifications still being sent given a moment.
+    /// Counts this round's usage; hands closed minutes to the state (rolling minute rows
+    /// up to hours and dropping old ones once an hour).
+    fn record_usage(
+        &mut self,
+        sessions: &[crate::plex::Session],
+        attributed: &[Option<crate::attribute::Attributed>],
+        now: i64,
+    ) {
+        let (rows, counted) = {
+            let m = lock(&self.p.feed.metering);
+            self.usage
+                .round(&m.meter, sessions, attributed, &self.p.ports, now)
+        };
+        for (user, bytes) in counted {
+            self.p
+                .metrics
+                .user_bytes
+                .get_or_create(&super::metrics::UserLabels { user })
+                .inc_by(bytes);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let now_s = now.div_euclid(1_000_000);
+        let roll = (now_s.rem_euclid(3600) < 60).then(|| {
+            let keep = self.p.usage_keep;
+            (
+                now_s - keep.minutes.as_secs() as i64,
+                now_s - keep.all.as_secs() as i64,
+            )
+        });
+        self.p.kills.enforcer.record_usage(&rows, roll);
+    }
+
     pub async fn finish(mut self, notify_wait: Duration) -> super::Summary {
+        // The minute being counted: a stop loses nothing.
+        let rows = self.usage.flush();
+        self.p.kills.enforcer.record_usage(&rows, None);
         self.p.kills.lift_all(
             "streamwarden stopped",
             &mut self.tracker.throttled,

@@ -35,6 +35,12 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+/// Labels of a user's usage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabels {
+    pub user: String,
+}
+
 /// Labels of a connection the HTTP endpoint closed on one of its limits.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -73,6 +79,8 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub http_dropped: Family<DropLabels, Counter>,
     pub notify_failures: Family<TargetLabels, Counter>,
+    /// IP bytes sent to each user's streams since the start (what `usage` records).
+    pub user_bytes: Family<UserLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,6 +109,7 @@ impl Default for Metrics {
             http_connections: Gauge::default(),
             http_dropped: Family::default(),
             notify_failures: Family::default(),
+            user_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -204,6 +213,11 @@ impl Default for Metrics {
             "notify_failures",
             "Notifications that could not be sent, by [[notify]] target",
             m.notify_failures.clone(),
+        );
+        registry.register(
+            "user_bytes",
+            "IP bytes Plex sent to each user's streams since streamwarden started (see `streamwarden usage`)",
+            m.user_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -66,6 +66,8 @@ pub struct Setup<P> {
     /// every `fallback_interval` (when shorter than `poll_interval`).
     pub events: bool,
     pub fallback_interval: Duration,
+    /// How long usage is kept (`[usage]`).
+    pub usage: crate::config::UsageConfig,
     /// The packets: a capture thread, generated traffic, or a test, fills it.
     pub feed: Feed,
     pub clock: Arc<dyn Clock>,
@@ -145,6 +147,7 @@ where
         poll_interval,
         events: listen_to_events,
         fallback_interval,
+        usage,
         feed,
         clock,
         view,
@@ -237,6 +240,7 @@ where
         clock,
         poll_interval,
         events: events.clone(),
+        usage_keep: usage,
         notify,
         view,
         reload,

@@ -150,6 +150,7 @@ impl Demo {
                 poll_interval: Duration::from_secs(2),
                 events: true,
                 fallback_interval: Duration::from_secs(2),
+                usage: Default::default(),
                 feed,
                 clock: Arc::new(SystemClock),
                 view,

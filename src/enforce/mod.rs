@@ -396,6 +396,29 @@ impl<T: Terminator> Enforcer<T> {
         }
     }
 
+    /// Records closed minutes of usage in the state, rolling minutes older than
+    /// `minutes_before` up to hours and dropping rows older than `drop_before` (unix
+    /// seconds) when given.
+    pub fn record_usage(
+        &mut self,
+        rows: &[crate::state::usage::UsageRow],
+        roll_up: Option<(i64, i64)>,
+    ) {
+        let mut result = self.state.record_usage(rows);
+        if let (Ok(()), Some((minutes_before, drop_before))) = (&result, roll_up) {
+            result = self.state.roll_up_usage(minutes_before, drop_before);
+        }
+        self.wrote(result);
+    }
+
+    /// Each user's recorded usage since each of `since` (unix seconds).
+    pub fn usage_since(&self, since: &[i64]) -> Vec<(String, Vec<crate::state::usage::Since>)> {
+        self.state.usage_since(since).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the usage totals: {e}");
+            Vec::new()
+        })
+    }
+
     /// Keeps track of whether the state can be written: said once at ERROR when it cannot
     /// (and told to the notify targets), once at INFO when it can again.
     fn wrote(&mut self, result: Result<(), StateError>) {

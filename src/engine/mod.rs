@@ -7,6 +7,7 @@ pub mod clock;
 pub mod replay;
 pub mod row;
 pub mod setup;
+pub mod usage;
 
 pub use clock::{Clock, SystemClock};
 

@@ -12,6 +12,7 @@ mod audit;
 mod kills;
 mod lock;
 mod throttles;
+pub mod usage;
 pub mod vocab;
 
 use std::path::{Path, PathBuf};
@@ -100,6 +101,25 @@ const MIGRATIONS: &[&str] = &[
         interface TEXT NOT NULL,
         since INTEGER NOT NULL
     );",
+    // 2: usage, a row per stream and minute (hours once rolled up); docs/usage.md.
+    "CREATE TABLE usage (
+        start INTEGER NOT NULL,
+        span INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        title TEXT,
+        player TEXT,
+        location TEXT,
+        decision TEXT,
+        video_resolution TEXT,
+        source_resolution TEXT,
+        rate_source TEXT,
+        estimated INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        seconds INTEGER NOT NULL,
+        PRIMARY KEY (start, span, stream)
+    );
+    CREATE INDEX usage_user_start ON usage (user COLLATE NOCASE, start);",
 ];
 
 /// The state of one process: a connection to the database (or to one in memory, for a replay

@@ -171,6 +171,7 @@ async fn start(plex: FakePlex, rules: &str, opts: Options) -> Daemon {
         poll_interval: opts.poll_interval,
         events: opts.events.is_some(),
         fallback_interval: opts.events.unwrap_or(opts.poll_interval),
+        usage: Default::default(),
         feed: feed.clone(),
         clock: Arc::new(SystemClock),
         view: View::Logs,
@@ -984,6 +985,7 @@ mod one_state;
 mod reload;
 mod slow;
 mod throttle;
+mod usage;
 mod web;
 
 mod counters;

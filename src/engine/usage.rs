@@ -1,0 +1,232 @@
+//! Counting what each stream sends and plays, minute by minute, for the state database.
+//!
+//! Bytes are the meter's: each round, every connection from Plex's ports is asked how many
+//! IP bytes it carried since the last round, and they go to the stream the connection is
+//! tied to exactly; what several streams at one address share, untied, is split by their
+//! measured rates (and the minute is marked estimated); what no session accounts for goes
+//! to [`UNATTRIBUTED`]. A stream measured by Plex's counters instead counts its rate over
+//! the round. Seconds count while the stream plays. A minute's rows are handed out once the
+//! clock is past it: a crash loses at most the current minute.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::attribute::{Attributed, unmap};
+use crate::meter::{FlowKey, Meter, RateSource};
+use crate::plex::Session;
+pub use crate::state::usage::UNATTRIBUTED;
+use crate::state::usage::UsageRow;
+
+/// The longest gap between two rounds counted as play time (a stalled loop is not play).
+const MAX_ROUND_MICROS: i64 = 5_000_000;
+
+/// Counts usage between rounds; see the module's text.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// IP bytes of each connection already counted.
+    counted: HashMap<FlowKey, u64>,
+    /// The minute being counted (unix seconds at its start).
+    minute: Option<i64>,
+    /// Its rows, by stream.
+    rows: BTreeMap<String, Row>,
+    last_round: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    row: UsageRow,
+    /// Play time in microseconds (rounded to seconds when handed out).
+    micros: i64,
+    /// Bytes estimated from a rate (fractions kept until handed out).
+    rated: f64,
+}
+
+/// What one round counted: bytes by user (for `/metrics`).
+pub type Counted = Vec<(String, u64)>;
+
+impl Recorder {
+    /// Counts one round as of `now_micros`; returns the rows of the minutes that ended,
+    /// and the bytes counted this round by user.
+    pub fn round(
+        &mut self,
+        meter: &Meter,
+        sessions: &[Session],
+        attributed: &[Option<Attributed>],
+        ports: &[u16],
+        now_micros: i64,
+    ) -> (Vec<UsageRow>, Counted) {
+        let minute = now_micros.div_euclid(60_000_000) * 60;
+        let mut done = Vec::new();
+        if self.minute.is_some_and(|m| m != minute) {
+            done = self.flush();
+        }
+        self.minute = Some(minute);
+        let dt = self.last_round.map_or(0, |l| {
+            now_micros.saturating_sub(l).clamp(0, MAX_ROUND_MICROS)
+        });
+        self.last_round = Some(now_micros);
+        let mut counted: HashMap<String, u64> = HashMap::new();
+        // Who owns each connection exactly.
+        let mut owner: HashMap<FlowKey, usize> = HashMap::new();
+        for (i, a) in attributed.iter().enumerate() {
+            for k in a.iter().flat_map(|a| &a.exact) {
+                owner.insert(*k, i);
+            }
+        }
+        // The estimated sharers of each address, by their measured rate.
+        let mut sharers: HashMap<IpAddr, Vec<(usize, f64)>> = HashMap::new();
+        for (i, (s, a)) in sessions.iter().zip(attributed).enumerate() {
+            if let Some(a) = a.as_ref().filter(|a| a.measured.estimated)
+                && let Some(ip) = address(s)
+            {
+                sharers
+                    .entry(ip)
+                    .or_default()
+                    .push((i, a.measured.kbps_10s.max(0.0)));
+            }
+        }
+        let mut live = std::collections::HashSet::new();
+        for (key, stats) in meter.flows() {
+            if !ports.contains(&key.sport) {
+                continue;
+            }
+            live.insert(*key);
+            let before = self.counted.insert(*key, stats.bytes).unwrap_or(0);
+            let delta = stats.bytes.saturating_sub(before);
+            if delta == 0 {
+                continue;
+            }
+            if let Some(&i) = owner.get(key) {
+                self.add(
+                    &sessions[i],
+                    attributed[i].as_ref(),
+                    delta as f64,
+                    0,
+                    minute,
+                );
+                *counted.entry(user_of(&sessions[i])).or_default() += delta;
+                continue;
+            }
+            let shares = sharers.get(&unmap(key.dst)).filter(|s| !s.is_empty());
+            let total: f64 = shares.map_or(0.0, |s| s.iter().map(|(_, r)| r).sum());
+            match shares {
+                Some(list) if total > 0.0 => {
+                    for &(i, rate) in list {
+                        let part = delta as f64 * rate / total;
+                        self.add(&sessions[i], attributed[i].as_ref(), part, 0, minute);
+                        *counted.entry(user_of(&sessions[i])).or_default() += part as u64;
+                    }
+                }
+                _ => {
+                    self.unattributed(delta, minute);
+                    *counted.entry(UNATTRIBUTED.to_string()).or_default() += delta;
+                }
+            }
+        }
+        self.counted.retain(|k, _| live.contains(k));
+        // Rates from Plex's counters, and play time.
+        for (s, a) in sessions.iter().zip(attributed) {
+            let rated = a
+                .as_ref()
+                .filter(|a| a.measured.source == RateSource::Plex)
+                .map_or(0.0, |a| {
+                    a.measured.kbps_10s.max(0.0) * 125.0 * dt as f64 / 1e6
+                });
+            let playing = matches!(s.state, Some(crate::plex::PlayState::Playing));
+            if rated > 0.0 || playing {
+                self.add(s, a.as_ref(), rated, if playing { dt } else { 0 }, minute);
+                if rated > 0.0 {
+                    *counted.entry(user_of(s)).or_default() += rated as u64;
+                }
+            }
+        }
+        (done, counted.into_iter().collect())
+    }
+
+    /// The rows of the minute being counted (at a stop: the state keeps them).
+    pub fn flush(&mut self) -> Vec<UsageRow> {
+        std::mem::take(&mut self.rows)
+            .into_values()
+            .map(|r| {
+                let mut row = r.row;
+                row.bytes += r.rated.round() as i64;
+                row.seconds = (r.micros + 500_000) / 1_000_000;
+                row
+            })
+            .filter(|r| r.bytes > 0 || r.seconds > 0)
+            .collect()
+    }
+
+    /// What this minute counted so far for `user` (bytes, seconds): rules add it to what the
+    /// state holds.
+    pub fn pending(&self, user: &str) -> (i64, i64) {
+        self.rows
+            .values()
+            .filter(|r| r.row.user.eq_ignore_ascii_case(user))
+            .fold((0, 0), |(b, s), r| {
+                (b + r.row.bytes + r.rated as i64, s + r.micros / 1_000_000)
+            })
+    }
+
+    fn add(&mut self, s: &Session, a: Option<&Attributed>, bytes: f64, micros: i64, minute: i64) {
+        let r = self.rows.entry(s.identity()).or_insert_with(|| Row {
+            row: UsageRow {
+                start: minute,
+                span: 60,
+                user: user_of(s),
+                stream: s.identity(),
+                title: Some(s.display_title()),
+                player: s.player.clone(),
+                location: s.location.clone(),
+                decision: s.transcode_decision.clone(),
+                video_resolution: s.video_resolution.clone(),
+                source_resolution: s.source_resolution.clone(),
+                ..UsageRow::default()
+            },
+            ..Row::default()
+        });
+        if let Some(a) = a {
+            r.row.rate_source = Some(a.measured.source.as_str().to_string());
+            r.row.estimated |= a.measured.estimated;
+        }
+        if bytes.fract() == 0.0 && a.is_none_or(|a| a.measured.source == RateSource::Packets) {
+            r.row.bytes += bytes as i64;
+        } else {
+            r.rated += bytes;
+        }
+        r.micros += micros;
+    }
+
+    fn unattributed(&mut self, bytes: u64, minute: i64) {
+        let r = self
+            .rows
+            .entry(UNATTRIBUTED.to_string())
+            .or_insert_with(|| Row {
+                row: UsageRow {
+                    start: minute,
+                    span: 60,
+                    user: UNATTRIBUTED.to_string(),
+                    stream: UNATTRIBUTED.to_string(),
+                    rate_source: Some("packets".into()),
+                    ..UsageRow::default()
+                },
+                ..Row::default()
+            });
+        r.row.bytes += bytes as i64;
+    }
+}
+
+/// The name usage is kept under: the user's name, else their id, else "?".
+pub fn user_of(s: &Session) -> String {
+    s.user
+        .clone()
+        .or_else(|| s.user_id.map(|id| format!("user {id}")))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+fn address(s: &Session) -> Option<IpAddr> {
+    s.address
+        .as_deref()
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .map(unmap)
+}
