@@ -7,6 +7,7 @@
 #                calls (strace, systemd-analyze; tests only)
 #   iproute2     ip and tc: network namespaces and veth pairs for the live capture and
 #                throttle tests, and tc to read back what a throttle did (tests only)
+#   sqlite3      reads the state database as an owner would (tests only)
 #   chromium, nodejs, npm  the owner's page in a real browser (scripts/browser-test; tests
 #                only), with playwright-core from the npm registry into tests/browser
 #                (npm ci: the version its package-lock.json pins; no browser is downloaded)
@@ -23,6 +24,7 @@ if [ "${1:-}" = "--tests" ]; then
   command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
   command -v setpriv >/dev/null 2>&1 || want+=(util-linux)
   { command -v ip && command -v tc; } >/dev/null 2>&1 || want+=(iproute2)
+  command -v sqlite3 >/dev/null 2>&1 || want+=(sqlite3)
   [ -x /usr/bin/chromium ] || want+=(chromium)
   command -v node >/dev/null 2>&1 || want+=(nodejs)
   command -v npm >/dev/null 2>&1 || want+=(npm)

@@ -8,6 +8,7 @@ mod notify_test;
 mod replay;
 mod run;
 mod sessions;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,9 @@ pub enum Command {
     /// What the audit log says was killed (or would have been, or failed, or survived),
     /// newest first, with per-user counts.
     History(history::HistoryArgs),
+    /// What each user streamed (GB sent, hours played, streams, transcodes), from the
+    /// state database `run` records it in.
+    Usage(usage::UsageArgs),
 }
 
 /// Runs the program; returns the process exit code.
@@ -109,7 +113,11 @@ pub fn main() -> i32 {
     // away (`replay ... | head`), as command-line tools do; the daemon keeps ignoring it.
     if matches!(
         cli.command,
-        Command::Check | Command::Sessions { .. } | Command::Replay(_) | Command::History(_)
+        Command::Check
+            | Command::Sessions { .. }
+            | Command::Replay(_)
+            | Command::History(_)
+            | Command::Usage(_)
     ) {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
         let _ = unsafe {
@@ -150,6 +158,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Replay(args) => replay::run(args, config).await,
         Command::NotifyTest => notify_test::run(config).await,
         Command::History(args) => history::run(args, config),
+        Command::Usage(args) => usage::run(args, config),
     };
     exit_code(done)
 }

@@ -66,6 +66,26 @@ pub fn history(
         .map_err(|e| Failure::Failed(format!("cannot read the audit log {}: {e}", path.display())))
 }
 
+/// What the state database recorded of each stream since `since` (unix seconds), for one
+/// user or all, grouped.
+pub fn usage(
+    config: &Config,
+    since: i64,
+    user: Option<&str>,
+    by: crate::state::usage::GroupBy,
+) -> Result<Vec<crate::state::usage::UsageTotal>, Failure> {
+    let Some(path) = config.state_path().filter(|p| p.exists()) else {
+        return Err(Failure::Usage(
+            "nothing was recorded yet: no state database (`streamwarden run` records usage there; see [state] path)".into(),
+        ));
+    };
+    let state =
+        crate::state::State::open_read_only(&path).map_err(|e| Failure::Failed(e.to_string()))?;
+    state
+        .usage_totals(since, user, by)
+        .map_err(|e| Failure::Failed(e.to_string()))
+}
+
 /// Opens the state database the configuration names (made when missing), refusing with
 /// the path and the reason when it cannot.
 pub fn open_state(config: &Config) -> Result<crate::state::State, Failure> {

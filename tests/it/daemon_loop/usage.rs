@@ -75,3 +75,65 @@ async fn each_users_bytes_are_recorded_exactly_and_a_restart_carries_them_on() {
     assert!(by_user[0].seconds >= 4, "{by_user:?}");
     assert_eq!(by_user[0].transcodes, 1, "{by_user:?}");
 }
+
+/// What `streamwarden usage` prints from the same file, and what sqlite3 reads there.
+#[tokio::test]
+async fn usage_prints_the_recorded_totals_as_json_csv_and_text() {
+    let keep = tempfile::tempdir().unwrap();
+    let path = keep.path().join("state.db");
+    let opts = Options {
+        state: Some(path.clone()),
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fast = push(&d.feed, [1, 2, 3, 11], 50_000, 700);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    d.stop().await;
+    let dir = keep.path();
+    let o = run(dir, "", "", &["usage", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let bob = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"] == "User 7")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(bob["bytes"].as_i64(), Some(fast), "{v}");
+    assert!(bob["bytes"].is_i64());
+    let o = run(dir, "", "", &["usage", "--csv", "--user", "user 7"]);
+    let csv = stdout(&o);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("user,bytes,gb,seconds,hours,streams,transcodes,estimated")
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with(&format!("User 7,{fast},")),
+        "{csv}"
+    );
+    let o = run(dir, "", "", &["usage", "--by", "day"]);
+    assert!(stdout(&o).contains("GB"), "{}", stdout(&o));
+    let o = run(dir, "", "", &["usage", "--by", "month"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--by \"month\""), "{}", stderr(&o));
+    // sqlite3 reads the same from the file, as docs/usage.md says.
+    if crate::common::need::have(
+        "sqlite3 on the state file",
+        &[crate::common::need::Need::Tool("sqlite3")],
+    ) {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&path)
+            .arg("SELECT sum(bytes) FROM usage WHERE user = 'User 7'")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            fast.to_string()
+        );
+    }
+}
