@@ -41,6 +41,9 @@ pub(super) struct Daemon<P: SessionSource + Terminator> {
     round: Round,
     /// What each stream sent and played this minute, for the state.
     usage: crate::engine::usage::Recorder,
+    /// What the state held of each user's usage at the start of this minute (the minute it
+    /// was read), since each of `UsageConfig::period_starts`.
+    usage_base: (i64, Vec<(String, Vec<crate::state::usage::Since>)>),
 }
 
 /// The parts a `Daemon` is made of.
@@ -72,6 +75,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             p,
             tracker: Tracker::default(),
             usage: Default::default(),
+            usage_base: (i64::MIN, Vec::new()),
             round: Round {
                 started,
                 ..Round::default()
@@ -386,6 +390,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             self.usage
                 .round(&m.meter, sessions, attributed, &self.p.ports, now)
         };
+        let closed = !rows.is_empty();
         for (user, bytes) in counted {
             self.p
                 .metrics
@@ -393,18 +398,33 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                 .get_or_create(&super::metrics::UserLabels { user })
                 .inc_by(bytes);
         }
-        if rows.is_empty() {
+        if !closed {
+            self.refresh_usage(now);
             return;
         }
         let now_s = now.div_euclid(1_000_000);
         let roll = (now_s.rem_euclid(3600) < 60).then(|| {
-            let keep = self.p.usage_keep;
+            let keep = &self.p.usage_keep;
             (
                 now_s - keep.minutes.as_secs() as i64,
                 now_s - keep.all.as_secs() as i64,
             )
         });
         self.p.kills.enforcer.record_usage(&rows, roll);
+        // The state now holds the minute that closed: read the totals again.
+        self.usage_base.0 = i64::MIN;
+        self.refresh_usage(now);
+    }
+
+    /// What rules read of each user's usage: the state's totals (read again each minute)
+    /// and this minute so far.
+    fn refresh_usage(&mut self, now: i64) {
+        let minute = now.div_euclid(60_000_000);
+        if self.usage_base.0 != minute {
+            let starts = self.p.usage_keep.period_starts(now.div_euclid(1_000_000));
+            self.usage_base = (minute, self.p.kills.enforcer.usage_since(&starts));
+        }
+        self.tracker.usage = Some(self.usage.by_user(&self.usage_base.1));
     }
 
     pub async fn finish(mut self, notify_wait: Duration) -> super::Summary {

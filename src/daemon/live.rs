@@ -112,7 +112,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
             poll_interval: config.plex.poll_interval,
             events: config.plex.events,
             fallback_interval: config.plex.poll_interval_fallback,
-            usage: config.usage,
+            usage: config.usage.clone(),
             feed: feed.with_source(source),
             clock: Arc::new(SystemClock),
             view,

@@ -328,6 +328,22 @@ pub struct Tracker {
     pub sustain: Sustain,
     pub pauses: Pauses,
     pub throttled: Throttled,
+    /// What each user streamed (by `usage::user_of`, in lower case), when usage is
+    /// recorded (the daemon); a user not listed streamed nothing.
+    pub usage: Option<HashMap<String, crate::rules::UserUsage>>,
+}
+
+impl Tracker {
+    /// What the user of `s` streamed, when usage is recorded.
+    pub fn usage_of(&self, s: &Session) -> Option<crate::rules::UserUsage> {
+        let by_user = self.usage.as_ref()?;
+        Some(
+            by_user
+                .get(&usage::user_of(s).to_lowercase())
+                .copied()
+                .unwrap_or_default(),
+        )
+    }
 }
 
 /// Which streams are throttled, by which rule and since when: what `throttled_for` reads
@@ -403,6 +419,7 @@ pub fn tick_measured<'r>(
                 measured: attributed[i].as_ref().map(|a| a.measured),
                 paused_for_secs: Some(paused[i]),
                 throttled_for_secs: Some(tracker.throttled.secs(&id, now_micros)),
+                usage: tracker.usage_of(&sessions[i]),
             };
             evaluate_among(
                 rules,

@@ -157,15 +157,59 @@ impl Recorder {
             .collect()
     }
 
-    /// What this minute counted so far for `user` (bytes, seconds): rules add it to what the
-    /// state holds.
-    pub fn pending(&self, user: &str) -> (i64, i64) {
-        self.rows
-            .values()
-            .filter(|r| r.row.user.eq_ignore_ascii_case(user))
-            .fold((0, 0), |(b, s), r| {
-                (b + r.row.bytes + r.rated as i64, s + r.micros / 1_000_000)
+    /// What this minute counted so far, by user in lower case (bytes, seconds): rules add it
+    /// to what the state holds.
+    pub fn pending(&self) -> HashMap<String, (i64, i64)> {
+        let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+        for r in self.rows.values() {
+            let e = out.entry(r.row.user.to_lowercase()).or_default();
+            e.0 += r.row.bytes + r.rated as i64;
+            e.1 += r.micros / 1_000_000;
+        }
+        out
+    }
+
+    /// Each user's usage as rules read it (by user in lower case): `base`, what the state
+    /// holds since each of today, this week, this month, 7 and 30 days ago (see
+    /// `UsageConfig::period_starts`), plus this minute so far.
+    pub fn by_user(
+        &self,
+        base: &[(String, Vec<crate::state::usage::Since>)],
+    ) -> HashMap<String, crate::rules::UserUsage> {
+        let mut totals: HashMap<String, [crate::state::usage::Since; 5]> = HashMap::new();
+        for (user, since) in base {
+            let slot = totals.entry(user.to_lowercase()).or_default();
+            for (t, s) in slot.iter_mut().zip(since) {
+                t.bytes += s.bytes;
+                t.seconds += s.seconds;
+                t.transcodes += s.transcodes;
+            }
+        }
+        for (user, (bytes, seconds)) in self.pending() {
+            for t in totals.entry(user).or_default().iter_mut() {
+                t.bytes += bytes;
+                t.seconds += seconds;
+            }
+        }
+        let gb = |b: i64| b as f64 / 1e9;
+        let hours = |s: i64| s as f64 / 3600.0;
+        totals
+            .into_iter()
+            .map(|(user, [today, week, month, d7, d30])| {
+                let u = crate::rules::UserUsage {
+                    gb_today: gb(today.bytes),
+                    gb_week: gb(week.bytes),
+                    gb_month: gb(month.bytes),
+                    gb_7d: gb(d7.bytes),
+                    gb_30d: gb(d30.bytes),
+                    hours_today: hours(today.seconds),
+                    hours_week: hours(week.seconds),
+                    hours_month: hours(month.seconds),
+                    transcodes_today: today.transcodes as f64,
+                };
+                (user, u)
             })
+            .collect()
     }
 
     fn add(&mut self, s: &Session, a: Option<&Attributed>, bytes: f64, micros: i64, minute: i64) {

@@ -18,7 +18,7 @@ pub use crate::meter::Measured;
 pub use decision::Decision;
 pub use rate::ThrottleSpec;
 pub use template::Template;
-pub use vars::{Observed, Population, Value, Vars};
+pub use vars::{Observed, Population, UserUsage, Value, Vars};
 
 /// The message a kill shows when a rule or the hook gives none (as kill_stream.py).
 pub const DEFAULT_MESSAGE: &str = "The server owner has ended the stream.";

@@ -50,6 +50,15 @@ pub const VARIABLES: &[(&str, Kind)] = &[
     ("measured_kbps_5m", Kind::Number),
     ("measured_kbps_10m", Kind::Number),
     ("rate_source", Kind::Text),
+    ("user_gb_today", Kind::Number),
+    ("user_gb_week", Kind::Number),
+    ("user_gb_month", Kind::Number),
+    ("user_gb_7d", Kind::Number),
+    ("user_gb_30d", Kind::Number),
+    ("user_hours_today", Kind::Number),
+    ("user_hours_week", Kind::Number),
+    ("user_hours_month", Kind::Number),
+    ("user_transcodes_today", Kind::Number),
 ];
 
 /// Variables that carry a rate in kbps and so have an `_mbps` template form.
@@ -105,6 +114,24 @@ pub struct Observed {
     pub paused_for_secs: Option<f64>,
     /// Seconds it has been throttled (0 when it is not), when a daemon keeps throttles.
     pub throttled_for_secs: Option<f64>,
+    /// What its user streamed, when a daemon records usage.
+    pub usage: Option<UserUsage>,
+}
+
+/// What one user streamed, as the `user_gb_*`, `user_hours_*` and `user_transcodes_today`
+/// variables read it (GB are 10^9 bytes; today, week and month are calendar periods in
+/// `[usage] timezone`; 7d and 30d are rolling).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UserUsage {
+    pub gb_today: f64,
+    pub gb_week: f64,
+    pub gb_month: f64,
+    pub gb_7d: f64,
+    pub gb_30d: f64,
+    pub hours_today: f64,
+    pub hours_week: f64,
+    pub hours_month: f64,
+    pub transcodes_today: f64,
 }
 
 /// The values for one stream. A variable absent from the map is unknown.
@@ -181,6 +208,21 @@ impl Vars {
             num("measured_kbps_10m", Some(m.kbps_10m));
             v.values
                 .insert("rate_source", Value::Text(m.source.as_str().to_string()));
+        }
+        if let Some(u) = &observed.usage {
+            for (k, x) in [
+                ("user_gb_today", u.gb_today),
+                ("user_gb_week", u.gb_week),
+                ("user_gb_month", u.gb_month),
+                ("user_gb_7d", u.gb_7d),
+                ("user_gb_30d", u.gb_30d),
+                ("user_hours_today", u.hours_today),
+                ("user_hours_week", u.hours_week),
+                ("user_hours_month", u.hours_month),
+                ("user_transcodes_today", u.transcodes_today),
+            ] {
+                v.values.insert(k, Value::Number(x));
+            }
         }
         if let Some(b) = session.local {
             v.values.insert("local", Value::Flag(b));

@@ -137,3 +137,27 @@ async fn usage_prints_the_recorded_totals_as_json_csv_and_text() {
         );
     }
 }
+
+/// A quota is a rule: `user_gb_today` counts what the state holds and this minute so far,
+/// so the heavy user's stream is stopped and the light one's is not.
+#[tokio::test]
+async fn a_quota_rule_on_user_gb_today_stops_only_the_user_over_it() {
+    let rule = "[[rules]]\nname = \"quota\"\nwhen = 'user_gb_today > 0.001'\nmessage = \"{user}: {user_gb_today} GB today\"\n";
+    let d = start(FakePlex::start(&mixed_sessions()), rule, Options::default()).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    push(&d.feed, [127, 0, 0, 1], 50_001, 10);
+    assert!(d.plex.terminates().is_empty(), "no one is over it yet");
+    // 1.5 MB for user 7: over 0.001 GB.
+    push(&d.feed, [1, 2, 3, 11], 50_000, 1000);
+    d.until(Duration::from_secs(10), |d| !d.plex.terminates().is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, plex, _) = d.stop().await;
+    let t = plex.terminates();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].0, FAST);
+    assert!(
+        t[0].1.starts_with("User 7: ") && t[0].1.ends_with(" GB today"),
+        "{t:?}"
+    );
+}
