@@ -1,5 +1,6 @@
 //! The command line: thin subcommands over the library.
 
+mod backtest;
 mod check;
 mod demo;
 mod history;
@@ -88,6 +89,9 @@ pub enum Command {
     /// What each user streamed (GB sent, hours played, streams, transcodes), from the
     /// state database `run` records it in.
     Usage(usage::UsageArgs),
+    /// What the configured rules would have done over the recorded usage (minute by
+    /// minute), to whom and when, beside what was actually done. Never kills.
+    Backtest(backtest::BacktestArgs),
 }
 
 /// Runs the program; returns the process exit code.
@@ -118,6 +122,7 @@ pub fn main() -> i32 {
             | Command::Replay(_)
             | Command::History(_)
             | Command::Usage(_)
+            | Command::Backtest(_)
     ) {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
         let _ = unsafe {
@@ -159,6 +164,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::NotifyTest => notify_test::run(config).await,
         Command::History(args) => history::run(args, config),
         Command::Usage(args) => usage::run(args, config),
+        Command::Backtest(args) => backtest::run(args, config),
     };
     exit_code(done)
 }

@@ -3,6 +3,7 @@
 //! `hook`, `replay`, `run` and `demo` all come through here: they differ only in where
 //! sessions and measurements come from and which enforcer receives the decisions.
 
+pub mod backtest;
 pub mod clock;
 pub mod replay;
 pub mod row;

@@ -1,6 +1,7 @@
 //! What every command starts from: the configuration, its rules, the Plex client and the
 //! audit log, each refused with a located, readable error.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::Failure;
@@ -84,6 +85,59 @@ pub fn usage(
     state
         .usage_totals(since, user, by)
         .map_err(|e| Failure::Failed(e.to_string()))
+}
+
+/// What each rule actually did: its audit actions and how many of each.
+pub type Actual = Vec<(String, BTreeMap<String, usize>)>;
+
+/// A backtest of the configured rules (only those named in `only`, when any) over the usage
+/// recorded since `since` (unix seconds), and what each rule actually did meanwhile (audit
+/// actions and their counts, from the same state).
+pub fn backtest(
+    config: &Config,
+    since: i64,
+    only: &[String],
+) -> Result<(super::backtest::Backtest, Actual), Failure> {
+    let rules = compile(config)?;
+    if let Some(name) = only.iter().find(|n| rules.get(n).is_none()) {
+        return Err(Failure::Usage(format!(
+            "--rule {name:?}: the configuration has no such rule (it has: {})",
+            rules
+                .rules
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let Some(path) = config.state_path().filter(|p| p.exists()) else {
+        return Err(Failure::Usage(
+            "nothing was recorded yet: no state database (`streamwarden run` records usage there; see [state] path)".into(),
+        ));
+    };
+    let state =
+        crate::state::State::open_read_only(&path).map_err(|e| Failure::Failed(e.to_string()))?;
+    let rows = state
+        .usage_rows(since)
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let result = super::backtest::run(&rules, &rows, &config.usage, only);
+    let mut actual = Vec::new();
+    for r in &result.rules {
+        let q = crate::enforce::history::Query {
+            rule: Some(r.rule.clone()),
+            since: time::OffsetDateTime::from_unix_timestamp(since).ok(),
+            limit: Some(100_000),
+            ..Default::default()
+        };
+        let report = crate::enforce::history::from_state(&state, &q)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for e in report.entries {
+            *counts.entry(e.action).or_default() += 1;
+        }
+        actual.push((r.rule.clone(), counts));
+    }
+    Ok((result, actual))
 }
 
 /// Opens the state database the configuration names (made when missing), refusing with

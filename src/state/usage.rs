@@ -202,6 +202,39 @@ impl State {
         rows.collect::<Result<_, _>>().map_err(StateError::read)
     }
 
+    /// Every row from `since` (unix seconds) on, oldest first: what a backtest replays.
+    pub fn usage_rows(&self, since: i64) -> Result<Vec<UsageRow>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT start, span, user, stream, title, player, location, decision,
+                    video_resolution, source_resolution, rate_source, estimated, bytes, seconds
+                 FROM usage WHERE start >= ?1 ORDER BY start, stream",
+            )
+            .map_err(StateError::read)?;
+        let rows = st
+            .query_map(params![since], |r| {
+                Ok(UsageRow {
+                    start: r.get(0)?,
+                    span: r.get(1)?,
+                    user: r.get(2)?,
+                    stream: r.get(3)?,
+                    title: r.get(4)?,
+                    player: r.get(5)?,
+                    location: r.get(6)?,
+                    decision: r.get(7)?,
+                    video_resolution: r.get(8)?,
+                    source_resolution: r.get(9)?,
+                    rate_source: r.get(10)?,
+                    estimated: r.get::<_, i64>(11)? != 0,
+                    bytes: r.get(12)?,
+                    seconds: r.get(13)?,
+                })
+            })
+            .map_err(StateError::read)?;
+        rows.collect::<Result<_, _>>().map_err(StateError::read)
+    }
+
     /// Each user's totals since each of `since` (unix seconds), for the rule variables.
     pub fn usage_since(&self, since: &[i64]) -> Result<Vec<(String, Vec<Since>)>, StateError> {
         let mut out: Vec<(String, Vec<Since>)> = Vec::new();
