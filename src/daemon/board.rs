@@ -206,6 +206,8 @@ pub struct Board {
     inner: Arc<Mutex<Inner>>,
     audit: AuditSource,
     kills: Option<Requests>,
+    /// How usage periods are counted (the Usage view).
+    usage: crate::config::UsageConfig,
 }
 
 impl Board {
@@ -215,7 +217,28 @@ impl Board {
             inner: Arc::default(),
             audit,
             kills,
+            usage: crate::config::UsageConfig::default(),
         }
+    }
+
+    /// The same board, counting usage periods as `usage` says.
+    pub fn with_usage(mut self, usage: crate::config::UsageConfig) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    pub fn usage_config(&self) -> &crate::config::UsageConfig {
+        &self.usage
+    }
+
+    /// The rules as of the last round: (name, condition).
+    pub fn rule_conditions(&self) -> Vec<(String, String)> {
+        lock(&self.inner)
+            .status
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), r.when.clone()))
+            .collect()
     }
 
     pub fn kills(&self) -> Option<&Requests> {

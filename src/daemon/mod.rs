@@ -171,7 +171,8 @@ where
     let board = board::Board::new(
         board::AuditSource::of(state.path(), audit.recent()),
         http_token.is_some().then(|| kill_tx.clone()),
-    );
+    )
+    .with_usage(usage.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listener {
         let hooks = webhook.map(|w| webhook::Hooks {

@@ -45,6 +45,7 @@ pub fn routes(board: Board) -> Router {
         )
         .route("/api/status", get(status))
         .route("/api/history", get(history_handler))
+        .route("/api/usage", get(usage_handler))
         .route("/api/rules/try", post(try_rule))
         .route("/api/streams/kill", post(kill_now))
         .route("/api/streams/throttle", post(throttle_now))
@@ -75,6 +76,35 @@ async fn status(State(board): State<Board>) -> Response {
 
 /// `GET /api/history?user=&rule=&since=&action=&limit=`: the audit log's kills, would-kills,
 /// failures and zombies, newest first, with per-user counts.
+/// The Usage view: each user's today, week and month, 30 days by day, and the quota rule
+/// they are closest to, from the state database.
+async fn usage_handler(State(board): State<Board>) -> Response {
+    let AuditSource::State(path, _) = board.audit().clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no state database: usage is recorded only with one",
+        );
+    };
+    let cfg = board.usage_config().clone();
+    let rules = board.rule_conditions();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let read = move || {
+        let state = crate::state::State::open_read_only(&path)?;
+        crate::engine::usage::report(&state, &cfg, &rules, now)
+    };
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(r)) => axum::Json(r).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the usage: {e}"),
+        ),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reading the usage failed",
+        ),
+    }
+}
+
 async fn history_handler(
     State(board): State<Board>,
     Query(params): Query<HashMap<String, String>>,

@@ -138,12 +138,16 @@ impl Demo {
             tokio::time::sleep(duration).await;
             let _ = control.send(Control::Stop).await;
         });
+        // A state of its own, with 30 days of invented usage so the Usage view has a past;
+        // removed at the end.
+        let folder = std::env::temp_dir().join(format!("streamwarden-demo-{}", std::process::id()));
+        let state = seeded_state(&folder)?;
         let summary = daemon::run(
             Setup {
                 rules: self.rules,
                 enforce: self.config.enforce.clone(),
                 plex: Arc::new(client),
-                state: crate::state::State::memory(),
+                state,
                 audit: AuditLog::none(),
                 notify: None,
                 ports: vec![32400],
@@ -167,6 +171,7 @@ impl Demo {
         .await;
         stop.store(true, Ordering::SeqCst);
         let _ = generator.join();
+        let _ = std::fs::remove_dir_all(&folder);
         let user_of = |id: &str| {
             streams()
                 .into_iter()
@@ -187,6 +192,53 @@ impl Demo {
                 .collect(),
         })
     }
+}
+
+/// A new state database in `folder` holding 30 days of invented hourly usage for the demo's
+/// users (evenings heavier, bob the heaviest).
+fn seeded_state(folder: &std::path::Path) -> Result<crate::state::State, Failure> {
+    use crate::state::usage::UsageRow;
+    let _ = std::fs::remove_dir_all(folder);
+    let mut state = crate::state::State::open(&folder.join("state.db"))
+        .map_err(|e| Failure::Failed(format!("the demo's state: {e}")))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let this_hour = now - now.rem_euclid(3600);
+    let users: [(&str, f64, &str); 4] = [
+        ("bob", 2.4, "transcode"),
+        ("alice", 1.1, "direct play"),
+        ("carol", 0.6, "direct play"),
+        ("dave", 0.3, "transcode"),
+    ];
+    let mut rows = Vec::new();
+    for h in 1..=(30 * 24) {
+        let start = this_hour - h * 3600;
+        let hour_of_day = start.rem_euclid(86_400) / 3600;
+        let evening = (18..23).contains(&hour_of_day);
+        for (i, (user, gb_an_evening_hour, decision)) in users.iter().enumerate() {
+            // Not every evening: a pattern of its own per user.
+            if !evening || (start / 86_400 + i as i64) % 3 == 0 {
+                continue;
+            }
+            rows.push(UsageRow {
+                start,
+                span: 3600,
+                user: user.to_string(),
+                stream: format!("demo:{user}:{}", start / 86_400),
+                title: Some("A film".into()),
+                player: Some("Living Room TV".into()),
+                location: Some("wan".into()),
+                decision: Some(decision.to_string()),
+                rate_source: Some("packets".into()),
+                bytes: (gb_an_evening_hour * 1e9) as i64,
+                seconds: 3600,
+                ..UsageRow::default()
+            });
+        }
+    }
+    state
+        .record_usage(&rows)
+        .map_err(|e| Failure::Failed(format!("the demo's state: {e}")))?;
+    Ok(state)
 }
 
 /// One simulated stream.

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use crate::attribute::{Attributed, unmap};
 use crate::meter::{FlowKey, Meter, RateSource};
 use crate::plex::Session;
+use crate::rules::UserUsage;
 pub use crate::state::usage::UNATTRIBUTED;
 use crate::state::usage::UsageRow;
 
@@ -273,4 +274,169 @@ fn address(s: &Session) -> Option<IpAddr> {
         .as_deref()
         .and_then(|a| a.parse::<IpAddr>().ok())
         .map(unmap)
+}
+
+/// What the page's Usage view shows: each user's today, this week and this month, their
+/// last 30 days by day, and the quota rule they are closest to.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UsageReport {
+    /// The 30 UTC days the charts cover, oldest first (YYYY-MM-DD).
+    pub days: Vec<String>,
+    pub users: Vec<UserReport>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UserReport {
+    pub user: String,
+    pub today_bytes: i64,
+    pub today_seconds: i64,
+    pub week_bytes: i64,
+    pub week_seconds: i64,
+    pub month_bytes: i64,
+    pub month_seconds: i64,
+    /// Bytes on each of `days`.
+    pub daily_bytes: Vec<i64>,
+    /// The quota rule the user is closest to, when a rule compares a usage variable.
+    pub closest: Option<Closest>,
+}
+
+/// How near a user is to one quota rule's limit.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Closest {
+    pub rule: String,
+    pub variable: String,
+    pub limit: f64,
+    pub value: f64,
+    pub percent: f64,
+}
+
+/// The quota limits a condition sets: each `user_gb_*`/`user_hours_*`/`user_transcodes_*`
+/// variable compared with `>` or `>=` to a number.
+pub fn quota_limits(when: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let b = when.as_bytes();
+    let mut i = 0;
+    while let Some(at) = when[i..].find("user_") {
+        let start = i + at;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        i = end.max(start + 1);
+        let name = &when[start..end];
+        let is_usage = ["user_gb_", "user_hours_", "user_transcodes_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        let boundary =
+            start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        if !is_usage || !boundary {
+            continue;
+        }
+        let rest = when[end..].trim_start();
+        let Some(rest) = rest.strip_prefix(">=").or_else(|| rest.strip_prefix('>')) else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let num: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        if let Ok(limit) = num.parse::<f64>()
+            && limit > 0.0
+        {
+            out.push((name.to_string(), limit));
+        }
+    }
+    out
+}
+
+impl UserUsage {
+    /// The value of a usage variable by name.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "user_gb_today" => self.gb_today,
+            "user_gb_week" => self.gb_week,
+            "user_gb_month" => self.gb_month,
+            "user_gb_7d" => self.gb_7d,
+            "user_gb_30d" => self.gb_30d,
+            "user_hours_today" => self.hours_today,
+            "user_hours_week" => self.hours_week,
+            "user_hours_month" => self.hours_month,
+            "user_transcodes_today" => self.transcodes_today,
+            _ => return None,
+        })
+    }
+}
+
+/// The Usage view from the state, as of `now` (unix seconds), with the quota rules among
+/// `rules` (name, condition).
+pub fn report(
+    state: &crate::state::State,
+    cfg: &crate::config::UsageConfig,
+    rules: &[(String, String)],
+    now: i64,
+) -> Result<UsageReport, crate::state::StateError> {
+    let starts = cfg.period_starts(now);
+    let first_day = (now.div_euclid(86_400) - 29) * 86_400;
+    let days: Vec<String> = (0..30)
+        .map(|d| {
+            time::OffsetDateTime::from_unix_timestamp(first_day + d * 86_400)
+                .map(|t| t.date().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let since = state.usage_since(&starts)?;
+    let daily = state.usage_daily(first_day)?;
+    let recorder = Recorder::default();
+    let usage = recorder.by_user(&since);
+    let quotas: Vec<(String, String, f64)> = rules
+        .iter()
+        .flat_map(|(name, when)| {
+            quota_limits(when)
+                .into_iter()
+                .map(move |(var, limit)| (name.clone(), var, limit))
+        })
+        .collect();
+    let mut users: Vec<UserReport> = since
+        .iter()
+        .filter(|(u, _)| u != UNATTRIBUTED)
+        .map(|(user, s)| {
+            let u = usage.get(&user.to_lowercase()).copied().unwrap_or_default();
+            let closest = quotas
+                .iter()
+                .filter_map(|(rule, var, limit)| {
+                    let value = u.get(var)?;
+                    Some(Closest {
+                        rule: rule.clone(),
+                        variable: var.clone(),
+                        limit: *limit,
+                        value,
+                        percent: (value / limit * 100.0).min(999.0),
+                    })
+                })
+                .max_by(|a, b| a.percent.total_cmp(&b.percent));
+            UserReport {
+                user: user.clone(),
+                today_bytes: s[0].bytes,
+                today_seconds: s[0].seconds,
+                week_bytes: s[1].bytes,
+                week_seconds: s[1].seconds,
+                month_bytes: s[2].bytes,
+                month_seconds: s[2].seconds,
+                daily_bytes: days
+                    .iter()
+                    .map(|d| {
+                        daily
+                            .iter()
+                            .filter(|(du, dd, _)| du == user && dd == d)
+                            .map(|(_, _, b)| *b)
+                            .sum()
+                    })
+                    .collect(),
+                closest,
+            }
+        })
+        .collect();
+    users.sort_by(|a, b| b.month_bytes.cmp(&a.month_bytes).then(a.user.cmp(&b.user)));
+    Ok(UsageReport { days, users })
 }

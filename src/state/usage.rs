@@ -202,6 +202,21 @@ impl State {
         rows.collect::<Result<_, _>>().map_err(StateError::read)
     }
 
+    /// Each user's bytes per UTC day (YYYY-MM-DD) from `since` (unix seconds) on.
+    pub fn usage_daily(&self, since: i64) -> Result<Vec<(String, String, i64)>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT user, date(start, 'unixepoch') AS day, sum(bytes) FROM usage
+                 WHERE start >= ?1 GROUP BY user, day ORDER BY user, day",
+            )
+            .map_err(StateError::read)?;
+        let rows = st
+            .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(StateError::read)?;
+        rows.collect::<Result<_, _>>().map_err(StateError::read)
+    }
+
     /// Every row from `since` (unix seconds) on, oldest first: what a backtest replays.
     pub fn usage_rows(&self, since: i64) -> Result<Vec<UsageRow>, StateError> {
         let mut st = self

@@ -119,6 +119,19 @@ try {
     await waitFor(async () => /^events live/.test(await page.textContent('#events')), 10000, 'events live');
   });
 
+  await check('the usage view shows each user with a 30-day chart and the nearest quota', async () => {
+    await page.waitForSelector('#usage-rows tr[data-user="bob"]', { timeout: 15000 });
+    const users = await page.$$eval('#usage-rows tr', (xs) => xs.map((x) => x.dataset.user));
+    // The demo's invented past: bob streams the most.
+    assert(users[0] === 'bob', 'usage order: ' + users.join(', '));
+    const days = await page.$eval('#usage-rows tr[data-user="bob"] .bars', (b) => Number(b.dataset.days));
+    assert(days >= 10, 'bob has ' + days + ' days in the chart');
+    const month = await page.textContent('#usage-rows tr[data-user="bob"] td:nth-child(4)');
+    assert(/^\d+(\.\d+)? GB/.test(month.trim()), month);
+    const quota = await page.textContent('#usage-rows tr[data-user="bob"] td:nth-child(6)');
+    assert(/quota-warning: \d+ %/.test(quota), quota);
+  });
+
   await check('the page updates by itself', async () => {
     const before = await page.textContent('#updated');
     const points = await page.$eval('#stream-rows tr[data-session="demo-alice"] .spark', (s) => Number(s.dataset.points));

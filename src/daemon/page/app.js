@@ -444,6 +444,73 @@
     return { status: r.status, body };
   }
 
+  // Usage: a row per user with today, week, month, a 30-day bar chart and the nearest quota.
+  function gb(bytes) {
+    const g = (bytes || 0) / 1e9;
+    return (g < 10 ? g.toFixed(2) : g.toFixed(1)) + ' GB';
+  }
+
+  function hours(seconds) {
+    return ((seconds || 0) / 3600).toFixed(1) + ' h';
+  }
+
+  function bars(values, days) {
+    const box = el('span', { class: 'bars' });
+    const svg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('viewBox', '0 0 120 24');
+    svg.setAttribute('preserveAspectRatio', 'none');
+    svg.setAttribute('role', 'img');
+    const list = values || [];
+    const max = Math.max(1, ...list);
+    list.forEach((v, i) => {
+      const h = (v / max) * 22;
+      const r = document.createElementNS(SVG, 'rect');
+      r.setAttribute('x', String(i * 4));
+      r.setAttribute('y', (23 - h).toFixed(1));
+      r.setAttribute('width', '3');
+      r.setAttribute('height', Math.max(h, v > 0 ? 0.5 : 0).toFixed(1));
+      const t = document.createElementNS(SVG, 'title');
+      t.textContent = (days[i] || '') + ': ' + gb(v);
+      r.append(t);
+      svg.append(r);
+    });
+    svg.setAttribute('aria-label', 'GB a day over the last 30 days, up to ' + gb(max));
+    box.append(svg);
+    box.dataset.days = String(list.filter((v) => v > 0).length);
+    return box;
+  }
+
+  let usageAt = 0;
+  async function loadUsage() {
+    if (Date.now() - usageAt < 30000) return;
+    usageAt = Date.now();
+    const r = await call('api/usage');
+    const body = $('usage-rows');
+    if (r.status !== 200 || !r.body) {
+      body.replaceChildren();
+      $('no-usage').hidden = false;
+      $('no-usage').textContent = (r.body && r.body.error) || 'Usage is not recorded here.';
+      return;
+    }
+    const users = r.body.users || [];
+    $('no-usage').hidden = users.length > 0;
+    body.replaceChildren(...users.map((u) => {
+      const c = u.closest;
+      const quota = c
+        ? el('span', { class: 'chip ' + (c.percent >= 100 ? 'acted' : c.percent >= 80 ? 'sustaining' : 'ok'),
+          title: 'rule ' + c.rule + ': ' + c.variable + ' > ' + c.limit },
+          out(c.rule + ': ' + Math.round(c.percent) + ' % (' + c.value.toFixed(2) + ' of ' + c.limit + ')'))
+        : el('span', { class: 'quiet' }, 'no quota rule');
+      return el('tr', { 'data-user': u.user },
+        el('td', { 'data-label': 'User' }, out(u.user, 'strong')),
+        el('td', { class: 'num', 'data-label': 'Today' }, gb(u.today_bytes), el('span', { class: 'sub' }, hours(u.today_seconds))),
+        el('td', { class: 'num', 'data-label': 'This week' }, gb(u.week_bytes), el('span', { class: 'sub' }, hours(u.week_seconds))),
+        el('td', { class: 'num', 'data-label': 'This month' }, gb(u.month_bytes), el('span', { class: 'sub' }, hours(u.month_seconds))),
+        el('td', { 'data-label': 'Last 30 days' }, bars(u.daily_bytes, r.body.days || [])),
+        el('td', { 'data-label': 'Closest quota' }, quota));
+    }));
+  }
+
   async function poll() {
     try {
       const [st, rows] = await Promise.all([call('api/status'), call('api/streams')]);
@@ -458,6 +525,7 @@
         loadHistory();
       }
       if ($('lab-when').value.trim()) tryRule();
+      loadUsage();
     } catch (e) {
       offlineSince = offlineSince || new Date();
       $('offline').hidden = false;
