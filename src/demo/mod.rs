@@ -134,8 +134,19 @@ impl Demo {
             None => None,
         };
         let (control, rx) = tokio::sync::mpsc::channel(1);
+        // The duration, or SIGTERM/SIGINT first: a stop, so the demo's state is removed.
+        let mut signals = daemon::signals().ok();
         tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
+            let signalled = async {
+                match signals.as_mut() {
+                    Some(s) => while s.recv().await.is_some_and(|c| c != Control::Stop) {},
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => {}
+                () = signalled => {}
+            }
             let _ = control.send(Control::Stop).await;
         });
         // A state of its own, with 30 days of invented usage so the Usage view has a past;
