@@ -193,9 +193,15 @@ async fn try_rule(
     ApiJson(TryBody { when }): ApiJson<TryBody>,
 ) -> Response {
     let streams = board.lab();
+    let state = match board.audit() {
+        AuditSource::State(path, _) => Some(path.clone()),
+        AuditSource::Memory(_) => None,
+    };
+    let usage = board.usage_config().clone();
     // Compiling parses on a thread of its own (see rules::limits): off the async workers.
     let done = tokio::task::spawn_blocking(move || {
         let condition = Condition::compile(&when)?;
+        let past = state.and_then(|p| past_week(&p, &condition, &usage));
         let tried: Vec<Tried> = streams
             .into_iter()
             .map(|s| Tried {
@@ -206,7 +212,7 @@ async fn try_rule(
             })
             .collect();
         Ok::<_, crate::rules::lab::ConditionError>(
-            json!({ "reads": condition.reads(), "streams": tried }),
+            json!({ "reads": condition.reads(), "streams": tried, "past": past }),
         )
     })
     .await;
@@ -218,6 +224,27 @@ async fn try_rule(
             "trying the condition failed",
         ),
     }
+}
+
+/// What the condition would have matched over the last 7 days of recorded usage.
+fn past_week(
+    path: &std::path::Path,
+    condition: &Condition,
+    usage: &crate::config::UsageConfig,
+) -> Option<serde_json::Value> {
+    let state = crate::state::State::open_read_only(path).ok()?;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 7 * 86_400;
+    let rows = state.usage_rows(since).ok()?;
+    let b = crate::engine::backtest::run(condition.rules(), &rows, usage, &[]);
+    let r = b.rules.first()?;
+    Some(json!({
+        "days": 7,
+        "periods": b.rounds,
+        "streams": r.streams,
+        "users": r.users,
+        "unknown_periods": r.unknown_rounds,
+        "unknown": r.unknown,
+    }))
 }
 
 #[derive(serde::Deserialize)]

@@ -72,6 +72,11 @@ impl Condition {
         }
     }
 
+    /// The condition as a rule set of one rule (what a backtest replays).
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
     /// The variables the condition reads.
     pub fn reads(&self) -> &[&'static str] {
         self.rules.rules.first().map_or(&[], |r| r.reads.as_slice())

@@ -164,6 +164,11 @@ try {
     await page.waitForSelector('#lab-rows tr[data-matched="true"]', { timeout: 10000 });
     const reads = await page.textContent('#lab-reads');
     assert(reads.includes('location, measured_kbps_1m'), reads);
+    // And against the recorded past: the demo's invented evenings are 0.3 to 2.4 GB an hour
+    // (667 to 5,333 kbps), all remote; over 5,000 kbps only bob's (the live streams the
+    // demo records meanwhile are under it but bob's too).
+    await page.fill('#lab-when', 'location == "wan" && measured_kbps_1m > 5000');
+    await waitFor(async () => /would have matched \d+ streams? of 1 user\./.test(await page.textContent('#lab-reads')), 10000, 'the past week of one user');
   });
 
   await check('the rule lab shows a compile error at its place', async () => {

@@ -407,7 +407,13 @@
     $('lab-error').hidden = true;
     const res = r.body;
     const matched = res.streams.filter((s) => s.matched === true).length;
-    $('lab-reads').textContent = 'Reads ' + (res.reads.join(', ') || 'nothing') + '. Matches ' + matched + ' of ' + res.streams.length + ' live streams.';
+    let past = '';
+    if (res.past && res.past.periods > 0) {
+      past = ' In the last 7 days of recorded usage it would have matched ' + res.past.streams + ' stream' + (res.past.streams === 1 ? '' : 's') +
+        ' of ' + res.past.users + ' user' + (res.past.users === 1 ? '' : 's') + '.';
+      if (res.past.unknown_periods > 0) past += ' (' + res.past.unknown.join(', ') + ' not recorded: ' + res.past.unknown_periods + ' periods not judged.)';
+    }
+    $('lab-reads').textContent = 'Reads ' + (res.reads.join(', ') || 'nothing') + '. Matches ' + matched + ' of ' + res.streams.length + ' live streams.' + past;
     $('lab-table').hidden = res.streams.length === 0;
     $('lab-rows').replaceChildren(...res.streams.map((s) => {
       let result;
