@@ -428,7 +428,12 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     }
 
     pub async fn finish(mut self, notify_wait: Duration) -> super::Summary {
-        // The minute being counted: a stop loses nothing.
+        // What was metered since the last round, and the minute being counted: a stop
+        // loses nothing.
+        let now = self.p.clock.now_micros();
+        let snap = self.p.polled.snapshot();
+        let attributed = self.p.feed.measure(&snap.sessions, &self.p.ports, now);
+        self.record_usage(&snap.sessions, &attributed, now);
         let rows = self.usage.flush();
         self.p.kills.enforcer.record_usage(&rows, None);
         self.p.kills.lift_all(

@@ -4,7 +4,7 @@
 //!
 //! Each recorded period of a stream becomes one round: the stream's facts (user, title,
 //! player, location, transcode decision, resolutions), its measured rate over the period
-//! (every window gets the period's average), playing when it played, and its user's
+//! while it played (every window gets that average), playing when it played, and its user's
 //! usage so far in the day, week, month, 7 and 30 days. Sustain and acting once per hold
 //! are the daemon's, at that resolution. What the rows do not keep (Plex's bitrates,
 //! video and audio decisions, pauses) is unknown: rules that need it do not match and are
@@ -180,9 +180,16 @@ fn session(r: &UsageRow) -> Session {
     }
 }
 
-/// The period's average rate, in every window.
+/// The period's average rate while the stream played (over the whole period when it did
+/// not play), in every window: a stream that started half a minute in is judged on its
+/// rate, not on half of it.
 fn measured(r: &UsageRow) -> Attributed {
-    let kbps = r.bytes as f64 * 8.0 / r.span.max(1) as f64 / 1000.0;
+    let secs = if r.seconds > 0 {
+        r.seconds.min(r.span)
+    } else {
+        r.span
+    };
+    let kbps = r.bytes as f64 * 8.0 / secs.max(1) as f64 / 1000.0;
     Attributed {
         measured: Measured {
             kbps_10s: kbps,

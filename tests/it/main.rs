@@ -30,4 +30,5 @@ mod state;
 mod surface;
 mod throttle_live;
 mod trust;
+mod usage_live;
 mod view;

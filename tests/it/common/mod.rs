@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod logs;
 pub mod need;
+pub mod netns;
 pub mod receiver;
 pub mod tshark;
 

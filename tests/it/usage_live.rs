@@ -1,0 +1,275 @@
+//! Usage from real traffic: in network namespaces made for the test, "Plex" sends a paced
+//! 20 Mbit/s stream to bob and 10 Mbit/s to carol across a veth pair while `streamwarden run`
+//! captures; what `usage --json` and `sqlite3` then read must agree with what the kernel
+//! sent; a quota rule acts on bob and never on carol; a restart carries the totals on; and
+//! `backtest` names bob, not carol, for `measured_kbps_1m > 15000`.
+//!
+//! Needs root (namespaces, capture). Outside CI it is skipped without; under `CI` it fails.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::need::{Need, have};
+use crate::common::netns::{Netns, client, ip, serve};
+use crate::common::*;
+
+/// The interface's transmitted IP bytes (its byte counter less 14 bytes of Ethernet header
+/// per frame), read inside `ns`.
+fn tx_ip_bytes(ns: &Netns, dev: &str) -> u64 {
+    let read = |what: &str| -> u64 {
+        let out = ns
+            .cmd("cat")
+            .arg(format!("/sys/class/net/{dev}/statistics/{what}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    read("tx_bytes") - 14 * read("tx_packets")
+}
+
+fn start_daemon(ns: &Netns, dir: &std::path::Path, plex: &FakePlex) -> Child {
+    ns.cmd(bin().to_str().unwrap())
+        .args(["run", "--config", "c.toml"])
+        .current_dir(dir)
+        .env_clear()
+        .env("STATE_DIRECTORY", dir)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PLEX_URL", &plex.url)
+        .env("PLEX_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn stop_daemon(mut daemon: Child) -> String {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn usage_json(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let o = run(dir, "", "", &["usage", "--json", "--config", "c.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+fn bytes_of(rows: &[serde_json::Value], user: &str) -> i64 {
+    rows.iter()
+        .find(|r| r["user"] == user)
+        .and_then(|r| r["bytes"].as_i64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn usage_of_real_traffic_matches_the_kernel_and_quotas_and_backtests_use_it() {
+    if !have(
+        "the live usage test",
+        &[
+            Need::Netns,
+            Need::NetAdmin,
+            Need::NetRaw,
+            Need::Tool("sqlite3"),
+        ],
+    ) {
+        return;
+    }
+    let tag = std::process::id() % 100_000;
+    let plex_ns = Netns::new(format!("swup{tag}"));
+    let client_ns = Netns::new(format!("swuc{tag}"));
+    let (dev, peer) = (format!("swup{tag}"), format!("swuc{tag}"));
+    ip(&[
+        "link",
+        "add",
+        &dev,
+        "netns",
+        &plex_ns.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        &client_ns.0,
+    ]);
+    ip(&["-n", &plex_ns.0, "addr", "add", "10.67.0.1/24", "dev", &dev]);
+    for a in ["10.67.0.2/24", "10.67.0.3/24"] {
+        ip(&["-n", &client_ns.0, "addr", "add", a, "dev", &peer]);
+    }
+    for (ns, d) in [(&plex_ns, &dev), (&client_ns, &peer)] {
+        ip(&["-n", &ns.0, "link", "set", d, "up"]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+    }
+    // bob is ha_session_base's user 7 at 10.67.0.2; carol homarr's example_usr at 10.67.0.3.
+    let sessions = mixed_sessions()
+        .replace("1.2.3.11", "10.67.0.2")
+        .replace("address=\"0.0.0.0\"", "address=\"10.67.0.3\"");
+    let plex = plex_ns
+        .run(move || FakePlex::start(&sessions))
+        .join()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[plex]\npoll_interval = \"1s\"\n[capture]\ninterface = \"{dev}\"\n\n[[rules]]\nname = \"quota\"\naction = \"log\"\nwhen = 'user_gb_today > 0.1'\nmessage = \"{{user}} over 0.1 GB today\"\n"
+        ),
+    )
+    .unwrap();
+    let daemon = start_daemon(&plex_ns, dir.path(), &plex);
+    thread::sleep(Duration::from_secs(2));
+    let tx_before = tx_ip_bytes(&plex_ns, &dev);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = {
+        let stop = stop.clone();
+        plex_ns.run(move || {
+            let listener = TcpListener::bind("10.67.0.1:32400").unwrap();
+            ready_tx.send(()).unwrap();
+            serve(
+                listener,
+                vec![
+                    ("10.67.0.2".parse().unwrap(), 20_000_000),
+                    ("10.67.0.3".parse().unwrap(), 10_000_000),
+                ],
+                stop,
+            );
+        })
+    };
+    ready_rx.recv().unwrap();
+    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let server_addr: SocketAddr = "10.67.0.1:32400".parse().unwrap();
+    let clients: Vec<_> = ["10.67.0.2:41001", "10.67.0.3:41002"]
+        .iter()
+        .zip(&counts)
+        .map(|(local, count)| {
+            let (local, count, stop) = (local.parse().unwrap(), count.clone(), stop.clone());
+            client_ns.run(move || client(local, server_addr, count, stop))
+        })
+        .collect();
+    // About 40 s for bob to pass 0.1 GB at 20 Mbit/s; 55 s in all.
+    let started = Instant::now();
+    let mut acted_after = None;
+    while started.elapsed() < Duration::from_secs(55) {
+        thread::sleep(Duration::from_millis(500));
+        if acted_after.is_none() {
+            let o = run(
+                dir.path(),
+                "",
+                "",
+                &["history", "--json", "--config", "c.toml", "--action", "log"],
+            );
+            if stdout(&o).contains("\"rule\": \"quota\"") {
+                acted_after = Some(started.elapsed());
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let _ = server.join();
+    thread::sleep(Duration::from_millis(500));
+    let sent = tx_ip_bytes(&plex_ns, &dev) - tx_before;
+    let log = stop_daemon(daemon);
+
+    let rows = usage_json(dir.path());
+    let (bob, carol) = (bytes_of(&rows, "User 7"), bytes_of(&rows, "example_usr"));
+    let all: i64 = rows.iter().filter_map(|r| r["bytes"].as_i64()).sum();
+    let received = [
+        counts[0].load(Ordering::Relaxed) as i64,
+        counts[1].load(Ordering::Relaxed) as i64,
+    ];
+    eprintln!(
+        "kernel sent {sent} IP bytes; usage: bob {bob}, carol {carol}, all {all}; payload received {received:?}; quota acted after {acted_after:?}"
+    );
+    // Everything the kernel sent (the streams, their handshakes, ARP aside) is in the usage.
+    let ratio = all as f64 / sent as f64;
+    assert!(
+        (0.99..=1.01).contains(&ratio),
+        "usage {all} vs kernel {sent}\n{log}"
+    );
+    // Each user's IP bytes: their payload plus 2 to 5 % of headers.
+    for (user, bytes, payload) in [("bob", bob, received[0]), ("carol", carol, received[1])] {
+        let r = bytes as f64 / payload as f64;
+        assert!(
+            (1.0..1.06).contains(&r),
+            "{user}: {bytes} IP bytes for {payload} of payload"
+        );
+    }
+    // sqlite3 on the state file reads the same.
+    let out = std::process::Command::new("sqlite3")
+        .arg(dir.path().join("state.db"))
+        .arg("SELECT sum(bytes) FROM usage WHERE user = 'User 7'")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bob.to_string());
+    // The quota acted on bob after about 40 s, never on carol.
+    let acted = acted_after.expect("the quota rule acted on bob");
+    assert!(
+        (Duration::from_secs(30)..Duration::from_secs(52)).contains(&acted),
+        "{acted:?}"
+    );
+    let o = run(
+        dir.path(),
+        "",
+        "",
+        &["history", "--json", "--config", "c.toml", "--action", "log"],
+    );
+    let h: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let users: Vec<&str> = h["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["user"].as_str())
+        .collect();
+    assert!(
+        users.contains(&"User 7") && !users.contains(&"example_usr"),
+        "{h}"
+    );
+
+    // A backtest over the recorded minutes names bob, not carol.
+    std::fs::write(
+        dir.path().join("bt.toml"),
+        "[[rules]]\nname = \"heavy\"\nwhen = 'measured_kbps_1m > 15000'\n",
+    )
+    .unwrap();
+    let o = run(
+        dir.path(),
+        "",
+        "",
+        &["backtest", "--json", "--config", "bt.toml", "--since", "1h"],
+    );
+    let b: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let named: Vec<&str> = b["rules"][0]["would"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["user"].as_str())
+        .collect();
+    assert!(
+        !named.is_empty() && named.iter().all(|u| *u == "User 7"),
+        "{b}"
+    );
+
+    // A restart carries the totals on.
+    let daemon = start_daemon(&plex_ns, dir.path(), &plex);
+    thread::sleep(Duration::from_secs(2));
+    stop_daemon(daemon);
+    assert_eq!(bytes_of(&usage_json(dir.path()), "User 7"), bob);
+}
