@@ -37,11 +37,7 @@ pub fn single(target: &Target, r: &Record) -> Outgoing {
         NotifyKind::Discord => json_body(discord(&f)),
         NotifyKind::Slack => json_body(slack(&f)),
         NotifyKind::Ntfy => ntfy(&f.title, &plain_lines(&f), f.action),
-        NotifyKind::Gotify => json_body(json!({
-            "title": clip(&f.title, 250),
-            "message": clip(&plain_lines(&f), 4000),
-            "priority": gotify_priority(f.action),
-        })),
+        NotifyKind::Gotify => gotify(&f.title, &plain_lines(&f), f.action),
         NotifyKind::Telegram => telegram(target, &f.title, &plain_lines(&f)),
         NotifyKind::Webhook => json_body(serde_json::to_value(r).unwrap_or(Value::Null)),
     }
@@ -68,35 +64,26 @@ pub fn folded(target: &Target, records: &[Record]) -> Outgoing {
     match target.kind {
         NotifyKind::Discord => {
             let text: Vec<String> = lines.iter().map(|l| discord_escape(l)).collect();
-            json_body(json!({
-                "username": "streamwarden",
-                "allowed_mentions": {"parse": []},
-                "embeds": [{
-                    "title": clip(&discord_escape(&title), 256),
-                    "description": clip(&text.join("\n"), 4000),
-                    "color": colour(worst),
-                    "footer": {"text": footer},
-                    "timestamp": ts,
-                }],
-            }))
+            json_body(discord_body(
+                &title,
+                &text.join("\n"),
+                worst,
+                None,
+                &footer,
+                &ts,
+            ))
         }
         NotifyKind::Slack => {
             let text: Vec<String> = lines.iter().map(|l| slack_escape(l)).collect();
-            json_body(json!({
-                "text": clip(&slack_escape(&title), 3000),
-                "blocks": [
-                    {"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{} {title}", slack_emoji(worst)), 150), "emoji": true}},
-                    {"type": "section", "text": {"type": "mrkdwn", "text": clip(&text.join("\n"), 3000)}},
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": slack_escape(&format!("{footer} · {ts}"))}]},
-                ],
-            }))
+            json_body(slack_body(
+                &slack_escape(&title),
+                &format!("{} {title}", slack_emoji(worst)),
+                vec![mrkdwn(&text.join("\n"))],
+                &slack_escape(&format!("{footer} · {ts}")),
+            ))
         }
         NotifyKind::Ntfy => ntfy(&title, &lines.join("\n"), worst),
-        NotifyKind::Gotify => json_body(json!({
-            "title": clip(&title, 250),
-            "message": clip(&lines.join("\n"), 4000),
-            "priority": gotify_priority(worst),
-        })),
+        NotifyKind::Gotify => gotify(&title, &lines.join("\n"), worst),
         NotifyKind::Telegram => telegram(target, &title, &lines.join("\n")),
         NotifyKind::Webhook => json_body(json!({
             "summary": title,
@@ -366,25 +353,75 @@ fn discord(f: &Facts) -> Value {
     if let Some(r) = f.reason {
         fields.push(field("Reason", r, false));
     }
+    discord_body(
+        &f.title,
+        &multi_line(&f.text, discord_escape),
+        f.action,
+        Some(fields),
+        &footer(f.mode),
+        f.ts,
+    )
+}
+
+/// Discord's one payload: an embed with a title (escaped here), a description (escaped by
+/// the caller), the action's colour, fields when given, a footer and a time.
+fn discord_body(
+    title: &str,
+    description: &str,
+    action: AuditAction,
+    fields: Option<Vec<Value>>,
+    footer: &str,
+    ts: &str,
+) -> Value {
+    let mut embed = json!({
+        "title": clip(&discord_escape(title), 256),
+        "description": clip(description, 4000),
+        "color": colour(action),
+        "footer": {"text": footer},
+        "timestamp": ts,
+    });
+    if let Some(fields) = fields {
+        embed["fields"] = Value::Array(fields);
+    }
     json!({
         "username": "streamwarden",
         "allowed_mentions": {"parse": []},
-        "embeds": [{
-            "title": clip(&discord_escape(&f.title), 256),
-            "description": clip(&multi_line(&f.text, discord_escape), 4000),
-            "color": colour(f.action),
-            "fields": fields,
-            "footer": {"text": footer(f.mode)},
-            "timestamp": f.ts,
-        }],
+        "embeds": [embed],
     })
+}
+
+/// Slack's one payload: a fallback text, a header, sections and a context line (all
+/// escaped by the caller but the header, which is plain text).
+fn slack_body(fallback: &str, header: &str, sections: Vec<Value>, context: &str) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(header, 150), "emoji": true}}),
+    ];
+    blocks.extend(sections);
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
+    json!({
+        "text": clip(fallback, 3000),
+        "blocks": blocks,
+    })
+}
+
+/// A Slack section of (already escaped) mrkdwn text.
+fn mrkdwn(text: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 3000)}})
+}
+
+/// Gotify's one payload.
+fn gotify(title: &str, message: &str, action: AuditAction) -> Outgoing {
+    json_body(json!({
+        "title": clip(title, 250),
+        "message": clip(message, 4000),
+        "priority": gotify_priority(action),
+    }))
 }
 
 fn slack(f: &Facts) -> Value {
     let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": clip(&format!("*{name}*\n{}", slack_escape(value)), 2000)});
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{} {}", slack_emoji(f.action), f.title), 150), "emoji": true}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&multi_line(&f.text, slack_escape), 3000)}}),
+    let mut sections = vec![
+        mrkdwn(&multi_line(&f.text, slack_escape)),
         json!({"type": "section", "fields": [
             field("User", &f.user),
             field("Title", &f.media),
@@ -393,17 +430,21 @@ fn slack(f: &Facts) -> Value {
             field("Reported by Plex", &f.reported),
             field("Rule", f.rule),
         ]}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*{}*\n{}", f.message_label(), slack_escape(f.message)), 3000)}}),
+        mrkdwn(&format!(
+            "*{}*\n{}",
+            f.message_label(),
+            slack_escape(f.message)
+        )),
     ];
     if let Some(r) = f.reason {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*Reason*\n{}", slack_escape(r)), 3000)}}));
+        sections.push(mrkdwn(&format!("*Reason*\n{}", slack_escape(r))));
     }
-    blocks
-        .push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": footer(f.mode)}]}));
-    json!({
-        "text": clip(&slack_escape(&format!("{}: {}", f.title, one_line(&f.text))), 3000),
-        "blocks": blocks,
-    })
+    slack_body(
+        &slack_escape(&format!("{}: {}", f.title, one_line(&f.text))),
+        &format!("{} {}", slack_emoji(f.action), f.title),
+        sections,
+        &footer(f.mode),
+    )
 }
 
 /// The lines of a plain-text notification (ntfy, Gotify, Telegram).
