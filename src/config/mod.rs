@@ -434,8 +434,8 @@ impl Config {
     /// Parses config text. `file` is only used to name the file in errors.
     pub fn parse(text: &str, file: Option<PathBuf>) -> Result<Self, ConfigError> {
         let source = SourceMap::new(file, text);
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| source.error(e.span(), e.message().trim().to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| validate::toml_error(text, &source, e))?;
         let duration = |v: &Option<Spanned<String>>, default: Duration, what: &str| {
             v.as_ref().map_or(Ok(default), |s| {
                 parse_duration(s.get_ref())

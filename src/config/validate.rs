@@ -3,6 +3,28 @@
 
 use super::{Config, ConfigError};
 
+/// A TOML error said plainly where a usual slip explains it: `[rules]` (one table) for
+/// `[[rules]]` (the list of rules) or `[[notify]]`'s like.
+pub(super) fn toml_error(text: &str, source: &super::SourceMap, e: toml::de::Error) -> ConfigError {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        for list in ["rules", "notify"] {
+            if t == format!("[{list}]") {
+                let at = offset + (line.len() - line.trim_start().len());
+                return source.error(
+                    Some(at..at + t.len()),
+                    format!(
+                        "[{list}] declares one table, but {list} are a list: write each one under [[{list}]], with two brackets"
+                    ),
+                );
+            }
+        }
+        offset += line.len();
+    }
+    source.error(e.span(), e.message().trim().to_string())
+}
+
 impl Config {
     fn located(&self, span: Option<&std::ops::Range<usize>>, message: String) -> ConfigError {
         self.source.error(span.cloned(), message)

@@ -6,7 +6,9 @@ pub mod lab;
 pub mod limits;
 pub mod numeric;
 pub mod rate;
+pub mod slips;
 pub mod template;
+pub mod types;
 pub mod vars;
 
 use std::collections::BTreeMap;
@@ -311,6 +313,9 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             at_byte(e.offset, e.message)
         });
     }
+    if let Some((at, msg)) = slips::before_parsing(when) {
+        return Err(at_byte(at, msg));
+    }
     let parse = |text: &str| limits::parse(env, text).map_err(|m| here(raw.when.span(), m));
     // Syntax errors are reported against what the user wrote.
     let original = match parse(when)? {
@@ -337,12 +342,23 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             None => {
                 return Err(at_byte(
                     when.find(var).unwrap_or(0),
-                    format!("unknown variable `{var}`{}", suggest(var)),
+                    format!(
+                        "unknown variable `{var}`{}",
+                        slips::unquoted(var).unwrap_or_else(|| slips::suggest(var))
+                    ),
                 ));
             }
         }
     }
     reads.sort_by_key(|n| vars::VARIABLES.iter().position(|(v, _)| v == n));
+    // Every branch type-checked, and values checked against the known sets.
+    if let Err(e) = types::check(original.expression(), original.source_info()) {
+        let mut byte = e.offset.min(when.len());
+        while !when.is_char_boundary(byte) {
+            byte -= 1;
+        }
+        return Err(at_byte(byte, e.message));
+    }
     let program = match parse(&numeric::decimalise(when))? {
         limits::Parsed::Program(p) => {
             let mut e = p.expression().clone();
@@ -568,29 +584,4 @@ fn bound_by_macro(src: &str, var: &str) -> bool {
             }
             false
         })
-}
-
-fn suggest(var: &str) -> String {
-    let close = vars::VARIABLES
-        .iter()
-        .map(|(n, _)| *n)
-        .find(|n| edit_distance(n, var) <= 2 || n.contains(var) || var.contains(n));
-    match close {
-        Some(n) => format!(": did you mean `{n}`?"),
-        None => ": see the rule reference in the README for the variables".to_string(),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

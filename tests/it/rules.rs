@@ -614,3 +614,92 @@ fn remainder_works_on_whole_numbers() {
         "{o:?}"
     );
 }
+
+#[test]
+fn every_branch_is_type_checked_with_a_hint() {
+    let err = |when: &str| compile(&one_rule(when)).unwrap_err().join("\n");
+    // On the right of && the old check never looked.
+    let e = err(r#"state == "paused" && paused_for > "600""#);
+    assert!(
+        e.contains("paused_for is a number (in seconds): write paused_for > 600"),
+        "{e}"
+    );
+    assert!(e.starts_with("rules.toml:3:30: rule \"r\": when:"), "{e}");
+    let e = err(r#"location == "wan" || measured_kbps_1m > "8 Mbps""#);
+    assert!(
+        e.contains("measured_kbps_1m is a number (in kbps): write measured_kbps_1m > 8000"),
+        "{e}"
+    );
+    let e = err("video_resolution == 1080 && user == \"bob\"");
+    assert!(
+        e.contains(r#"video_resolution is text: write video_resolution == "1080""#),
+        "{e}"
+    );
+    let e = err("user_streams && location == \"wan\"");
+    assert!(
+        e.contains("`user_streams` is a number, not true or false"),
+        "{e}"
+    );
+    let e = err("user + 1 > 2");
+    assert!(e.contains("compares text with a number"), "{e}");
+    // Well-typed conditions still compile.
+    for ok in [
+        r#"state == "paused" && paused_for > 600"#,
+        r#"user in ["mum", "dad"] || size(title) > 3"#,
+        r#"!(local) && (bandwidth > 1 ? true : false)"#,
+        r#"title.startsWith("A") && [1, 2].exists(x, x > 1)"#,
+    ] {
+        assert!(compile(&one_rule(ok)).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn values_outside_the_known_sets_are_refused_with_the_nearest() {
+    let err = |when: &str| compile(&one_rule(when)).unwrap_err().join("\n");
+    let e = err(r#"video_resolution == "4K""#);
+    assert!(
+        e.contains(r#""4K" is not a value of video_resolution"#)
+            && e.contains(r#"did you mean "4k"?"#),
+        "{e}"
+    );
+    let e = err(r#"transcode_decision == "directplay""#);
+    assert!(e.contains(r#"did you mean "direct play"?"#), "{e}");
+    let e = err(r#"state in ["playing", "pasued"]"#);
+    assert!(e.contains(r#"did you mean "paused"?"#), "{e}");
+    let e = err(r#""WAN" != location"#);
+    assert!(e.contains(r#"did you mean "wan"?"#), "{e}");
+    assert!(
+        compile(&one_rule(
+            r#"source_resolution == "4k" && location != "lan""#
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn the_usual_slips_get_one_sentence_saying_what_to_write() {
+    let err = |when: &str| compile(&one_rule(when)).unwrap_err().join("\n");
+    let e = err(r#"state = "paused""#);
+    assert!(
+        e.starts_with("rules.toml:3:15:") && e.contains("write `==` to compare"),
+        "{e}"
+    );
+    let e = err("state == paused");
+    assert!(
+        e.contains(
+            r#"`paused` is not a variable but a value of state: put it in quotes, "paused""#
+        ),
+        "{e}"
+    );
+    let e = err("state == \u{201c}paused\u{201d}");
+    assert!(
+        e.contains("typographic quote") && e.contains("straight quotes"),
+        "{e}"
+    );
+    let e = compile("[rules]\nname = \"r\"\nwhen = 'state == \"paused\"'\n").unwrap_err();
+    assert!(
+        e[0].starts_with("rules.toml:1:1: [rules] declares one table")
+            && e[0].contains("[[rules]], with two brackets"),
+        "{e:?}"
+    );
+}
