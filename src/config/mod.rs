@@ -216,6 +216,8 @@ pub struct RawRule {
     pub release_after: Option<Spanned<String>>,
     /// `action = "throttle"`: what to do when the stream still offends once throttled.
     pub escalate: Option<Spanned<RawEscalate>>,
+    /// Which of a user's matching streams it acts on: "newest", "oldest" or "all".
+    pub pick: Option<Spanned<String>>,
 }
 
 /// `escalate = { after = "5m", action = "kill", when = "...", message = "..." }` of a

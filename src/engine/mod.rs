@@ -130,7 +130,55 @@ pub fn evaluate<'r>(
             };
             evaluate_among(rules, sessions, &population, i, &observed, None)
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .apply_picks()
+}
+
+/// Rules over stream counts act on the stream they pick (`Rule::pick`), not on every
+/// stream of the user they hold for: the others of the user are marked as not matching.
+trait Picks {
+    fn apply_picks(self) -> Self;
+}
+
+impl Picks for Vec<StreamEval<'_>> {
+    fn apply_picks(mut self) -> Self {
+        use crate::rules::pick::{Pick, start_order};
+        let rules = self.first().map_or(0, |s| s.evaluations.len());
+        for r in 0..rules {
+            let pick = self[0].evaluations[r].rule.pick;
+            if pick == Pick::All {
+                continue;
+            }
+            // The matching streams of each user, and which one is picked.
+            let mut chosen: HashMap<String, usize> = HashMap::new();
+            for (i, s) in self.iter().enumerate() {
+                if s.evaluations[r].outcome != Outcome::Match {
+                    continue;
+                }
+                let user = match (&s.session.user_id, &s.session.user) {
+                    (Some(id), _) => format!("id:{id}"),
+                    (None, Some(name)) => format!("name:{name}"),
+                    (None, None) => format!("stream:{i}"),
+                };
+                let key = |j: usize| start_order(self[j].session.session_key.as_deref());
+                let better = |old: usize| match pick {
+                    Pick::Newest => key(i) > key(old),
+                    _ => key(i) < key(old),
+                };
+                let slot = chosen.entry(user).or_insert(i);
+                if better(*slot) {
+                    *slot = i;
+                }
+            }
+            let picked: std::collections::HashSet<usize> = chosen.into_values().collect();
+            for (i, s) in self.iter_mut().enumerate() {
+                if s.evaluations[r].outcome == Outcome::Match && !picked.contains(&i) {
+                    s.evaluations[r].outcome = Outcome::NoMatch;
+                }
+            }
+        }
+        self
+    }
 }
 
 /// Evaluates every rule against `sessions[index]`, seen among all `sessions` (for
@@ -431,7 +479,8 @@ pub fn tick_measured<'r>(
                 tracker.throttled.rule(&id),
             )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .apply_picks();
     let mut states = Vec::with_capacity(streams.len());
     let mut due = Vec::new();
     for (s, d) in tracker.sustain.update(&streams, now_micros, fresh) {

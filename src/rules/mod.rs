@@ -5,6 +5,7 @@ pub mod decision;
 pub mod lab;
 pub mod limits;
 pub mod numeric;
+pub mod pick;
 pub mod rate;
 pub mod slips;
 pub mod template;
@@ -59,6 +60,8 @@ pub struct Rule {
     pub reads: Vec<&'static str>,
     /// The rate and release of a `throttle` rule.
     pub throttle: Option<ThrottleSpec>,
+    /// Which of a user's matching streams it acts on.
+    pub pick: pick::Pick,
     /// For a throttle rule's `escalate`: the throttle rule it escalates. It matches only
     /// while that rule's throttle is on the stream, and its sustain (`after`) counts from
     /// then.
@@ -93,6 +96,7 @@ impl Rule {
             && self.sustain == other.sustain
             && self.throttle == other.throttle
             && self.escalates == other.escalates
+            && self.pick == other.pick
     }
 }
 
@@ -486,6 +490,15 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             parse_duration(s.get_ref()).map_err(|m| here(s.span(), format!("sustain: {m}")))?
         }
     };
+    let pick =
+        pick::parse(raw.pick.as_ref().map(|p| p.get_ref().as_str()), &reads).map_err(|m| {
+            here(
+                raw.pick
+                    .as_ref()
+                    .map_or_else(|| raw.name.span(), |p| p.span()),
+                m,
+            )
+        })?;
     Ok(Rule {
         name,
         when: when.clone(),
@@ -494,6 +507,7 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         sustain,
         reads,
         throttle,
+        pick,
         escalates: None,
         program,
     })
@@ -535,6 +549,7 @@ fn compile_escalation(
         rate: None,
         release_after: None,
         escalate: None,
+        pick: parent.pick.clone(),
     };
     parse_duration(e.after.get_ref()).map_err(|m| {
         src.error(

@@ -41,6 +41,8 @@ pub const VARIABLES: &[(&str, Kind)] = &[
     ("video_resolution", Kind::Text),
     ("source_resolution", Kind::Text),
     ("user_streams", Kind::Number),
+    ("user_wan_streams", Kind::Number),
+    ("user_lan_streams", Kind::Number),
     ("server_streams", Kind::Number),
     ("user_addresses", Kind::Number),
     ("paused_for", Kind::Number),
@@ -194,6 +196,10 @@ impl Vars {
             session.source_bitrate_kbps.map(|x| x as f64),
         );
         num("bandwidth", session.bandwidth_kbps.map(|x| x as f64));
+        if let Some((wan, lan)) = all.by_location(session) {
+            num("user_wan_streams", Some(wan as f64));
+            num("user_lan_streams", Some(lan as f64));
+        }
         if let Some((streams, addresses)) = all.user(session) {
             num("user_streams", Some(streams.max(1) as f64));
             num("user_addresses", Some(addresses.max(1) as f64));
@@ -286,11 +292,21 @@ pub struct Population<'a> {
 struct Tally<'a> {
     streams: usize,
     addresses: std::collections::HashSet<&'a str>,
+    /// Video and music streams (not photos) by location.
+    wan: usize,
+    lan: usize,
 }
 
 impl<'a> Tally<'a> {
     fn add(&mut self, s: &'a Session) {
         self.streams += 1;
+        if s.media_type.as_deref() != Some("photo") {
+            match s.location.as_deref() {
+                Some("wan" | "cellular") => self.wan += 1,
+                Some("lan") => self.lan += 1,
+                _ => {}
+            }
+        }
         if let Some(a) = s.address.as_deref() {
             self.addresses.insert(a);
         }
@@ -333,6 +349,27 @@ impl<'a> Population<'a> {
             (None, Some(n)) => {
                 let t = self.by_name.get(n).unwrap_or(&empty);
                 Some((t.streams, t.addresses.len()))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The user's remote and local video and music streams (photos left out), or None
+    /// without a user.
+    fn by_location(&self, session: &Session) -> Option<(usize, usize)> {
+        let empty = Tally::default();
+        let name = session.user.as_deref();
+        match (session.user_id, name) {
+            (Some(id), _) => {
+                let a = self.by_id.get(&id).unwrap_or(&empty);
+                let b = name
+                    .and_then(|n| self.by_name_without_id.get(n))
+                    .unwrap_or(&empty);
+                Some((a.wan + b.wan, a.lan + b.lan))
+            }
+            (None, Some(n)) => {
+                let t = self.by_name.get(n).unwrap_or(&empty);
+                Some((t.wan, t.lan))
             }
             (None, None) => None,
         }

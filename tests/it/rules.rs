@@ -209,7 +209,12 @@ fn user_streams_counts_the_users_sessions() {
     c.session_id = Some("s3".into());
     c.user_id = Some(9);
     c.user = Some("eve".into());
-    let rules = compile(&one_rule("user_streams > 1 && server_streams == 3")).unwrap();
+    // pick = "all": every stream of the user, to see the count itself.
+    let text = format!(
+        "{}pick = \"all\"\n",
+        one_rule("user_streams > 1 && server_streams == 3")
+    );
+    let rules = compile(&text).unwrap();
     let evals = engine::evaluate(&rules, &[a, b, c], |_| None);
     let matched: Vec<_> = evals
         .iter()
@@ -702,4 +707,57 @@ fn the_usual_slips_get_one_sentence_saying_what_to_write() {
             && e[0].contains("[[rules]], with two brackets"),
         "{e:?}"
     );
+}
+
+/// frank has three remote streams and a photo; "at most two remote streams" stops one:
+/// the newest by default (Plex's highest session key), the oldest or all when asked.
+#[test]
+fn a_stream_limit_picks_the_newest_stream_and_counts_remote_video_only() {
+    let stream = |key: &str, location: &str, media: &str| Session {
+        session_id: Some(format!("s{key}")),
+        session_key: Some(key.into()),
+        user: Some("frank".into()),
+        user_id: Some(9),
+        location: Some(location.into()),
+        media_type: Some(media.into()),
+        ..Default::default()
+    };
+    let all = vec![
+        stream("12", "wan", "episode"),
+        stream("31", "wan", "movie"),
+        stream("7", "wan", "track"),
+        stream("40", "wan", "photo"),
+        stream("41", "lan", "movie"),
+    ];
+    let acted = |pick: &str| -> Vec<String> {
+        let text = format!(
+            "[[rules]]\nname = \"r\"\nwhen = 'location == \"wan\" && user_wan_streams > 2'\n{pick}"
+        );
+        let rules = compile(&text).unwrap();
+        engine::evaluate(&rules, &all, |_| None)
+            .iter()
+            .flat_map(|e| e.decisions())
+            .map(|d| d.session.session_id.unwrap())
+            .collect()
+    };
+    // 3 remote video and music streams (the photo and the local one do not count).
+    let vars = streamwarden::rules::Vars::for_session(&all[0], &all, &Default::default());
+    assert_eq!(
+        vars.get("user_wan_streams"),
+        Some(&streamwarden::rules::Value::Number(3.0))
+    );
+    assert_eq!(
+        vars.get("user_lan_streams"),
+        Some(&streamwarden::rules::Value::Number(1.0))
+    );
+    assert_eq!(
+        acted(""),
+        ["s40"],
+        "the newest remote stream (the photo matches location too)"
+    );
+    assert_eq!(acted("pick = \"oldest\"\n"), ["s7"]);
+    assert_eq!(acted("pick = \"all\"\n").len(), 4);
+    let e = compile("[[rules]]\nname = \"r\"\nwhen = 'user_streams > 2'\npick = \"latest\"\n")
+        .unwrap_err();
+    assert!(e[0].contains("pick \"latest\" is not"), "{e:?}");
 }
