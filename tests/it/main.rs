@@ -25,6 +25,7 @@ mod plex_parse;
 mod reach;
 mod replay;
 mod rules;
+mod rules_props;
 mod shape;
 mod state;
 mod surface;
