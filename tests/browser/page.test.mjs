@@ -143,7 +143,7 @@ try {
   });
 
   await check('a rule that holds shows its sustain count', async () => {
-    await waitFor(async () => /sustaining \d+\/\d+ s/.test(await page.textContent('#stream-rows')), 20000, 'a sustaining rule');
+    await waitFor(async () => /sustaining \d+\/\d+ s · (kills|throttles|logs) in \d+ s unless it stops/.test(await page.textContent('#stream-rows')), 20000, 'a sustaining rule');
   });
 
   await check('a kill appears in the history with the message the viewer saw, without a reload', async () => {

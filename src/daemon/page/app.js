@@ -185,8 +185,14 @@
     if (note === 'kill failed') return el('span', { class: 'chip failed' }, r.rule + ': kill failed');
     if (note === 'exempt') return el('span', { class: 'chip exempt' }, r.rule + ': exempt');
     switch (r.state) {
-      case 'sustaining':
-        return el('span', { class: 'chip sustaining' }, r.rule + ': sustaining ' + (r.held_s || 0) + '/' + r.sustain_s + ' s');
+      case 'sustaining': {
+        // What the hold comes to, and when: "kills in 12 s unless it stops".
+        const left = Math.max(0, r.sustain_s - (r.held_s || 0));
+        const verb = { log: 'logs', throttle: 'throttles' }[ruleAction(r.rule)] || 'kills';
+        const dry = status && status.dry_run && verb !== 'logs' ? ' (dry run: would)' : '';
+        return el('span', { class: 'chip sustaining', title: 'The condition has held for ' + (r.held_s || 0) + ' of the ' + r.sustain_s + ' s it must hold before the rule acts' },
+          r.rule + ': sustaining ' + (r.held_s || 0) + '/' + r.sustain_s + ' s · ' + verb + ' in ' + left + ' s unless it stops' + dry);
+      }
       case 'due':
         return el('span', { class: 'chip due' }, r.rule + ': due');
       case 'acted':
