@@ -11,10 +11,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod capture;
+pub mod enforce;
 pub mod http;
 mod identifier;
 pub mod measure;
 pub mod notify;
+pub mod people;
 pub mod state;
 pub mod usage;
 pub use identifier::stable_client_identifier;
@@ -22,6 +24,7 @@ mod validate;
 
 use crate::plex::PlexSettings;
 pub use capture::CaptureConfig;
+pub use enforce::EnforceConfig;
 pub use http::{HttpConfig, Secret};
 pub use measure::{MeasureConfig, MeasureSource};
 pub use notify::{NotifyConfig, NotifyKind};
@@ -159,7 +162,9 @@ struct RawConfig {
     #[serde(default)]
     plex: RawPlex,
     #[serde(default)]
-    enforce: RawEnforce,
+    enforce: enforce::RawEnforce,
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
     #[serde(default)]
@@ -188,17 +193,6 @@ struct RawPlex {
     timeout: Option<Spanned<String>>,
     tls_verify: Option<Spanned<bool>>,
     max_response_mb: Option<Spanned<i64>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEnforce {
-    dry_run: Option<bool>,
-    audit_log: Option<Spanned<PathBuf>>,
-    max_kills_per_minute: Option<Spanned<i64>>,
-    #[serde(default)]
-    exempt_users: Vec<String>,
-    act_on_estimates: Option<bool>,
 }
 
 /// A rule as written in the file, with the spans needed to point at its parts.
@@ -307,33 +301,13 @@ impl Default for PlexConfig {
     }
 }
 
-/// `[enforce]`, resolved.
-#[derive(Debug, Clone)]
-pub struct EnforceConfig {
-    pub dry_run: bool,
-    pub audit_log: Option<PathBuf>,
-    pub max_kills_per_minute: u32,
-    pub exempt_users: Vec<String>,
-    pub act_on_estimates: bool,
-}
-
-impl Default for EnforceConfig {
-    fn default() -> Self {
-        Self {
-            dry_run: false,
-            audit_log: None,
-            max_kills_per_minute: 10,
-            exempt_users: Vec::new(),
-            act_on_estimates: false,
-        }
-    }
-}
-
 /// The whole configuration. Rules are kept raw here and compiled by [`crate::rules`].
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub plex: PlexConfig,
     pub enforce: EnforceConfig,
+    /// `[groups]`: named groups of users.
+    pub groups: people::Groups,
     pub rules: Vec<RawRule>,
     /// `[capture]`: interface, ports, snaplen, buffer size, immediate mode.
     pub capture: CaptureConfig,
@@ -496,25 +470,8 @@ impl Config {
                 "timeout: must be more than 0s",
             ));
         }
-        let max_kills = match &raw.enforce.max_kills_per_minute {
-            None => 10,
-            Some(v) => u32::try_from(*v.get_ref())
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    source.error(
-                        Some(v.span()),
-                        "max_kills_per_minute: must be a whole number of at least 1",
-                    )
-                })?,
-        };
-        let enforce = EnforceConfig {
-            dry_run: raw.enforce.dry_run.unwrap_or(false),
-            audit_log: raw.enforce.audit_log.as_ref().map(|a| a.get_ref().clone()),
-            max_kills_per_minute: max_kills,
-            exempt_users: raw.enforce.exempt_users,
-            act_on_estimates: raw.enforce.act_on_estimates.unwrap_or(false),
-        };
+        let groups = people::Groups::of(raw.groups);
+        let enforce = raw.enforce.resolve(&source, &groups)?;
         let (http, listen_span) = raw.http.resolve(&source)?;
         let spans = Spans {
             http_listen: listen_span,
@@ -525,6 +482,7 @@ impl Config {
         Ok(Self {
             plex,
             enforce,
+            groups,
             spans,
             rules: raw.rules,
             capture: raw.capture.resolve(&source)?,

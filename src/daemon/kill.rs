@@ -312,6 +312,7 @@ async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Recheck {
         paused_for_secs: Some(w.tracker.pauses.paused_for(&sessions[i], now)),
         throttled_for_secs: Some(w.tracker.throttled.secs(&id, now)),
         usage: w.tracker.usage_of(&sessions[i]),
+        now_micros: Some(now),
     };
     let eval = engine::evaluate_one(
         w.rules,

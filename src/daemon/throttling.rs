@@ -224,6 +224,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
             paused_for_secs: Some(tracker.pauses.paused_for(&at.sessions[i], at.now)),
             throttled_for_secs: Some(0.0),
             usage: tracker.usage_of(&at.sessions[i]),
+            now_micros: Some(at.now),
         };
         let eval = crate::engine::evaluate_one(at.rules, at.sessions, i, &observed, None);
         let Some(d) = eval.decisions().into_iter().find(|d| d.rule == rule) else {

@@ -555,6 +555,7 @@ fn values_json(values: &BTreeMap<&'static str, Option<Value>>) -> Map<String, Js
                     serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number)
                 }
                 Some(Value::Flag(b)) => Json::Bool(*b),
+                Some(Value::List(l)) => Json::from(l.clone()),
             };
             (k.to_string(), j)
         })

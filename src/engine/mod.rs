@@ -126,6 +126,7 @@ pub fn evaluate<'r>(
         .map(|i| {
             let observed = Observed {
                 measured: measure(&sessions[i]),
+                now_micros: Some(crate::state::now_micros()),
                 ..Observed::default()
             };
             evaluate_among(rules, sessions, &population, i, &observed, None)
@@ -211,7 +212,15 @@ pub fn evaluate_among<'r>(
     throttled_by: Option<&str>,
 ) -> StreamEval<'r> {
     let s = &sessions[index];
-    let vars = Vars::for_session_among(s, population, observed);
+    let mut vars = Vars::for_session_among(s, population, observed);
+    // What the configuration knows of the user, and the owner's clock.
+    vars.set(
+        "groups",
+        crate::rules::Value::List(rules.groups.of_user(s.user.as_deref(), s.user_id)),
+    );
+    if let (Some(now), Some(zone)) = (observed.now_micros, &rules.timezone) {
+        vars.set_clock(now, zone);
+    }
     let mut evaluations = rules.evaluate(&vars);
     for e in &mut evaluations {
         if let Some(parent) = &e.rule.escalates
@@ -469,6 +478,7 @@ pub fn tick_measured<'r>(
                 paused_for_secs: Some(paused[i]),
                 throttled_for_secs: Some(tracker.throttled.secs(&id, now_micros)),
                 usage: tracker.usage_of(&sessions[i]),
+                now_micros: Some(now_micros),
             };
             evaluate_among(
                 rules,

@@ -15,6 +15,9 @@ pub struct StreamRow {
     pub session_id: Option<String>,
     pub session_key: Option<String>,
     pub user: Option<String>,
+    /// The user's `[groups]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     pub player: Option<String>,
     pub address: Option<String>,
     pub state: Option<PlayState>,
@@ -153,6 +156,10 @@ pub fn rows(
                 session_id: s.session_id.clone(),
                 session_key: s.session_key.clone(),
                 user: s.user.clone(),
+                groups: match e.vars.get("groups") {
+                    Some(crate::rules::Value::List(g)) => g.clone(),
+                    _ => Vec::new(),
+                },
                 player: s.player.clone(),
                 address: s.address.clone(),
                 state: s.state.clone(),

@@ -105,6 +105,10 @@ impl Rule {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     env: Option<Arc<cel::Env>>,
+    /// `[groups]`, for the `groups` variable.
+    pub groups: crate::config::people::Groups,
+    /// `[enforce] timezone`, for `hour`, `minute`, `weekday` and `date`.
+    pub timezone: Option<jiff::tz::TimeZone>,
 }
 
 /// The result of one rule on one stream.
@@ -178,6 +182,8 @@ impl RuleSet {
             Ok(Self {
                 rules,
                 env: Some(env),
+                groups: config.groups.clone(),
+                timezone: Some(config.enforce.timezone.clone()),
             })
         } else {
             Err(errors)
@@ -244,6 +250,11 @@ fn run(
             Value::Text(s) => cel::Value::String(Arc::new(s.clone())),
             Value::Number(n) => cel::Value::Float(*n),
             Value::Flag(b) => cel::Value::Bool(*b),
+            Value::List(l) => cel::Value::List(Arc::new(
+                l.iter()
+                    .map(|x| cel::Value::String(Arc::new(x.clone())))
+                    .collect(),
+            )),
         };
         ctx.add_variable_from_value(name, value);
     }

@@ -29,6 +29,7 @@ impl Ty {
             Kind::Text => Ty::Text,
             Kind::Number => Ty::Number,
             Kind::Flag => Ty::Flag,
+            Kind::List => Ty::List,
         }
     }
 

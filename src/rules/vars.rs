@@ -13,6 +13,8 @@ pub enum Kind {
     Text,
     Number,
     Flag,
+    /// A list of text (`groups`).
+    List,
 }
 
 /// Every variable a rule may name, with its type. Rates are kbps.
@@ -52,6 +54,11 @@ pub const VARIABLES: &[(&str, Kind)] = &[
     ("measured_kbps_5m", Kind::Number),
     ("measured_kbps_10m", Kind::Number),
     ("rate_source", Kind::Text),
+    ("hour", Kind::Number),
+    ("minute", Kind::Number),
+    ("weekday", Kind::Text),
+    ("date", Kind::Text),
+    ("groups", Kind::List),
     ("user_gb_today", Kind::Number),
     ("user_gb_week", Kind::Number),
     ("user_gb_month", Kind::Number),
@@ -94,6 +101,7 @@ pub enum Value {
     Text(String),
     Number(f64),
     Flag(bool),
+    List(Vec<String>),
 }
 
 impl std::fmt::Display for Value {
@@ -103,6 +111,7 @@ impl std::fmt::Display for Value {
             Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{}", *n as i64),
             Value::Number(n) => write!(f, "{n:.1}"),
             Value::Flag(b) => write!(f, "{b}"),
+            Value::List(l) => write!(f, "{}", l.join(", ")),
         }
     }
 }
@@ -118,6 +127,9 @@ pub struct Observed {
     pub throttled_for_secs: Option<f64>,
     /// What its user streamed, when a daemon records usage.
     pub usage: Option<UserUsage>,
+    /// The time it was judged at (microseconds since the Unix epoch), for `hour`,
+    /// `minute`, `weekday` and `date`.
+    pub now_micros: Option<i64>,
 }
 
 /// What one user streamed, as the `user_gb_*`, `user_hours_*` and `user_transcodes_today`
@@ -240,6 +252,27 @@ impl Vars {
         v
     }
 
+    /// Sets `hour`, `minute`, `weekday` and `date` for `now_micros` in `zone`.
+    pub fn set_clock(&mut self, now_micros: i64, zone: &jiff::tz::TimeZone) {
+        let Ok(t) = jiff::Timestamp::from_microsecond(now_micros) else {
+            return;
+        };
+        let z = t.to_zoned(zone.clone());
+        let weekday = match z.weekday() {
+            jiff::civil::Weekday::Monday => "monday",
+            jiff::civil::Weekday::Tuesday => "tuesday",
+            jiff::civil::Weekday::Wednesday => "wednesday",
+            jiff::civil::Weekday::Thursday => "thursday",
+            jiff::civil::Weekday::Friday => "friday",
+            jiff::civil::Weekday::Saturday => "saturday",
+            jiff::civil::Weekday::Sunday => "sunday",
+        };
+        self.set("hour", Value::Number(f64::from(z.hour())));
+        self.set("minute", Value::Number(f64::from(z.minute())));
+        self.set("weekday", Value::Text(weekday.into()));
+        self.set("date", Value::Text(z.date().to_string()));
+    }
+
     /// Sample values of the right type for every variable, for checking rules at load.
     pub fn samples() -> Self {
         let mut v = Vars::default();
@@ -248,6 +281,7 @@ impl Vars {
                 Kind::Text => Value::Text(String::new()),
                 Kind::Number => Value::Number(1.0),
                 Kind::Flag => Value::Flag(false),
+                Kind::List => Value::List(Vec::new()),
             };
             v.values.insert(name, value);
         }

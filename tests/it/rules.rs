@@ -761,3 +761,85 @@ fn a_stream_limit_picks_the_newest_stream_and_counts_remote_video_only() {
         .unwrap_err();
     assert!(e[0].contains("pick \"latest\" is not"), "{e:?}");
 }
+
+/// The owner's clock and groups: "no remote 4K on weekday evenings" and "family is exempt"
+/// can be written.
+#[test]
+fn hour_weekday_date_and_groups_are_rule_variables() {
+    let text = r#"
+[enforce]
+timezone = "Europe/Paris"
+exempt_groups = ["family"]
+
+[groups]
+family = ["Mom", "4"]
+friends = ["eve"]
+
+[[rules]]
+name = "evenings"
+when = 'weekday in ["monday", "tuesday", "wednesday", "thursday", "friday"] && hour >= 18 && !("family" in groups)'
+"#;
+    let c = Config::parse(text, Some("rules.toml".into())).unwrap();
+    // The group's members are exempt as if listed.
+    assert!(
+        c.enforce.exempt_users.contains(&"Mom".to_string()),
+        "{:?}",
+        c.enforce.exempt_users
+    );
+    let rules = RuleSet::compile(&c).unwrap();
+    let s = session(); // bob, user 4: in family by id
+    let mut eve = session();
+    eve.user = Some("eve".into());
+    eve.user_id = Some(11);
+    // Wednesday 2026-12-16 19:30 in Paris (18:30 UTC).
+    let at = 1_797_445_800_000_000;
+    let judge = |who: &Session| {
+        let all = [who.clone()];
+        let observed = streamwarden::rules::Observed {
+            now_micros: Some(at),
+            ..Default::default()
+        };
+        let e = engine::evaluate_one(&rules, &all, 0, &observed, None);
+        (e.evaluations[0].outcome.clone(), e.vars.clone())
+    };
+    let (o, v) = judge(&eve);
+    assert_eq!(o, Outcome::Match);
+    assert_eq!(
+        v.get("hour"),
+        Some(&streamwarden::rules::Value::Number(19.0))
+    );
+    assert_eq!(
+        v.get("minute"),
+        Some(&streamwarden::rules::Value::Number(30.0))
+    );
+    assert_eq!(
+        v.get("weekday"),
+        Some(&streamwarden::rules::Value::Text("wednesday".into()))
+    );
+    assert_eq!(
+        v.get("date"),
+        Some(&streamwarden::rules::Value::Text("2026-12-16".into()))
+    );
+    assert_eq!(
+        v.get("groups"),
+        Some(&streamwarden::rules::Value::List(vec!["friends".into()]))
+    );
+    // bob is in family (by id).
+    assert_eq!(judge(&s).0, Outcome::NoMatch);
+    // A group that does not exist is refused where it is written; so is a bad zone.
+    let e = Config::parse(
+        "[enforce]\nexempt_groups = [\"famly\"]\n[groups]\nfamily = []\n",
+        Some("c.toml".into()),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no group \"famly\""), "{e}");
+    let e = Config::parse(
+        "[enforce]\ntimezone = \"Mars/Olympus\"\n",
+        Some("c.toml".into()),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("c.toml:2:12: timezone"), "{e}");
+    // groups is a list: comparing it with text is a type error.
+    let e = compile(&one_rule(r#"groups == "family""#)).unwrap_err();
+    assert!(e[0].contains("type error"), "{e:?}");
+}

@@ -25,6 +25,7 @@ fn compile(when: &str) -> Result<RuleSet, String> {
 fn literal(name: &str, kind: Kind, pick: usize, number: f64) -> String {
     match kind {
         Kind::Number => format!("{number}"),
+        Kind::List => format!("[\"g{pick}\"]"),
         Kind::Flag => (if pick.is_multiple_of(2) {
             "true"
         } else {
@@ -45,6 +46,8 @@ fn wrong(kind: Kind, pick: usize) -> String {
         (Kind::Number, _) => "true".into(),
         (Kind::Text, 0) => "600".into(),
         (Kind::Text, _) => "false".into(),
+        (Kind::List, 0) => "1".into(),
+        (Kind::List, _) => "\"family\"".into(),
         (Kind::Flag, 0) => "1".into(),
         (Kind::Flag, _) => "\"yes\"".into(),
     }
@@ -53,7 +56,7 @@ fn wrong(kind: Kind, pick: usize) -> String {
 fn operators(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Number => &["==", "!=", "<", "<=", ">", ">="],
-        Kind::Text | Kind::Flag => &["==", "!="],
+        Kind::Text | Kind::Flag | Kind::List => &["==", "!="],
     }
 }
 

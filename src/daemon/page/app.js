@@ -262,6 +262,7 @@
       return el('tr', { 'data-session': row.session_id || '', class: row.killed ? 'killed' : null },
         el('td', { 'data-label': 'User · player' },
           el('span', { class: 'strong' }, out(row.user || '?')),
+          ...(row.groups || []).map((g) => el('span', { class: 'chip group', title: 'group ' + g }, out(g))),
           el('span', { class: 'sub' }, out(row.player || '')),
           killButton(row)),
         el('td', { 'data-label': 'Title · decision · address' },
