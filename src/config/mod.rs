@@ -212,6 +212,8 @@ pub struct RawRule {
     pub escalate: Option<Spanned<RawEscalate>>,
     /// Which of a user's matching streams it acts on: "newest", "oldest" or "all".
     pub pick: Option<Spanned<String>>,
+    /// Tell the owner once the condition has held this long (before `sustain` is over).
+    pub notify_after: Option<Spanned<String>>,
 }
 
 /// `escalate = { after = "5m", action = "kill", when = "...", message = "..." }` of a

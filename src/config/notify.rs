@@ -67,6 +67,7 @@ pub const ACTIONS: &[AuditAction] = &[
     AuditAction::ThrottleSkipped,
     AuditAction::Unthrottle,
     AuditAction::RiskyReload,
+    AuditAction::Warn,
 ];
 
 /// What a target is told of when its `on` is not given: what needs the owner's eyes. A dry
@@ -79,6 +80,7 @@ pub const DEFAULT_ON: &[AuditAction] = &[
     AuditAction::Throttle,
     AuditAction::ThrottleFailed,
     AuditAction::RiskyReload,
+    AuditAction::Warn,
 ];
 
 /// The default of `max_per_minute`.

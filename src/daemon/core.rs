@@ -168,6 +168,23 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         for d in tick.due.iter().filter(|d| d.action != Action::Throttle) {
             self.p.kills.act(d, &world).await;
         }
+        // Holds that reached notify_after: audited (and told to the notify targets).
+        for d in &tick.warn {
+            if self.p.kills.enforcer.is_exempt(&d.session) {
+                continue;
+            }
+            let left = self
+                .p
+                .rules
+                .get(&d.rule)
+                .zip(self.tracker.sustain.held_for(d))
+                .map(|(r, held)| r.sustain.saturating_sub(held).as_secs());
+            let reason = left.map(|s| format!("acts in {s} s unless the stream stops"));
+            self.p
+                .kills
+                .enforcer
+                .note(d, crate::state::AuditAction::Warn, reason);
+        }
         for d in &tick.due {
             self.tracker.sustain.acted(d);
         }

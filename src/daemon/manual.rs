@@ -97,7 +97,8 @@ impl Answer {
                 | A::Zombie
                 | A::TranscodeStopped
                 | A::Unthrottle
-                | A::RiskyReload,
+                | A::RiskyReload
+                | A::Warn,
             )
             | Answer::AlreadyThrottled
             | Answer::NotMatching => S::CONFLICT,

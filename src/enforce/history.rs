@@ -246,7 +246,8 @@ impl UserCounts {
             | A::ThrottleFailed
             | A::ThrottleSkipped
             | A::Unthrottle
-            | A::RiskyReload => {}
+            | A::RiskyReload
+            | A::Warn => {}
         }
     }
 }

@@ -281,13 +281,16 @@ struct Held {
     /// When the hold was last updated.
     last: i64,
     acted: bool,
+    /// The owner was told of the hold (`notify_after`).
+    warned: bool,
     /// The decision rested on an estimated figure at the last update.
     estimated: bool,
 }
 
 impl Sustain {
     /// Feeds one round of evaluations made at `now_micros`. Returns, per stream, each
-    /// rule's state and the decisions that are due (and not yet acted on). When `fresh`
+    /// rule's state, the decisions that are due (and not yet acted on), and those whose
+    /// hold just reached their `notify_after`. When `fresh`
     /// is false (Plex's data is stale) holds go on but the time since the last round is
     /// not counted.
     pub fn update(
@@ -295,13 +298,14 @@ impl Sustain {
         evals: &[StreamEval<'_>],
         now_micros: i64,
         fresh: bool,
-    ) -> Vec<(Vec<RuleState>, Vec<Decision>)> {
+    ) -> Vec<(Vec<RuleState>, Vec<Decision>, Vec<Decision>)> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(evals.len());
         for e in evals {
             let id = e.session.identity();
             let mut states = Vec::with_capacity(e.evaluations.len());
             let mut due = Vec::new();
+            let mut warn = Vec::new();
             let decisions = e.decisions();
             for ev in &e.evaluations {
                 let key = (id.clone(), ev.rule.name.clone());
@@ -315,6 +319,7 @@ impl Sustain {
                     held: 0,
                     last: now_micros,
                     acted: false,
+                    warned: false,
                     estimated,
                 };
                 let h = self.held.entry(key.clone()).or_insert(start);
@@ -330,7 +335,7 @@ impl Sustain {
                     h.estimated = estimated;
                 }
                 let h = *h;
-                seen.insert(key);
+                seen.insert(key.clone());
                 let held = Duration::from_micros(h.held.max(0) as u64);
                 if h.acted {
                     states.push(RuleState::Acted);
@@ -344,9 +349,18 @@ impl Sustain {
                         held,
                         sustain: ev.rule.sustain,
                     });
+                    if let (Some(after), Some(d)) = (ev.rule.notify_after, decision)
+                        && held >= after
+                        && !h.warned
+                    {
+                        warn.push(d.clone());
+                        if let Some(h) = self.held.get_mut(&key) {
+                            h.warned = true;
+                        }
+                    }
                 }
             }
-            out.push((states, due));
+            out.push((states, due, warn));
         }
         self.held.retain(|k, _| seen.contains(k));
         out
@@ -356,6 +370,13 @@ impl Sustain {
     /// of rules that changed or went away).
     pub fn retain_rules(&mut self, keep: impl Fn(&str) -> bool) {
         self.held.retain(|(_, rule), _| keep(rule));
+    }
+
+    /// How long the hold behind `d` has lasted.
+    pub fn held_for(&self, d: &Decision) -> Option<Duration> {
+        self.held
+            .get(&(d.session.identity(), d.rule.clone()))
+            .map(|h| Duration::from_micros(h.held.max(0) as u64))
     }
 
     /// Marks a due decision as acted on: it is not due again while its condition holds.
@@ -377,6 +398,8 @@ pub struct Tick<'r> {
     pub addresses: Vec<Option<attribute::AddressTotal>>,
     pub states: Vec<Vec<RuleState>>,
     pub due: Vec<Decision>,
+    /// Holds that just reached their rule's `notify_after`: the owner is told.
+    pub warn: Vec<Decision>,
 }
 
 /// What the engine remembers of each stream between rounds: how long each rule has held
@@ -493,13 +516,16 @@ pub fn tick_measured<'r>(
         .apply_picks();
     let mut states = Vec::with_capacity(streams.len());
     let mut due = Vec::new();
-    for (s, d) in tracker.sustain.update(&streams, now_micros, fresh) {
+    let mut warn = Vec::new();
+    for (s, d, w) in tracker.sustain.update(&streams, now_micros, fresh) {
         states.push(s);
         due.extend(d);
+        warn.extend(w);
     }
     Tick {
         streams,
         attributed,
+        warn,
         addresses: Vec::new(),
         states,
         due,

@@ -172,7 +172,8 @@ impl<'a> Facts<'a> {
             | A::ThrottleFailed
             | A::ThrottleSkipped
             | A::Unthrottle
-            | A::RiskyReload => "Message (not sent)",
+            | A::RiskyReload
+            | A::Warn => "Message (not sent)",
         }
     }
 
@@ -286,6 +287,7 @@ fn default_title(action: AuditAction, user: &str, rule: &str) -> String {
         A::ThrottleSkipped => format!("Did not throttle {user}'s stream"),
         A::Unthrottle => format!("Lifted the throttle on {user}'s stream"),
         A::RiskyReload => "The configuration was reloaded: check what it changed".to_string(),
+        A::Warn => format!("Rule {rule} is about to act on {user}'s stream"),
     }
 }
 
@@ -313,6 +315,9 @@ fn default_text(action: AuditAction, media: &str, rule: &str, rate: &str) -> Str
         }
         A::Log => format!("Rule {rule} matched {media} (log only)."),
         A::RiskyReload => "A reload changed what protects streams.".to_string(),
+        A::Warn => format!(
+            "Rule {rule} holds for {media}: it acts when its sustain is over, unless the stream stops first."
+        ),
     }
 }
 

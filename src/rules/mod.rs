@@ -62,6 +62,8 @@ pub struct Rule {
     pub throttle: Option<ThrottleSpec>,
     /// Which of a user's matching streams it acts on.
     pub pick: pick::Pick,
+    /// Tell the owner once the condition has held this long, before acting at `sustain`.
+    pub notify_after: Option<Duration>,
     /// For a throttle rule's `escalate`: the throttle rule it escalates. It matches only
     /// while that rule's throttle is on the stream, and its sustain (`after`) counts from
     /// then.
@@ -501,6 +503,24 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
             parse_duration(s.get_ref()).map_err(|m| here(s.span(), format!("sustain: {m}")))?
         }
     };
+    let notify_after = match &raw.notify_after {
+        None => None,
+        Some(n) => {
+            let d = parse_duration(n.get_ref())
+                .map_err(|m| here(n.span(), format!("notify_after: {m}")))?;
+            if d >= sustain {
+                return Err(here(
+                    n.span(),
+                    format!(
+                        "notify_after ({}) must be shorter than sustain ({}): the owner is told before the rule acts",
+                        n.get_ref(),
+                        raw.sustain.as_ref().map_or("0s", |s| s.get_ref().as_str())
+                    ),
+                ));
+            }
+            Some(d)
+        }
+    };
     let pick =
         pick::parse(raw.pick.as_ref().map(|p| p.get_ref().as_str()), &reads).map_err(|m| {
             here(
@@ -519,6 +539,7 @@ fn compile_rule(env: &Arc<cel::Env>, raw: &RawRule, config: &Config) -> Result<R
         reads,
         throttle,
         pick,
+        notify_after,
         escalates: None,
         program,
     })
@@ -561,6 +582,7 @@ fn compile_escalation(
         release_after: None,
         escalate: None,
         pick: parent.pick.clone(),
+        notify_after: None,
     };
     parse_duration(e.after.get_ref()).map_err(|m| {
         src.error(

@@ -33,6 +33,9 @@ pub enum AuditAction {
     /// A reload that weakens what protects streams or arms what kills them (dry run off,
     /// exemptions emptied, every rule gone).
     RiskyReload,
+    /// A rule's hold reached its `notify_after`: it acts when its sustain is over, unless
+    /// the stream stops first.
+    Warn,
 }
 
 impl AuditAction {
@@ -52,6 +55,7 @@ impl AuditAction {
         AuditAction::ThrottleSkipped,
         AuditAction::Unthrottle,
         AuditAction::RiskyReload,
+        AuditAction::Warn,
     ];
 
     /// Its name in the audit, the state and the config.
@@ -71,6 +75,7 @@ impl AuditAction {
             AuditAction::ThrottleSkipped => "throttle-skipped",
             AuditAction::Unthrottle => "unthrottle",
             AuditAction::RiskyReload => "risky-reload",
+            AuditAction::Warn => "warn",
         }
     }
 
@@ -82,7 +87,8 @@ impl AuditAction {
             | AuditAction::Zombie
             | AuditAction::TranscodeStopped
             | AuditAction::ThrottleSkipped
-            | AuditAction::RiskyReload => Severity::Warn,
+            | AuditAction::RiskyReload
+            | AuditAction::Warn => Severity::Warn,
             AuditAction::Kill
             | AuditAction::WouldKill
             | AuditAction::Log

@@ -1277,3 +1277,42 @@ async fn a_kill_reaches_the_notify_targets_and_a_failing_one_is_counted_in_metri
         );
     }
 }
+
+/// `notify_after`: the owner is told (audited as "warn", so the notify targets hear it)
+/// when the hold reaches it, once, before the kill at `sustain`.
+#[tokio::test]
+async fn notify_after_tells_the_owner_before_the_rule_acts() {
+    let rule = "[[rules]]\nname = \"fast\"\nwhen = 'measured_kbps_10s > 8000'\nsustain = \"4s\"\nnotify_after = \"1s\"\n";
+    let opts = Options {
+        flows: vec![([1, 2, 3, 11], 50_000, 20_000)],
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(&mixed_sessions()), rule, opts).await;
+    d.until(Duration::from_secs(15), |d| !d.plex.terminates().is_empty())
+        .await;
+    let (_, _, audit) = d.stop().await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|l| l["rule"] == "fast")
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["warn", "kill"], "{audit:?}");
+    let warn = audit.iter().find(|l| l["action"] == "warn").unwrap();
+    assert_eq!(warn["session_id"], FAST);
+    let reason = warn["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("acts in ") && reason.ends_with(" s unless the stream stops"),
+        "{reason}"
+    );
+    // notify_after must come before sustain.
+    let e = streamwarden::config::Config::parse(
+        "[[rules]]\nname = \"r\"\nwhen = 'user == \"x\"'\nsustain = \"5s\"\nnotify_after = \"5s\"\n",
+        Some("c.toml".into()),
+    )
+    .and_then(|c| streamwarden::rules::RuleSet::compile(&c).map_err(|e| e[0].clone()))
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("must be shorter than sustain"),
+        "{e}"
+    );
+}

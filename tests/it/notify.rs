@@ -540,7 +540,7 @@ mod notify_test {
         assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
         assert_eq!(
             stdout(&o),
-            "family (discord): sent; told of kill, kill-failed, zombie, kill-skipped, throttle, throttle-failed, risky-reload\nteam (slack): NOT sent: HTTP 500 Internal Server Error\n"
+            "family (discord): sent; told of kill, kill-failed, zombie, kill-skipped, throttle, throttle-failed, risky-reload, warn\nteam (slack): NOT sent: HTTP 500 Internal Server Error\n"
         );
         assert!(
             stderr(&o).contains("1 of 2 notification targets failed"),
