@@ -115,6 +115,9 @@ try {
     assert(users.includes('alice'), 'users: ' + users.join(', '));
     const header = await page.textContent('#plex');
     assert(/Plex reachable/.test(header), header);
+    // rules.example.toml puts alice in the group family: her row says so.
+    const groups = await page.$$eval('#stream-rows tr[data-session="demo-alice"] .chip.group', (xs) => xs.map((x) => x.textContent));
+    assert(groups.join(',') === 'family', 'alice\'s groups: ' + groups.join(','));
     // The demo's stand-in Plex serves its event stream: the header says events are live.
     await waitFor(async () => /^events live/.test(await page.textContent('#events')), 10000, 'events live');
   });
