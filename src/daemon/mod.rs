@@ -112,8 +112,13 @@ pub struct Summary {
     pub failures: Vec<(Decision, String)>,
 }
 
-/// Runs `work` to its end unless a stop comes first (then it is dropped where it waits: a
-/// kill whose intent is recorded counts as sent, never twice). True when stopped.
+/// How long a stop lets the work under way finish (a terminate whose answer is on its way,
+/// so that its outcome is audited), within the second a signal must be answered in.
+const STOP_GRACE: Duration = Duration::from_millis(700);
+
+/// Runs `work` to its end unless a stop comes first; then it gets `STOP_GRACE` to finish
+/// and is dropped where it waits (a kill whose intent is recorded counts as sent, never
+/// twice). True when stopped.
 async fn until_stopped(
     work: impl std::future::Future<Output = ()>,
     control: &mut tokio::sync::mpsc::Receiver<Control>,
@@ -125,7 +130,10 @@ async fn until_stopped(
             () = &mut work => return false,
             c = control.recv() => match c {
                 Some(Control::Reload) => *reload_asked = true,
-                Some(Control::Stop) | None => return true,
+                Some(Control::Stop) | None => {
+                    let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;
+                    return true;
+                }
             },
         }
     }
