@@ -440,3 +440,26 @@ pub fn report(
     users.sort_by(|a, b| b.month_bytes.cmp(&a.month_bytes).then(a.user.cmp(&b.user)));
     Ok(UsageReport { days, users })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::quota_limits;
+
+    #[test]
+    fn quota_limits_are_read_from_comparisons_of_usage_variables() {
+        assert_eq!(
+            quota_limits(r#"user_gb_month > 200 && location == "wan""#),
+            [("user_gb_month".to_string(), 200.0)]
+        );
+        assert_eq!(
+            quota_limits("user_hours_week >= 12.5 || user_gb_today>3"),
+            [
+                ("user_hours_week".to_string(), 12.5),
+                ("user_gb_today".to_string(), 3.0)
+            ]
+        );
+        // Not a limit: another variable, a comparison the other way, or inside a name.
+        assert!(quota_limits("user_streams > 2 && user_gb_month < 5").is_empty());
+        assert!(quota_limits("xuser_gb_month > 5").is_empty());
+    }
+}
