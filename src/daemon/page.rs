@@ -179,10 +179,14 @@ struct Tried {
 #[derive(serde::Deserialize)]
 struct TryBody {
     when: String,
+    /// Also backtest it over the last 7 days of recorded usage (the page asks when the
+    /// condition changes, not on each refresh of the live streams).
+    #[serde(default)]
+    past: bool,
 }
 
 impl Example for TryBody {
-    const EXAMPLE: &'static str = r#"{"when": "user == \"bob\""}"#;
+    const EXAMPLE: &'static str = r#"{"when": "user == \"bob\"", "past": true}"#;
 }
 
 /// `POST /api/rules/try` with `{"when": "..."}`: the condition compiled as a config's rule
@@ -190,12 +194,12 @@ impl Example for TryBody {
 /// compile. Nothing is acted on.
 async fn try_rule(
     State(board): State<Board>,
-    ApiJson(TryBody { when }): ApiJson<TryBody>,
+    ApiJson(TryBody { when, past }): ApiJson<TryBody>,
 ) -> Response {
     let streams = board.lab();
     let state = match board.audit() {
-        AuditSource::State(path, _) => Some(path.clone()),
-        AuditSource::Memory(_) => None,
+        AuditSource::State(path, _) if past => Some(path.clone()),
+        _ => None,
     };
     let usage = board.usage_config().clone();
     // Compiling parses on a thread of its own (see rules::limits): off the async workers.

@@ -378,9 +378,14 @@
 
   let labTimer = null;
   let labSeq = 0;
+  // The backtest over the recorded past is asked for once per condition, not on each
+  // refresh of the live streams: it reads a week of usage.
+  let pastFor = null;
+  let pastText = '';
   async function tryRule() {
     const when = $('lab-when').value;
     const seq = ++labSeq;
+    const askPast = when !== pastFor;
     if (!when.trim()) {
       $('lab-error').hidden = true;
       $('lab-table').hidden = true;
@@ -390,7 +395,7 @@
     const r = await call('api/rules/try', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ when }),
+      body: JSON.stringify({ when, past: askPast }),
     });
     if (seq !== labSeq) return;
     if (r.status === 400 && r.body && typeof r.body.line === 'number') {
@@ -414,11 +419,15 @@
     $('lab-error').hidden = true;
     const res = r.body;
     const matched = res.streams.filter((s) => s.matched === true).length;
-    let past = '';
-    if (res.past && res.past.periods > 0) {
+    let past = askPast ? '' : pastText;
+    if (askPast && res.past && res.past.periods > 0) {
       past = ' In the last 7 days of recorded usage it would have matched ' + res.past.streams + ' stream' + (res.past.streams === 1 ? '' : 's') +
         ' of ' + res.past.users + ' user' + (res.past.users === 1 ? '' : 's') + '.';
       if (res.past.unknown_periods > 0) past += ' (' + res.past.unknown.join(', ') + ' not recorded: ' + res.past.unknown_periods + ' periods not judged.)';
+    }
+    if (askPast) {
+      pastFor = when;
+      pastText = past;
     }
     $('lab-reads').textContent = 'Reads ' + (res.reads.join(', ') || 'nothing') + '. Matches ' + matched + ' of ' + res.streams.length + ' live streams.' + past;
     $('lab-table').hidden = res.streams.length === 0;
