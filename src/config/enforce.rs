@@ -82,12 +82,7 @@ impl RawEnforce {
         }
         let timezone = match &self.timezone {
             None => jiff::tz::TimeZone::system(),
-            Some(t) => jiff::tz::TimeZone::get(t.get_ref().trim()).map_err(|e| {
-                source.error(
-                    Some(t.span()),
-                    format!("timezone: {e}; give an IANA name such as \"Europe/Paris\" or leave it out for the machine's"),
-                )
-            })?,
+            Some(t) => super::usage::zone(t, source)?,
         };
         Ok(EnforceConfig {
             dry_run: self.dry_run.unwrap_or(false),

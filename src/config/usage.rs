@@ -64,12 +64,7 @@ impl RawUsage {
         }
         let timezone = match &self.timezone {
             None => d.timezone,
-            Some(t) => jiff::tz::TimeZone::get(t.get_ref().trim()).map_err(|e| {
-                source.error(
-                    Some(t.span()),
-                    format!("timezone: {e}; give an IANA name such as \"Europe/Paris\" or leave it out for the machine's"),
-                )
-            })?,
+            Some(t) => zone(t, source)?,
         };
         let week_starts = match &self.week_starts {
             None => d.week_starts,
@@ -89,17 +84,43 @@ impl RawUsage {
     }
 }
 
-fn weekday(s: &str) -> Option<jiff::civil::Weekday> {
+/// The days of the week by name, as written in the config and read by rules.
+pub const WEEKDAYS: [(&str, jiff::civil::Weekday); 7] = {
     use jiff::civil::Weekday::*;
-    Some(match s.trim().to_ascii_lowercase().as_str() {
-        "monday" => Monday,
-        "tuesday" => Tuesday,
-        "wednesday" => Wednesday,
-        "thursday" => Thursday,
-        "friday" => Friday,
-        "saturday" => Saturday,
-        "sunday" => Sunday,
-        _ => return None,
+    [
+        ("monday", Monday),
+        ("tuesday", Tuesday),
+        ("wednesday", Wednesday),
+        ("thursday", Thursday),
+        ("friday", Friday),
+        ("saturday", Saturday),
+        ("sunday", Sunday),
+    ]
+};
+
+fn weekday(s: &str) -> Option<jiff::civil::Weekday> {
+    let s = s.trim().to_ascii_lowercase();
+    WEEKDAYS.iter().find(|(n, _)| *n == s).map(|(_, d)| *d)
+}
+
+/// The name of a day of the week ("monday").
+pub fn weekday_name(d: jiff::civil::Weekday) -> &'static str {
+    WEEKDAYS
+        .iter()
+        .find(|(_, w)| *w == d)
+        .map_or("", |(n, _)| n)
+}
+
+/// A time zone as written (`timezone = "Europe/Paris"`), or an error at its place.
+pub(super) fn zone(
+    t: &toml::Spanned<String>,
+    source: &super::SourceMap,
+) -> Result<jiff::tz::TimeZone, super::ConfigError> {
+    jiff::tz::TimeZone::get(t.get_ref().trim()).map_err(|e| {
+        source.error(
+            Some(t.span()),
+            format!("timezone: {e}; give an IANA name such as \"Europe/Paris\" or leave it out for the machine's"),
+        )
     })
 }
 

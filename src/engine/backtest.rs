@@ -254,21 +254,12 @@ impl History {
         let end = at(until);
         let between = |from: i64| {
             let f = at(from);
-            (end.0 - f.0, end.1 - f.1, end.2 - f.2)
+            crate::state::usage::Since {
+                bytes: end.0 - f.0,
+                seconds: end.1 - f.1,
+                transcodes: end.2 - f.2,
+            }
         };
-        let [today, week, month, d7, d30] = starts.map(between);
-        let gb = |b: i64| b as f64 / 1e9;
-        let hours = |s: i64| s as f64 / 3600.0;
-        UserUsage {
-            gb_today: gb(today.0),
-            gb_week: gb(week.0),
-            gb_month: gb(month.0),
-            gb_7d: gb(d7.0),
-            gb_30d: gb(d30.0),
-            hours_today: hours(today.1),
-            hours_week: hours(week.1),
-            hours_month: hours(month.1),
-            transcodes_today: today.2 as f64,
-        }
+        super::usage::usage_of(&starts.map(between))
     }
 }

@@ -192,24 +192,9 @@ impl Recorder {
                 t.seconds += seconds;
             }
         }
-        let gb = |b: i64| b as f64 / 1e9;
-        let hours = |s: i64| s as f64 / 3600.0;
         totals
             .into_iter()
-            .map(|(user, [today, week, month, d7, d30])| {
-                let u = crate::rules::UserUsage {
-                    gb_today: gb(today.bytes),
-                    gb_week: gb(week.bytes),
-                    gb_month: gb(month.bytes),
-                    gb_7d: gb(d7.bytes),
-                    gb_30d: gb(d30.bytes),
-                    hours_today: hours(today.seconds),
-                    hours_week: hours(week.seconds),
-                    hours_month: hours(month.seconds),
-                    transcodes_today: today.transcodes as f64,
-                };
-                (user, u)
-            })
+            .map(|(user, periods)| (user, usage_of(&periods)))
             .collect()
     }
 
@@ -258,6 +243,25 @@ impl Recorder {
                 ..Row::default()
             });
         r.row.bytes += bytes as i64;
+    }
+}
+
+/// A user's usage as rules read it from their totals since today, this week, this month,
+/// 7 and 30 days ago (GB are 10^9 bytes).
+pub fn usage_of(periods: &[crate::state::usage::Since; 5]) -> UserUsage {
+    let [today, week, month, d7, d30] = periods;
+    let gb = |b: i64| b as f64 / 1e9;
+    let hours = |s: i64| s as f64 / 3600.0;
+    UserUsage {
+        gb_today: gb(today.bytes),
+        gb_week: gb(week.bytes),
+        gb_month: gb(month.bytes),
+        gb_7d: gb(d7.bytes),
+        gb_30d: gb(d30.bytes),
+        hours_today: hours(today.seconds),
+        hours_week: hours(week.seconds),
+        hours_month: hours(month.seconds),
+        transcodes_today: today.transcodes as f64,
     }
 }
 

@@ -54,16 +54,7 @@ pub fn before_parsing(when: &str) -> Option<(usize, String)> {
 /// When an unknown name is a value a variable can take (`state == paused`): the hint to
 /// quote it.
 pub fn unquoted(name: &str) -> Option<String> {
-    let vars = [
-        "state",
-        "location",
-        "video_decision",
-        "transcode_decision",
-        "video_resolution",
-        "media_type",
-        "rate_source",
-    ];
-    let var = vars.iter().find(|v| {
+    let var = super::vars::VARIABLES.iter().map(|(v, _)| *v).find(|v| {
         super::types::known_values(v)
             .is_some_and(|k| k.iter().any(|x| x.eq_ignore_ascii_case(name)))
     })?;

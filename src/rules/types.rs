@@ -58,6 +58,15 @@ pub fn known_values(var: &str) -> Option<&'static [&'static str]> {
         "video_resolution" | "source_resolution" => &["4k", "1080", "720", "480", "sd"],
         "media_type" => &["movie", "episode", "track", "clip", "photo"],
         "rate_source" => &["packets", "plex"],
+        "weekday" => &[
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ],
         _ => return None,
     })
 }
@@ -416,19 +425,14 @@ impl Checker<'_> {
     }
 }
 
-/// "600", "8 Mbps" (as kbps), "1.5" as a number to write without quotes.
+/// "600", "8 Mbps" (as kbps), "1.5" as a number to write without quotes; rates are read as
+/// a throttle's `rate` is.
 fn plain_number(s: &str) -> Option<String> {
     let t = s.trim();
     if t.parse::<f64>().is_ok() {
         return Some(t.to_string());
     }
-    let lower = t.to_ascii_lowercase();
-    for (unit, factor) in [("gbps", 1e6), ("mbps", 1e3), ("kbps", 1.0)] {
-        if let Some(n) = lower.strip_suffix(unit)
-            && let Ok(v) = n.trim().parse::<f64>()
-        {
-            return Some(format!("{}", v * factor));
-        }
-    }
-    None
+    super::rate::parse_rate(t)
+        .ok()
+        .map(|bps| format!("{}", bps as f64 / 1000.0))
 }

@@ -258,15 +258,7 @@ impl Vars {
             return;
         };
         let z = t.to_zoned(zone.clone());
-        let weekday = match z.weekday() {
-            jiff::civil::Weekday::Monday => "monday",
-            jiff::civil::Weekday::Tuesday => "tuesday",
-            jiff::civil::Weekday::Wednesday => "wednesday",
-            jiff::civil::Weekday::Thursday => "thursday",
-            jiff::civil::Weekday::Friday => "friday",
-            jiff::civil::Weekday::Saturday => "saturday",
-            jiff::civil::Weekday::Sunday => "sunday",
-        };
+        let weekday = crate::config::usage::weekday_name(z.weekday());
         self.set("hour", Value::Number(f64::from(z.hour())));
         self.set("minute", Value::Number(f64::from(z.minute())));
         self.set("weekday", Value::Text(weekday.into()));
