@@ -30,6 +30,29 @@ fn two_sessions_xml(dir: &Path) -> String {
     p.display().to_string()
 }
 
+/// Two TLS connections from Plex to CLIENT for 30 s (100 and 200 packets of 1250 bytes a
+/// second: 3000 kbps in all), nothing readable in them.
+fn tls_capture(dir: &Path) -> std::path::PathBuf {
+    let mut cap = Cap::default();
+    // A TLS ClientHello-like start: nothing to read.
+    cap.packet(
+        0,
+        eth_tcp(
+            CLIENT,
+            50001,
+            SERVER,
+            32400,
+            &[0x16, 3, 1, 0, 200, 1, 0, 0, 196],
+        ),
+    );
+    cap.stream(SERVER, 32400, CLIENT, 50001, 0, 30, 100, 1250);
+    cap.stream(SERVER, 32400, CLIENT, 50002, 0, 30, 200, 1250);
+    cap.packet(30_000_000, eth_tcp(CLIENT, 50001, SERVER, 32400, &[]));
+    let file = dir.join("tls.pcap");
+    cap.write(&file);
+    file
+}
+
 fn session<'a>(v: &'a Value, id: &str) -> &'a Value {
     v["sessions"]
         .as_array()
@@ -140,23 +163,7 @@ fn two_sessions_behind_one_address_are_told_apart_by_their_requests() {
 #[test]
 fn two_sessions_over_tls_are_split_by_plex_bitrates_and_marked_estimated() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cap = Cap::default();
-    // A TLS ClientHello-like start: nothing to read.
-    cap.packet(
-        0,
-        eth_tcp(
-            CLIENT,
-            50001,
-            SERVER,
-            32400,
-            &[0x16, 3, 1, 0, 200, 1, 0, 0, 196],
-        ),
-    );
-    cap.stream(SERVER, 32400, CLIENT, 50001, 0, 30, 100, 1250);
-    cap.stream(SERVER, 32400, CLIENT, 50002, 0, 30, 200, 1250);
-    cap.packet(30_000_000, eth_tcp(CLIENT, 50001, SERVER, 32400, &[]));
-    let file = dir.path().join("tls.pcap");
-    cap.write(&file);
+    let file = tls_capture(dir.path());
     let xml = two_sessions_xml(dir.path());
     let v = json_of(&replay(
         dir.path(),
@@ -499,22 +506,7 @@ fn a_throttle_rule_and_its_escalation_play_out_in_packet_time() {
 #[test]
 fn an_unknown_share_shows_the_address_total_and_who_shares_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cap = Cap::default();
-    cap.packet(
-        0,
-        eth_tcp(
-            CLIENT,
-            50001,
-            SERVER,
-            32400,
-            &[0x16, 3, 1, 0, 200, 1, 0, 0, 196],
-        ),
-    );
-    cap.stream(SERVER, 32400, CLIENT, 50001, 0, 30, 100, 1250);
-    cap.stream(SERVER, 32400, CLIENT, 50002, 0, 30, 200, 1250);
-    cap.packet(30_000_000, eth_tcp(CLIENT, 50001, SERVER, 32400, &[]));
-    let file = dir.path().join("tls.pcap");
-    cap.write(&file);
+    let file = tls_capture(dir.path());
     let xml = two_sessions_xml(dir.path());
     let body = std::fs::read_to_string(&xml).unwrap();
     assert!(body.contains("bitrate=\"6000\""));

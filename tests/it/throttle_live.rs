@@ -7,15 +7,14 @@
 //! Needs root (namespaces, CAP_NET_ADMIN). Outside CI it is skipped without; under `CI` it
 //! fails.
 
-use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::need::{Need, have};
-use crate::common::netns::{Netns, client, ip, rate, serve};
+use crate::common::netns::{Lab, Netns, rate, stop as stop_daemon};
 use crate::common::*;
 
 fn qdiscs(ns: &Netns, dev: &str) -> String {
@@ -40,77 +39,15 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
     ) {
         return;
     }
-    let tag = std::process::id() % 100_000;
-    let plex_ns = Netns::new(format!("swtp{tag}"));
-    let client_ns = Netns::new(format!("swtc{tag}"));
-    let (dev, peer) = (format!("swp{tag}"), format!("swc{tag}"));
-    ip(&[
-        "link",
-        "add",
-        &dev,
-        "netns",
-        &plex_ns.0,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        &client_ns.0,
-    ]);
-    ip(&["-n", &plex_ns.0, "addr", "add", "10.66.0.1/24", "dev", &dev]);
-    ip(&[
-        "-n",
-        &client_ns.0,
-        "addr",
-        "add",
-        "10.66.0.2/24",
-        "dev",
-        &peer,
-    ]);
-    ip(&[
-        "-n",
-        &client_ns.0,
-        "addr",
-        "add",
-        "10.66.0.3/24",
-        "dev",
-        &peer,
-    ]);
-    for (ns, d) in [(&plex_ns, &dev), (&client_ns, &peer)] {
-        ip(&["-n", &ns.0, "link", "set", d, "up"]);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-    }
-    let before = qdiscs(&plex_ns, &dev);
+    let lab = Lab::new('t', "10.66.0");
+    let (plex_ns, dev) = (&lab.plex_ns, &lab.dev);
+    let before = qdiscs(plex_ns, dev);
 
-    // Plex's streams: 40 Mbps to 10.66.0.2, 10 Mbps to 10.66.0.3.
+    // Plex's streams: 40 Mbps to 10.66.0.2, 10 Mbps to 10.66.0.3; the fake Plex lists the
+    // two streams at those addresses.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let server = {
-        let stop = stop.clone();
-        plex_ns.run(move || {
-            let listener = TcpListener::bind("10.66.0.1:32400").unwrap();
-            ready_tx.send(()).unwrap();
-            serve(
-                listener,
-                vec![
-                    ("10.66.0.2".parse().unwrap(), 40_000_000),
-                    ("10.66.0.3".parse().unwrap(), 10_000_000),
-                ],
-                stop,
-            );
-        })
-    };
-    ready_rx.recv().unwrap();
-    // The fake Plex lists the two streams at those addresses; it listens inside the Plex
-    // namespace, where the daemon runs.
-    let sessions = mixed_sessions()
-        .replace("1.2.3.11", "10.66.0.2")
-        .replace("address=\"0.0.0.0\"", "address=\"10.66.0.3\"");
-    let plex = plex_ns
-        .run(move || FakePlex::start(&sessions))
-        .join()
-        .unwrap();
+    let server = lab.serve([40_000_000, 10_000_000], stop.clone());
+    let plex = lab.fake_plex();
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -120,31 +57,9 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
         ),
     )
     .unwrap();
-    let mut daemon = plex_ns
-        .cmd(bin().to_str().unwrap())
-        .args(["run", "--config", "c.toml"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("STATE_DIRECTORY", dir.path())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PLEX_URL", &plex.url)
-        .env("PLEX_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = lab.daemon(dir.path(), &plex);
     thread::sleep(Duration::from_secs(1));
-
-    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-    let server_addr: SocketAddr = "10.66.0.1:32400".parse().unwrap();
-    let clients: Vec<_> = ["10.66.0.2:40001", "10.66.0.3:40002"]
-        .iter()
-        .zip(&counts)
-        .map(|(local, count)| {
-            let (local, count, stop) = (local.parse().unwrap(), count.clone(), stop.clone());
-            client_ns.run(move || client(local, server_addr, count, stop))
-        })
-        .collect();
+    let (counts, clients) = lab.viewers(&stop);
 
     let audit = dir.path().join("audit.jsonl");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -156,7 +71,7 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
         thread::sleep(Duration::from_millis(200));
     }
     let throttled = std::fs::read_to_string(&audit).unwrap_or_default();
-    let during = qdiscs(&plex_ns, &dev);
+    let during = qdiscs(plex_ns, dev);
     // Settle, then measure both over the same 3 s.
     thread::sleep(Duration::from_secs(4));
     let (a, b) = thread::scope(|s| {
@@ -165,19 +80,9 @@ fn run_throttles_one_stream_in_the_kernel_and_leaves_the_interface_as_it_found_i
         (a.join().unwrap(), b.join().unwrap())
     });
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
-    let _ = daemon.kill();
-    let out = daemon.wait_with_output().unwrap();
+    let out = stop_daemon(daemon);
     let log = String::from_utf8_lossy(&out.stderr).to_string();
-    let after = qdiscs(&plex_ns, &dev);
+    let after = qdiscs(plex_ns, dev);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();

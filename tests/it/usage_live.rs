@@ -6,15 +6,13 @@
 //!
 //! Needs root (namespaces, capture). Outside CI it is skipped without; under `CI` it fails.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::need::{Need, have};
-use crate::common::netns::{Netns, client, ip, serve};
+use crate::common::netns::{Lab, Netns, stop};
 use crate::common::*;
 
 /// The interface's transmitted IP bytes (its byte counter less 14 bytes of Ethernet header
@@ -31,33 +29,9 @@ fn tx_ip_bytes(ns: &Netns, dev: &str) -> u64 {
     read("tx_bytes") - 14 * read("tx_packets")
 }
 
-fn start_daemon(ns: &Netns, dir: &std::path::Path, plex: &FakePlex) -> Child {
-    ns.cmd(bin().to_str().unwrap())
-        .args(["run", "--config", "c.toml"])
-        .current_dir(dir)
-        .env_clear()
-        .env("STATE_DIRECTORY", dir)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PLEX_URL", &plex.url)
-        .env("PLEX_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn stop_daemon(mut daemon: Child) -> String {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
-    let _ = daemon.kill();
-    let out = daemon.wait_with_output().unwrap();
+/// Stops the daemon; it must exit 0. What it logged.
+fn stopped(daemon: std::process::Child) -> String {
+    let out = stop(daemon);
     assert_eq!(out.status.code(), Some(0));
     String::from_utf8_lossy(&out.stderr).to_string()
 }
@@ -88,40 +62,10 @@ fn usage_of_real_traffic_matches_the_kernel_and_quotas_and_backtests_use_it() {
     ) {
         return;
     }
-    let tag = std::process::id() % 100_000;
-    let plex_ns = Netns::new(format!("swup{tag}"));
-    let client_ns = Netns::new(format!("swuc{tag}"));
-    let (dev, peer) = (format!("swup{tag}"), format!("swuc{tag}"));
-    ip(&[
-        "link",
-        "add",
-        &dev,
-        "netns",
-        &plex_ns.0,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        &client_ns.0,
-    ]);
-    ip(&["-n", &plex_ns.0, "addr", "add", "10.67.0.1/24", "dev", &dev]);
-    for a in ["10.67.0.2/24", "10.67.0.3/24"] {
-        ip(&["-n", &client_ns.0, "addr", "add", a, "dev", &peer]);
-    }
-    for (ns, d) in [(&plex_ns, &dev), (&client_ns, &peer)] {
-        ip(&["-n", &ns.0, "link", "set", d, "up"]);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-    }
     // bob is ha_session_base's user 7 at 10.67.0.2; carol homarr's example_usr at 10.67.0.3.
-    let sessions = mixed_sessions()
-        .replace("1.2.3.11", "10.67.0.2")
-        .replace("address=\"0.0.0.0\"", "address=\"10.67.0.3\"");
-    let plex = plex_ns
-        .run(move || FakePlex::start(&sessions))
-        .join()
-        .unwrap();
+    let lab = Lab::new('u', "10.67.0");
+    let (plex_ns, dev) = (&lab.plex_ns, lab.dev.clone());
+    let plex = lab.fake_plex();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("c.toml"),
@@ -130,38 +74,12 @@ fn usage_of_real_traffic_matches_the_kernel_and_quotas_and_backtests_use_it() {
         ),
     )
     .unwrap();
-    let daemon = start_daemon(&plex_ns, dir.path(), &plex);
+    let daemon = lab.daemon(dir.path(), &plex);
     thread::sleep(Duration::from_secs(2));
-    let tx_before = tx_ip_bytes(&plex_ns, &dev);
-
+    let tx_before = tx_ip_bytes(plex_ns, &dev);
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let server = {
-        let stop = stop.clone();
-        plex_ns.run(move || {
-            let listener = TcpListener::bind("10.67.0.1:32400").unwrap();
-            ready_tx.send(()).unwrap();
-            serve(
-                listener,
-                vec![
-                    ("10.67.0.2".parse().unwrap(), 20_000_000),
-                    ("10.67.0.3".parse().unwrap(), 10_000_000),
-                ],
-                stop,
-            );
-        })
-    };
-    ready_rx.recv().unwrap();
-    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-    let server_addr: SocketAddr = "10.67.0.1:32400".parse().unwrap();
-    let clients: Vec<_> = ["10.67.0.2:41001", "10.67.0.3:41002"]
-        .iter()
-        .zip(&counts)
-        .map(|(local, count)| {
-            let (local, count, stop) = (local.parse().unwrap(), count.clone(), stop.clone());
-            client_ns.run(move || client(local, server_addr, count, stop))
-        })
-        .collect();
+    let server = lab.serve([20_000_000, 10_000_000], stop.clone());
+    let (counts, clients) = lab.viewers(&stop);
     // About 40 s for bob to pass 0.1 GB at 20 Mbit/s; 55 s in all.
     let started = Instant::now();
     let mut acted_after = None;
@@ -185,8 +103,8 @@ fn usage_of_real_traffic_matches_the_kernel_and_quotas_and_backtests_use_it() {
     }
     let _ = server.join();
     thread::sleep(Duration::from_millis(500));
-    let sent = tx_ip_bytes(&plex_ns, &dev) - tx_before;
-    let log = stop_daemon(daemon);
+    let sent = tx_ip_bytes(plex_ns, &dev) - tx_before;
+    let log = stopped(daemon);
 
     let rows = usage_json(dir.path());
     let (bob, carol) = (bytes_of(&rows, "User 7"), bytes_of(&rows, "example_usr"));
@@ -268,8 +186,8 @@ fn usage_of_real_traffic_matches_the_kernel_and_quotas_and_backtests_use_it() {
     );
 
     // A restart carries the totals on.
-    let daemon = start_daemon(&plex_ns, dir.path(), &plex);
+    let daemon = lab.daemon(dir.path(), &plex);
     thread::sleep(Duration::from_secs(2));
-    stop_daemon(daemon);
+    stopped(daemon);
     assert_eq!(bytes_of(&usage_json(dir.path()), "User 7"), bob);
 }

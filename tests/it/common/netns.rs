@@ -145,3 +145,147 @@ pub fn rate(count: &AtomicU64, secs: f64) -> f64 {
     let after = count.load(Ordering::Relaxed);
     (after - before) as f64 * 8.0 / t.elapsed().as_secs_f64()
 }
+
+/// "Plex" and two viewers for a live test: two namespaces joined by a veth pair, the server
+/// at `NET.1` on `dev` (in `plex_ns`, where the daemon and the fake Plex run), the viewers at
+/// `NET.2` and `NET.3` on the peer (in `client_ns`). Removed on drop.
+pub struct Lab {
+    pub plex_ns: Netns,
+    pub client_ns: Netns,
+    pub dev: String,
+    net: String,
+}
+
+impl Lab {
+    /// `letter` keeps the names of tests that run at once apart; `net` is a /24's first
+    /// three numbers ("10.66.0").
+    pub fn new(letter: char, net: &str) -> Self {
+        let tag = std::process::id() % 100_000;
+        let plex_ns = Netns::new(format!("sw{letter}p{tag}"));
+        let client_ns = Netns::new(format!("sw{letter}c{tag}"));
+        let (dev, peer) = (format!("sw{letter}p{tag}"), format!("sw{letter}c{tag}"));
+        ip(&[
+            "link",
+            "add",
+            &dev,
+            "netns",
+            &plex_ns.0,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &client_ns.0,
+        ]);
+        ip(&[
+            "-n",
+            &plex_ns.0,
+            "addr",
+            "add",
+            &format!("{net}.1/24"),
+            "dev",
+            &dev,
+        ]);
+        for host in [2, 3] {
+            let a = format!("{net}.{host}/24");
+            ip(&["-n", &client_ns.0, "addr", "add", &a, "dev", &peer]);
+        }
+        for (ns, d) in [(&plex_ns, &dev), (&client_ns, &peer)] {
+            ip(&["-n", &ns.0, "link", "set", d, "up"]);
+            ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        }
+        Lab {
+            plex_ns,
+            client_ns,
+            dev,
+            net: net.to_string(),
+        }
+    }
+
+    /// The fake Plex, in the server's namespace, listing mixed_sessions' ha_session_base
+    /// viewer (user 7) at `NET.2` and homarr's (example_usr) at `NET.3`.
+    pub fn fake_plex(&self) -> super::FakePlex {
+        use super::StartFake;
+        let sessions = super::mixed_sessions()
+            .replace("1.2.3.11", &format!("{}.2", self.net))
+            .replace(
+                "address=\"0.0.0.0\"",
+                &format!("address=\"{}.3\"", self.net),
+            );
+        self.plex_ns
+            .run(move || super::FakePlex::start(&sessions))
+            .join()
+            .unwrap()
+    }
+
+    /// Sends `rates` (bits a second) to `NET.2` and `NET.3` from `NET.1:32400` until `stop`;
+    /// returns once it listens.
+    pub fn serve(&self, rates: [u64; 2], stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let net = self.net.clone();
+        let server = self.plex_ns.run(move || {
+            let listener = TcpListener::bind(format!("{net}.1:32400")).unwrap();
+            ready_tx.send(()).unwrap();
+            let to = |h: u8| format!("{net}.{h}").parse().unwrap();
+            serve(listener, vec![(to(2), rates[0]), (to(3), rates[1])], stop);
+        });
+        ready_rx.recv().unwrap();
+        server
+    }
+
+    /// Both viewers reading until `stop`: the bytes each received, and their threads.
+    pub fn viewers(
+        &self,
+        stop: &Arc<AtomicBool>,
+    ) -> ([Arc<AtomicU64>; 2], Vec<thread::JoinHandle<()>>) {
+        let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+        let server: SocketAddr = format!("{}.1:32400", self.net).parse().unwrap();
+        let threads = [2, 3]
+            .iter()
+            .zip(&counts)
+            .map(|(host, count)| {
+                let local: SocketAddr = format!("{}.{host}:4000{}", self.net, host - 1)
+                    .parse()
+                    .unwrap();
+                let (count, stop) = (count.clone(), stop.clone());
+                self.client_ns
+                    .run(move || client(local, server, count, stop))
+            })
+            .collect();
+        (counts, threads)
+    }
+
+    /// `streamwarden run --config c.toml` in the server's namespace, from `dir` (its state
+    /// there too), against `plex`.
+    pub fn daemon(&self, dir: &std::path::Path, plex: &super::FakePlex) -> std::process::Child {
+        self.plex_ns
+            .cmd(super::bin().to_str().unwrap())
+            .args(["run", "--config", "c.toml"])
+            .current_dir(dir)
+            .env_clear()
+            .env("STATE_DIRECTORY", dir)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PLEX_URL", &plex.url)
+            .env("PLEX_TOKEN", super::TOKEN)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Stops a daemon with SIGTERM (killing it after 10 s); what it printed and its status.
+pub fn stop(mut daemon: std::process::Child) -> std::process::Output {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    daemon.wait_with_output().unwrap()
+}

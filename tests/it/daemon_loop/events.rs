@@ -85,18 +85,24 @@ async fn killed_after(d: &Daemon, id: &str, since: Instant, limit: Duration) -> 
     }
 }
 
-#[tokio::test]
-async fn a_stream_plex_announces_is_killed_at_once_though_polling_is_a_minute_apart() {
-    let plex = FakePlex::start(EMPTY);
+/// A daemon polling a minute apart (even with its event stream down), its event stream
+/// live, over a Plex with no stream yet.
+async fn listening() -> Daemon {
     let opts = Options {
         http: true,
         poll_interval: Duration::from_secs(60),
         events: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    let d = start(plex, TRANSCODE, opts).await;
+    let d = start(FakePlex::start(EMPTY), TRANSCODE, opts).await;
+    until_events(d.http.unwrap(), "live", Duration::from_secs(10)).await;
+    d
+}
+
+#[tokio::test]
+async fn a_stream_plex_announces_is_killed_at_once_though_polling_is_a_minute_apart() {
+    let d = listening().await;
     let addr = d.http.unwrap();
-    until_events(addr, "live", Duration::from_secs(10)).await;
     // The Plex client's request timeout (2 s here) does not cut the open stream.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut latencies = Vec::new();
@@ -181,16 +187,8 @@ async fn a_refused_event_stream_leaves_polling_at_the_fallback_interval() {
 async fn a_dropped_event_stream_is_reopened_and_events_count_again() {
     let logs = Logs::default();
     let _guard = logs.subscriber();
-    let plex = FakePlex::start(EMPTY);
-    let opts = Options {
-        http: true,
-        poll_interval: Duration::from_secs(60),
-        events: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let d = start(plex, TRANSCODE, opts).await;
+    let d = listening().await;
     let addr = d.http.unwrap();
-    until_events(addr, "live", Duration::from_secs(10)).await;
     d.plex.drop_event_streams();
     // Down, then open again after the first backoff (1 s).
     let t0 = Instant::now();

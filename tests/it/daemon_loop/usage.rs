@@ -19,6 +19,18 @@ fn push(feed: &Feed, client: [u8; 4], port: u16, n: usize) -> i64 {
     n as i64 * 1500
 }
 
+/// A daemon without rules recording usage in the state at `path`, once the first read of
+/// the sessions has landed.
+async fn recording(path: &std::path::Path) -> Daemon {
+    let opts = Options {
+        state: Some(path.to_path_buf()),
+        ..Default::default()
+    };
+    let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    d
+}
+
 fn totals(path: &std::path::Path) -> Vec<(String, i64)> {
     State::open_read_only(path)
         .unwrap()
@@ -40,13 +52,7 @@ async fn each_users_bytes_are_recorded_exactly_and_a_restart_carries_them_on() {
     let run = |extra: usize| {
         let path = path.clone();
         async move {
-            let opts = Options {
-                state: Some(path),
-                ..Default::default()
-            };
-            let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
-            // Let the first read of the sessions land, then send.
-            tokio::time::sleep(Duration::from_millis(1200)).await;
+            let d = recording(&path).await;
             let sent = (
                 push(&d.feed, [1, 2, 3, 11], 50_000, 1000 + extra),
                 push(&d.feed, [127, 0, 0, 1], 50_001, 200),
@@ -81,12 +87,7 @@ async fn each_users_bytes_are_recorded_exactly_and_a_restart_carries_them_on() {
 async fn usage_prints_the_recorded_totals_as_json_csv_and_text() {
     let keep = tempfile::tempdir().unwrap();
     let path = keep.path().join("state.db");
-    let opts = Options {
-        state: Some(path.clone()),
-        ..Default::default()
-    };
-    let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let d = recording(&path).await;
     let fast = push(&d.feed, [1, 2, 3, 11], 50_000, 700);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     d.stop().await;
@@ -169,12 +170,7 @@ async fn a_quota_rule_on_user_gb_today_stops_only_the_user_over_it() {
 async fn backtest_names_who_a_rule_would_have_stopped_from_the_recorded_minutes() {
     let keep = tempfile::tempdir().unwrap();
     let path = keep.path().join("state.db");
-    let opts = Options {
-        state: Some(path.clone()),
-        ..Default::default()
-    };
-    let d = start(FakePlex::start(&mixed_sessions()), "", opts).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let d = recording(&path).await;
     push(&d.feed, [1, 2, 3, 11], 50_000, 1000);
     push(&d.feed, [127, 0, 0, 1], 50_001, 10);
     tokio::time::sleep(Duration::from_millis(2200)).await;
