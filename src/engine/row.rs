@@ -101,6 +101,16 @@ impl StreamRow {
     }
 }
 
+/// What a stream whose share of its address cannot be told says instead of a figure:
+/// "4.01 Mbps at this address, shared with dave, share unknown" (`replay`, `sessions`).
+pub fn unknown_share(address_kbps: f64, shared_with: &[String]) -> String {
+    format!(
+        "{:.2} Mbps at this address, shared with {}, share unknown",
+        address_kbps / 1000.0,
+        shared_with.join(", ")
+    )
+}
+
 /// The rows of one round; `killed` says which Session ids were killed and not yet gone,
 /// `throttle` gives the throttle on a stream (by identity).
 pub fn rows(

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod daemon_client;
+pub mod listing;
 pub mod message;
 mod modes;
 pub mod notify;

@@ -265,11 +265,9 @@ impl Replay {
             // No traffic seen for a session: unknown, not zero. When it shares an address
             // and its share cannot be told, the address's total, said as such.
             let unknown = || match self.address_total(i) {
-                Some(t) => format!(
-                    "{} Mbps at this address, shared with {}, share unknown",
-                    mbps(t.measured.kbps_1m),
-                    self.shared_with(i).join(", ")
-                ),
+                Some(t) => {
+                    crate::engine::row::unknown_share(t.measured.kbps_1m, &self.shared_with(i))
+                }
                 None => "no traffic seen".to_string(),
             };
             let rates = a.as_ref().map_or_else(unknown, |a| {

@@ -459,7 +459,10 @@ async fn a_stream_whose_share_is_unknown_shows_its_addresss_total_and_who_shares
     let opts = Options {
         http: true,
         http_token: Some(SECRET.into()),
-        flows: vec![([1, 2, 3, 11], 50_000, 4_000)],
+        flows: vec![
+            ([1, 2, 3, 11], 50_000, 4_000),
+            ([127, 0, 0, 1], 50_001, 2_000),
+        ],
         ..Default::default()
     };
     let d = start(FakePlex::start(&body), "", opts).await;
@@ -496,5 +499,73 @@ async fn a_stream_whose_share_is_unknown_shows_its_addresss_total_and_who_shares
     }
     // A stream alone at its address has no such figure.
     assert!(row(SLOW)["address_kbps_10s"].is_null());
+    // `streamwarden sessions`, configured with this daemon's [http], says the same: the
+    // table with a line for each, and --json with the daemon's figures.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!("[http]\nlisten = \"{addr}\"\ntoken = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let url = d.plex.url.clone();
+    let cli = |args: &'static [&'static str]| {
+        let (dir, url) = (dir.path().to_path_buf(), url.clone());
+        tokio::task::spawn_blocking(move || run(&dir, &url, TOKEN, args))
+    };
+    let (table, listed) = (
+        cli(&["sessions", "--config", "c.toml"]).await.unwrap(),
+        cli(&["sessions", "--config", "c.toml", "--json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
+    let out = stdout(&table);
+    for (id, other) in [(FAST, "example_usr"), (ZOMBIE, "User 7")] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{id}: ")))
+            .unwrap_or_else(|| panic!("no line for {id} in\n{out}"));
+        let total: f64 = line[id.len() + 2..]
+            .split(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((3.6..4.4).contains(&total), "{line}");
+        assert!(
+            line.ends_with(&format!(
+                " Mbps at this address, shared with {other}, share unknown"
+            )),
+            "{line}"
+        );
+    }
+    let measured_col = out.lines().next().unwrap().find("MEASURED").unwrap();
+    let slow = out.lines().find(|l| l.starts_with(SLOW)).unwrap();
+    assert!(
+        slow[measured_col..].starts_with(|c: char| c.is_ascii_digit()),
+        "the lone stream's measured rate: {slow}"
+    );
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let entry = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["session_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let fast = entry(FAST);
+    assert!(fast["measured_kbps_1m"].is_null(), "{fast}");
+    let total = fast["address_kbps_1m"].as_f64().unwrap_or(0.0);
+    assert!((3600.0..4400.0).contains(&total), "{fast}");
+    assert_eq!(fast["shared_with"], json!(["example_usr"]), "{fast}");
+    // The lone stream's figure is there, and rules would see it.
+    let slow = entry(SLOW);
+    assert!(slow["measured_kbps_1m"].as_f64().is_some(), "{slow}");
+    assert_eq!(
+        slow["vars"]["measured_kbps_1m"].as_f64(),
+        slow["measured_kbps_1m"].as_f64()
+    );
     d.stop().await;
 }
