@@ -8,6 +8,9 @@
 #   iproute2     ip and tc: network namespaces and veth pairs for the live capture and
 #                throttle tests, and tc to read back what a throttle did (tests only)
 #   sqlite3      reads the state database as an owner would (tests only)
+#   podman, buildah, libcap2-bin  the container image: built FROM scratch with buildah
+#                (scripts/build-image), exported with podman, its file capabilities read
+#                with getcap (tests only)
 #   chromium, nodejs, npm  the owner's page in a real browser (scripts/browser-test; tests
 #                only), with playwright-core from the npm registry into tests/browser
 #                (npm ci: the version its package-lock.json pins; no browser is downloaded)
@@ -25,6 +28,9 @@ if [ "${1:-}" = "--tests" ]; then
   command -v setpriv >/dev/null 2>&1 || want+=(util-linux)
   { command -v ip && command -v tc; } >/dev/null 2>&1 || want+=(iproute2)
   command -v sqlite3 >/dev/null 2>&1 || want+=(sqlite3)
+  command -v podman >/dev/null 2>&1 || want+=(podman)
+  command -v buildah >/dev/null 2>&1 || want+=(buildah)
+  command -v getcap >/dev/null 2>&1 || want+=(libcap2-bin)
   [ -x /usr/bin/chromium ] || want+=(chromium)
   command -v node >/dev/null 2>&1 || want+=(nodejs)
   command -v npm >/dev/null 2>&1 || want+=(npm)

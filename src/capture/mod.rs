@@ -83,7 +83,8 @@ pub enum CaptureError {
     /// Capturing needs CAP_NET_RAW.
     #[error(
         "capture on {interface} is not permitted: run as root, or grant the capability with: \
-         sudo setcap cap_net_raw=eip {}",
+         sudo setcap cap_net_raw=eip {} (in a container: --cap-add NET_RAW, or cap_add: \
+         [NET_RAW] in compose)",
         exe.display()
     )]
     PermissionDenied {
@@ -253,7 +254,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "capture on eth0 is not permitted: run as root, or grant the capability with: \
-             sudo setcap cap_net_raw=eip /usr/bin/streamwarden"
+             sudo setcap cap_net_raw=eip /usr/bin/streamwarden (in a container: --cap-add \
+             NET_RAW, or cap_add: [NET_RAW] in compose)"
         );
     }
 }

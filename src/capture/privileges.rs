@@ -83,6 +83,35 @@ pub fn drop_privileges(user: Option<&str>, keep: Keep) -> Result<String, String>
     Ok(done.join("; "))
 }
 
+/// Makes CAP_NET_RAW and CAP_NET_ADMIN effective when this process holds them only as
+/// permitted: a binary given them with `setcap cap_net_raw,cap_net_admin=p` (as in the
+/// container image) starts with them permitted but not in force, so that it can also start
+/// where they are not granted at all (a file with `=ep` caps would not start there). Returns
+/// the capabilities raised.
+pub fn raise_permitted() -> Vec<Capability> {
+    let (Ok(permitted), Ok(mut effective)) = (
+        caps::read(None, CapSet::Permitted),
+        caps::read(None, CapSet::Effective),
+    ) else {
+        return Vec::new();
+    };
+    let raise: Vec<Capability> = [Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN]
+        .into_iter()
+        .filter(|c| permitted.contains(c) && !effective.contains(c))
+        .collect();
+    if raise.is_empty() {
+        return raise;
+    }
+    effective.extend(raise.iter().copied());
+    match caps::set(None, CapSet::Effective, &effective) {
+        Ok(()) => raise,
+        Err(e) => {
+            tracing::warn!("cannot make the permitted capabilities effective: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// Whether this process still holds a capability (for tests and diagnostics).
 pub fn has_net_raw() -> bool {
     caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_RAW).unwrap_or(false)

@@ -101,6 +101,7 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
             crate::capture::default_interface()
                 .unwrap_or_else(|_| "the default route's interface".into())
         });
+        crate::capture::privileges::raise_permitted();
         if crate::capture::privileges::has_net_admin() {
             println!("  throttle: shapes {interface}'s egress; this process holds CAP_NET_ADMIN");
         } else {

@@ -38,6 +38,10 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         view,
     } = live;
     crate::engine::setup::warn(&config);
+    let raised = privileges::raise_permitted();
+    if !raised.is_empty() {
+        tracing::debug!("made the binary's permitted capabilities effective: {raised:?}");
+    }
     let plex = plex_client(&config)?;
     let audit = open_audit(&config)?;
     let notify = Notifier::from_config(&config, Delivery::DAEMON)?;

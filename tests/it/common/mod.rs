@@ -206,3 +206,19 @@ pub fn run_env(
         .output()
         .expect("run streamwarden")
 }
+
+/// The static binary scripts/build-static made, named by STREAMWARDEN_STATIC (.ci/run
+/// builds it first); under CI it must be there.
+pub fn static_binary() -> Option<std::path::PathBuf> {
+    match std::env::var_os("STREAMWARDEN_STATIC") {
+        Some(p) => Some(p.into()),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must build the static binary first: STREAMWARDEN_STATIC=$(scripts/build-static | tail -n 1)"
+            );
+            eprintln!("skipping: set STREAMWARDEN_STATIC to scripts/build-static's output");
+            None
+        }
+    }
+}
