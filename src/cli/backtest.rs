@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::Failure;
 use crate::enforce::escape;
-use crate::engine::setup;
+use crate::engine::{open, query};
 
 use super::Done;
 
@@ -26,8 +26,8 @@ pub fn run(args: BacktestArgs, config: Option<&Path>) -> Result<Done, Failure> {
     let since = crate::enforce::history::parse_since(&args.since, time::OffsetDateTime::now_utc())
         .map_err(Failure::Usage)?
         .unix_timestamp();
-    let config = setup::load(config)?;
-    let (result, actual) = setup::backtest(&config, since, &args.rules)?;
+    let config = open::load(config)?;
+    let (result, actual) = query::backtest(&config, since, &args.rules)?;
     if args.json {
         let rules: Vec<serde_json::Value> = result
             .rules

@@ -3,13 +3,13 @@
 use std::path::Path;
 
 use crate::Failure;
-use crate::engine::setup;
+use crate::engine::open;
 use crate::rules::{Action, RuleSet};
 
 use super::Done;
 
 pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
-    let config = setup::load(path)?;
+    let config = open::load(path)?;
     let targets = crate::notify::targets(&config);
     let rules = match (RuleSet::compile(&config), &targets) {
         (Ok(r), Ok(_)) => r,
@@ -89,7 +89,7 @@ pub fn run(path: Option<&Path>) -> Result<Done, Failure> {
                 "both (packets first; Plex's counters where packets have none, and to split viewers behind one address)",
         }
     );
-    println!("  {}", setup::state_line(&config));
+    println!("  {}", open::state_line(&config));
     if rules.is_empty() {
         println!("  no rules: nothing will be killed except by hook --jbop");
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::Failure;
 use crate::enforce::escape;
 use crate::enforce::history::{self, Query, Report};
-use crate::engine::setup;
+use crate::engine::{open, query};
 
 use super::Done;
 
@@ -34,7 +34,7 @@ pub struct HistoryArgs {
 }
 
 pub fn run(args: HistoryArgs, config: Option<&Path>) -> Result<Done, Failure> {
-    let config = setup::load(config)?;
+    let config = open::load(config)?;
     let since = args
         .since
         .as_deref()
@@ -48,7 +48,7 @@ pub fn run(args: HistoryArgs, config: Option<&Path>) -> Result<Done, Failure> {
         actions: args.action.clone(),
         limit: Some(args.limit),
     };
-    let report = setup::history(&config, &query)?;
+    let report = query::history(&config, &query)?;
     if args.json {
         let text =
             serde_json::to_string_pretty(&report).map_err(|e| Failure::Failed(e.to_string()))?;

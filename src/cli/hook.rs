@@ -3,13 +3,13 @@
 use std::path::Path;
 
 use crate::Failure;
-use crate::engine::setup;
+use crate::engine::open;
 use crate::hook::{self, HookArgs, Outcome, Say};
 
 use super::Done;
 
 pub async fn run(args: HookArgs, config_path: Option<&Path>) -> Result<Done, Failure> {
-    let config = setup::load(config_path)?;
+    let config = open::load(config_path)?;
     let outcome = hook::command(&args, config, &mut |said| match said {
         Say::Info(s) => println!("{s}"),
         Say::Warn(s) => eprintln!("warning: {s}"),

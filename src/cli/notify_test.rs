@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use crate::Failure;
-use crate::engine::setup;
+use crate::engine::open;
 use crate::notify;
 
 use super::Done;
 
 pub async fn run(config_path: Option<&Path>) -> Result<Done, Failure> {
-    let config = setup::load(config_path)?;
+    let config = open::load(config_path)?;
     let tried = notify::send_samples(&config).await?;
     let mut failed = 0;
     for t in &tried {

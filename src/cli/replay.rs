@@ -6,8 +6,8 @@ use clap::Args;
 
 use crate::Failure;
 use crate::capture::PacketSource;
+use crate::engine::open;
 use crate::engine::replay::{self, Options};
-use crate::engine::setup;
 
 use super::Done;
 
@@ -34,8 +34,8 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(args: ReplayArgs, config: Option<&Path>) -> Result<Done, Failure> {
-    let config = setup::load(config)?;
-    let rules = setup::compile(&config)?;
+    let config = open::load(config)?;
+    let rules = open::compile(&config)?;
     let mut sessions = match &args.sessions {
         None => Vec::new(),
         Some(p) => replay::load_sessions(p)?,

@@ -5,16 +5,16 @@ use std::path::Path;
 use crate::Failure;
 use crate::daemon::View;
 use crate::daemon::live::{self, Live};
-use crate::engine::setup;
+use crate::engine::open;
 
 use super::Done;
 
 pub async fn run(config_path: Option<&Path>, dry_run: bool, view: View) -> Result<Done, Failure> {
-    let mut config = setup::load(config_path)?;
+    let mut config = open::load(config_path)?;
     if dry_run {
         config.enforce.dry_run = true;
     }
-    let rules = setup::compile(&config)?;
+    let rules = open::compile(&config)?;
     let summary = live::run(Live {
         config,
         rules,

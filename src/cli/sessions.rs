@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use crate::Failure;
-use crate::engine::setup;
+use crate::engine::open;
 use crate::hook::listing;
 
 use super::Done;
 
 pub async fn run(config: Option<&Path>, as_json: bool) -> Result<Done, Failure> {
-    let config = setup::load(config)?;
+    let config = open::load(config)?;
     let listing = listing::list(&config).await?;
     if as_json {
         let text = serde_json::to_string_pretty(&listing.json())

@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::Failure;
 use crate::enforce::escape;
-use crate::engine::setup;
+use crate::engine::{open, query};
 use crate::state::usage::{GroupBy, UsageTotal};
 
 use super::Done;
@@ -41,8 +41,8 @@ pub fn run(args: UsageArgs, config: Option<&Path>) -> Result<Done, Failure> {
     let since = crate::enforce::history::parse_since(&args.since, time::OffsetDateTime::now_utc())
         .map_err(Failure::Usage)?
         .unix_timestamp();
-    let config = setup::load(config)?;
-    let totals = setup::usage(&config, since, args.user.as_deref(), by)?;
+    let config = open::load(config)?;
+    let totals = query::usage(&config, since, args.user.as_deref(), by)?;
     if args.json {
         let list: Vec<Json> = totals.iter().map(|t| json(t, &args.by)).collect();
         let text =

@@ -10,7 +10,7 @@ use crate::capture::pump::Feeder;
 use crate::capture::{PacketSource, privileges};
 use crate::config::Config;
 use crate::enforce::shape::Shaper;
-use crate::engine::setup::{compile, open_audit, plex_client};
+use crate::engine::open::{compile, open_audit, plex_client};
 use crate::meter::Metering;
 use crate::notify::{Delivery, Notifier};
 use crate::rules::{Action, RuleSet};
@@ -37,7 +37,7 @@ pub async fn run(live: Live) -> Result<Summary, Failure> {
         dry_run,
         view,
     } = live;
-    crate::engine::setup::warn(&config);
+    crate::engine::open::warn(&config);
     let raised = privileges::raise_permitted();
     if !raised.is_empty() {
         tracing::debug!("made the binary's permitted capabilities effective: {raised:?}");
@@ -194,7 +194,7 @@ fn open_daemon_state(
     config: &Config,
     cleaned: &[String],
 ) -> Result<(crate::state::State, crate::state::DaemonLock), Failure> {
-    let mut state = crate::engine::setup::open_state(config)?;
+    let mut state = crate::engine::open::open_state(config)?;
     let path = state.path().map(Path::to_path_buf).unwrap_or_default();
     let lock = crate::state::DaemonLock::take(&path).map_err(|e| Failure::Usage(e.to_string()))?;
     tracing::info!(path = %path.display(), "state database open");

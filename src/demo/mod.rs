@@ -46,7 +46,7 @@ impl Demo {
     pub fn start() -> Result<Self, Failure> {
         let mut config = Config::parse(EXAMPLE, Some("rules.example.toml".into()))
             .map_err(|e| Failure::Usage(e.to_string()))?;
-        let rules = crate::engine::setup::compile(&config)?;
+        let rules = crate::engine::open::compile(&config)?;
         // Kills land on the simulated server: enforce, and keep no audit file.
         config.enforce.dry_run = false;
         config.enforce.audit_log = None;

@@ -5,9 +5,10 @@
 
 pub mod backtest;
 pub mod clock;
+pub mod open;
+pub mod query;
 pub mod replay;
 pub mod row;
-pub mod setup;
 pub mod usage;
 
 pub use clock::{Clock, SystemClock};

@@ -7,8 +7,8 @@ use serde_json::{Map, Value as Json, json};
 use crate::Failure;
 use crate::config::Config;
 use crate::enforce::escape;
+use crate::engine::open;
 use crate::engine::row::{StreamRow, unknown_share};
-use crate::engine::setup;
 use crate::plex::{ONE_SHOT_BUDGET, Session};
 use crate::rules::{Observed, Value, Vars};
 
@@ -25,7 +25,7 @@ pub struct Listing {
 /// Reads the sessions from Plex and, when `[http] listen` is set, the measured figures from
 /// the daemon listening there (with the `[http]` token).
 pub async fn list(config: &Config) -> Result<Listing, Failure> {
-    let client = setup::plex_client(config)?;
+    let client = open::plex_client(config)?;
     client.set_budget(Some(ONE_SHOT_BUDGET));
     let sessions = client
         .sessions_with_sources()

@@ -142,19 +142,19 @@ pub async fn command(
     mut config: crate::config::Config,
     say: &mut dyn FnMut(Say),
 ) -> Result<Outcome, Failure> {
-    use crate::engine::setup;
+    use crate::engine::open;
     use crate::notify::{Delivery, Notifier};
     if args.dry_run {
         config.enforce.dry_run = true;
     }
-    let rules = setup::compile(&config)?;
+    let rules = open::compile(&config)?;
     let plan = args.plan(!rules.is_empty(), config.source.file.as_deref())?;
     for w in args.warnings(&plan) {
         say(Say::Warn(w));
     }
-    setup::warn(&config);
-    let client = setup::plex_client(&config)?;
-    let state = match setup::hook_state(&config) {
+    open::warn(&config);
+    let client = open::plex_client(&config)?;
+    let state = match open::hook_state(&config) {
         Ok(s) => s,
         Err(e) => {
             if let Some(listen) = config.http.listen {
@@ -170,7 +170,7 @@ pub async fn command(
         }
     };
     let notify = Notifier::from_config(&config, Delivery::HOOK)?;
-    let audit = setup::open_audit(&config)?.with_sink(notify.as_ref().map(Notifier::sink));
+    let audit = open::open_audit(&config)?.with_sink(notify.as_ref().map(Notifier::sink));
     let mut enforcer = Enforcer::new(client, &config.enforce, state, audit);
     let cx = Context {
         enforcer: &mut enforcer,

@@ -11,7 +11,7 @@ use streamwarden::capture::Packet;
 use streamwarden::daemon::{Control, Reloaded, SystemClock};
 use streamwarden::enforce::shape::{Conn, ShapeError, Shaper, ThrottleId};
 use streamwarden::engine::Clock;
-use streamwarden::engine::setup::compile;
+use streamwarden::engine::open::compile;
 
 use super::*;
 

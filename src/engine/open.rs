@@ -1,7 +1,6 @@
-//! What every command starts from: the configuration, its rules, the Plex client and the
-//! audit log, each refused with a located, readable error.
+//! Opening what a command works with: the configuration, its rules, the Plex client, the
+//! audit log and the state database, each refused with a located, readable error.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::Failure;
@@ -44,100 +43,6 @@ pub fn open_audit(config: &Config) -> Result<AuditLog, Failure> {
             .map_err(|e| Failure::Usage(format!("cannot use the audit log {}: {e}", p.display()))),
         None => Ok(AuditLog::none()),
     }
-}
-
-/// The audit records a query asks for: from the state database (indexed), or, where no
-/// state was ever written, from the JSONL `audit_log` of an older install.
-pub fn history(
-    config: &Config,
-    query: &crate::enforce::history::Query,
-) -> Result<crate::enforce::history::Report, Failure> {
-    use crate::enforce::history;
-    if let Some(path) = config.state_path().filter(|p| p.exists()) {
-        let state = crate::state::State::open_read_only(&path)
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        return history::from_state(&state, query).map_err(|e| Failure::Failed(e.to_string()));
-    }
-    let Some(path) = config.enforce.audit_log.clone() else {
-        return Err(Failure::Usage(
-            "nothing was recorded yet: no state database (see [state] path) and no [enforce] audit_log".into(),
-        ));
-    };
-    history::read(&path, query)
-        .map_err(|e| Failure::Failed(format!("cannot read the audit log {}: {e}", path.display())))
-}
-
-/// What the state database recorded of each stream since `since` (unix seconds), for one
-/// user or all, grouped.
-pub fn usage(
-    config: &Config,
-    since: i64,
-    user: Option<&str>,
-    by: crate::state::usage::GroupBy,
-) -> Result<Vec<crate::state::usage::UsageTotal>, Failure> {
-    let Some(path) = config.state_path().filter(|p| p.exists()) else {
-        return Err(Failure::Usage(
-            "nothing was recorded yet: no state database (`streamwarden run` records usage there; see [state] path)".into(),
-        ));
-    };
-    let state =
-        crate::state::State::open_read_only(&path).map_err(|e| Failure::Failed(e.to_string()))?;
-    state
-        .usage_totals(since, user, by)
-        .map_err(|e| Failure::Failed(e.to_string()))
-}
-
-/// What each rule actually did: its audit actions and how many of each.
-pub type Actual = Vec<(String, BTreeMap<String, usize>)>;
-
-/// A backtest of the configured rules (only those named in `only`, when any) over the usage
-/// recorded since `since` (unix seconds), and what each rule actually did meanwhile (audit
-/// actions and their counts, from the same state).
-pub fn backtest(
-    config: &Config,
-    since: i64,
-    only: &[String],
-) -> Result<(super::backtest::Backtest, Actual), Failure> {
-    let rules = compile(config)?;
-    if let Some(name) = only.iter().find(|n| rules.get(n).is_none()) {
-        return Err(Failure::Usage(format!(
-            "--rule {name:?}: the configuration has no such rule (it has: {})",
-            rules
-                .rules
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    let Some(path) = config.state_path().filter(|p| p.exists()) else {
-        return Err(Failure::Usage(
-            "nothing was recorded yet: no state database (`streamwarden run` records usage there; see [state] path)".into(),
-        ));
-    };
-    let state =
-        crate::state::State::open_read_only(&path).map_err(|e| Failure::Failed(e.to_string()))?;
-    let rows = state
-        .usage_rows(since)
-        .map_err(|e| Failure::Failed(e.to_string()))?;
-    let result = super::backtest::run(&rules, &rows, &config.usage, only);
-    let mut actual = Vec::new();
-    for r in &result.rules {
-        let q = crate::enforce::history::Query {
-            rule: Some(r.rule.clone()),
-            since: time::OffsetDateTime::from_unix_timestamp(since).ok(),
-            limit: Some(100_000),
-            ..Default::default()
-        };
-        let report = crate::enforce::history::from_state(&state, &q)
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for e in report.entries {
-            *counts.entry(e.action).or_default() += 1;
-        }
-        actual.push((r.rule.clone(), counts));
-    }
-    Ok((result, actual))
 }
 
 /// Opens the state database the configuration names (made when missing), refusing with
@@ -209,4 +114,22 @@ pub fn state_line(config: &Config) -> String {
     } else {
         refuse(format!("{} is not writable by this user", probe.display()))
     }
+}
+
+/// The state database as it stands, read-only, for a query of what was recorded; `None`
+/// when no state was ever written (no file at the configured path).
+pub fn recorded(config: &Config) -> Result<Option<crate::state::State>, Failure> {
+    match config.state_path().filter(|p| p.exists()) {
+        Some(path) => crate::state::State::open_read_only(&path)
+            .map(Some)
+            .map_err(|e| Failure::Failed(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Why a query of recorded usage has nothing to read.
+pub fn nothing_recorded() -> Failure {
+    Failure::Usage(
+        "nothing was recorded yet: no state database (`streamwarden run` records usage there; see [state] path)".into(),
+    )
 }
