@@ -16,6 +16,7 @@ pub mod engine;
 pub mod fakeplex;
 pub mod hook;
 pub mod meter;
+pub mod micros;
 pub mod notify;
 pub mod plex;
 pub mod rules;

@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
+use crate::micros::Micros;
+
 /// The largest captured length accepted for one record: libpcap's limit for the link types
 /// streamwarden decodes (256 KiB). A record claiming more is damage, not data.
 pub const MAX_CAPLEN: u32 = 262_144;
@@ -288,7 +290,7 @@ impl ClassicReader {
         self.records = number;
         self.offset = at + (RECORD_HEADER_LEN as u64) + u64::from(caplen);
         Ok(Step::Record(RecordHeader {
-            ts_micros: sec * 1_000_000 + frac_micros,
+            ts_micros: Micros::from_parts(sec, frac_micros).0,
             caplen,
             orig_len,
         }))

@@ -526,7 +526,7 @@ fn ts_micros(header: &pcap::PacketHeader, nanos: bool) -> i64 {
     let sec = i64::from(header.ts.tv_sec);
     let frac = i64::from(header.ts.tv_usec);
     let frac_micros = if nanos { frac / 1000 } else { frac };
-    sec.saturating_mul(1_000_000).saturating_add(frac_micros)
+    crate::micros::Micros::from_parts(sec, frac_micros).0
 }
 
 /// The interface of the default route (lowest metric in `/proc/net/route`), falling back to

@@ -12,6 +12,7 @@ use crate::enforce::audit::Recent;
 use crate::engine::Tick;
 use crate::engine::row::StreamRow;
 use crate::lock;
+use crate::micros::Micros;
 use crate::plex::Session;
 use crate::rules::{Action, RuleSet, Vars};
 
@@ -170,14 +171,14 @@ impl AuditSource {
 
 /// The facts of a round beyond the engine's tick.
 pub struct Facts<'a> {
-    /// The clock's microseconds now, and when the daemon started.
-    pub now: i64,
-    pub started: i64,
+    /// The clock now, and when the daemon started.
+    pub now: Micros,
+    pub started: Micros,
     pub plex_error: Option<&'a str>,
     /// Plex's event stream.
     pub events: &'a crate::daemon::events::EventsStatus,
     /// When the sessions were last read.
-    pub fetched: Option<i64>,
+    pub fetched: Option<Micros>,
     pub fresh: bool,
     pub feed: &'a FeedStats,
     pub dry_run: bool,
@@ -197,7 +198,7 @@ struct Inner {
     history: HashMap<String, VecDeque<Option<f64>>>,
     total_history: VecDeque<f64>,
     /// The Plex state shown, and since when (the clock's microseconds).
-    plex: Option<(&'static str, i64)>,
+    plex: Option<(&'static str, Micros)>,
 }
 
 /// What the loop publishes and the page reads; cheap to clone.
@@ -363,18 +364,18 @@ impl Board {
         inner.plex = Some((state, since));
         inner.status = Status {
             version: env!("CARGO_PKG_VERSION"),
-            now: rfc3339(f.now),
-            up_s: u64::try_from(f.now.saturating_sub(f.started) / 1_000_000).unwrap_or(0),
+            now: f.now.rfc3339(),
+            up_s: f.now.whole_secs_since(f.started),
             plex: PlexStatus {
                 state,
-                since: rfc3339(since),
+                since: since.rfc3339(),
                 error: f.plex_error.map(str::to_string),
-                last_read: f.fetched.and_then(rfc3339),
+                last_read: f.fetched.and_then(Micros::rfc3339),
                 fresh: f.fresh,
             },
             events: EventsView {
                 state: f.events.state.as_str(),
-                since: f.events.since.and_then(rfc3339),
+                since: f.events.since.and_then(Micros::rfc3339),
                 received: f.events.received,
                 reconnects: f.events.reconnects,
                 error: f.events.error.clone(),
@@ -387,14 +388,14 @@ impl Board {
             },
             reload: f.reload.map(|r| match &r.result {
                 Ok(applied) => ReloadStatus {
-                    at: rfc3339(r.at_micros),
+                    at: r.at.rfc3339(),
                     ok: true,
                     rules: Some(applied.rules),
                     restart_needed: applied.restart_needed.clone(),
                     error: None,
                 },
                 Err(e) => ReloadStatus {
-                    at: rfc3339(r.at_micros),
+                    at: r.at.rfc3339(),
                     ok: false,
                     rules: None,
                     restart_needed: Vec::new(),
@@ -439,11 +440,4 @@ fn capture(feed: &FeedStats) -> CaptureStatus {
             .capture
             .map(|c| u64::from(c.dropped) + u64::from(c.if_dropped)),
     }
-}
-
-/// The clock's microseconds as RFC 3339 (UTC).
-fn rfc3339(micros: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }

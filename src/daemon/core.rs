@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::enforce::Terminator;
 use crate::engine::{self, Tick, Tracker, row::StreamRow};
 use crate::lock;
+use crate::micros::Micros;
 use crate::notify::Notifier;
 use crate::plex::SessionSource;
 use crate::rules::{Action, RuleSet};
@@ -29,8 +30,8 @@ struct Round {
     stale_warned: bool,
     /// The feed's statistics at the last round (for the metrics' increments).
     last_feed: FeedStats,
-    /// When the daemon started (the clock's microseconds).
-    started: i64,
+    /// When the daemon started.
+    started: Micros,
     last_reload: Option<view::LastReload>,
 }
 
@@ -70,7 +71,7 @@ pub(super) struct Parts<P: SessionSource + Terminator> {
 
 impl<P: SessionSource + Terminator> Daemon<P> {
     pub fn new(p: Parts<P>) -> Self {
-        let started = p.clock.now_micros();
+        let started = p.clock.now();
         Self {
             p,
             tracker: Tracker::default(),
@@ -92,12 +93,11 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     /// One round: confirm earlier kills, measure and evaluate, act on fresh data, publish.
     pub async fn on_tick(&mut self) {
         self.round.ticks += 1;
-        let now = self.p.clock.now_micros();
+        let now = self.p.clock.now();
         let snap = self.p.polled.snapshot();
-        let window = i64::try_from((self.p.poll_interval * 2).as_micros()).unwrap_or(i64::MAX);
         let fresh = snap
             .fetched
-            .is_some_and(|f| now.saturating_sub(f) <= window);
+            .is_some_and(|f| now.duration_since(f) <= self.p.poll_interval * 2);
         self.p
             .kills
             .confirm(&snap.sessions, snap.sent, self.p.clock.as_ref())
@@ -129,7 +129,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             self.round.stale_warned = true;
             let age = snap.fetched.map_or_else(
                 || "never read".to_string(),
-                |f| format!("{} s old", now.saturating_sub(f) / 1_000_000),
+                |f| format!("{} s old", now.whole_secs_since(f)),
             );
             tracing::warn!(
                 "not acting: Plex's session data is {age} (more than two poll intervals)"
@@ -139,12 +139,12 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         if self.round.ticks.is_multiple_of(60) {
             lock(&self.p.feed.metering)
                 .meter
-                .expire(now, crate::meter::DEFAULT_IDLE);
+                .expire(now.0, crate::meter::DEFAULT_IDLE);
         }
     }
 
     /// Retries due kills, keeps throttles up to date, and acts on what became due.
-    async fn act(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64) {
+    async fn act(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: Micros) {
         // Throttles first: they change only the tracker's record of what is throttled,
         // which the kills' recheck then reads as it is now.
         let conns = throttling::conns_by_stream(tick);
@@ -191,7 +191,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     }
 
     /// The metrics, the page's board, and the terminal view or a periodic log line.
-    fn publish(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: i64, fresh: bool) {
+    fn publish(&mut self, tick: &Tick<'_>, snap: &Snapshot, now: Micros, fresh: bool) {
         let stats = self.p.feed.stats();
         self.p.metrics.update(tick, &stats, &self.round.last_feed);
         self.p
@@ -233,7 +233,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             },
         );
         if self.p.view == View::Terminal {
-            let up = Duration::from_micros(now.saturating_sub(self.round.started).max(0) as u64);
+            let up = now.duration_since(self.round.started);
             let status = view::Status {
                 plex_error: snap.error.as_deref(),
                 fresh,
@@ -261,7 +261,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         let result = self.p.reload.as_ref().map(|r| r());
         self.round.last_reload = result
             .as_ref()
-            .map(|r| view::LastReload::of(r, self.p.clock.now_micros()));
+            .map(|r| view::LastReload::of(r, self.p.clock.now()));
         let new = match result {
             Some(Ok(new)) => new,
             Some(Err(e)) => {
@@ -345,7 +345,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
                         sessions: &snap.sessions,
                         feed: &self.p.feed,
                         ports: &self.p.ports,
-                        now: self.p.clock.now_micros(),
+                        now: self.p.clock.now(),
                     };
                     self.p.kills.throttle_asked(
                         req,
@@ -400,12 +400,12 @@ impl<P: SessionSource + Terminator> Daemon<P> {
         &mut self,
         sessions: &[crate::plex::Session],
         attributed: &[Option<crate::attribute::Attributed>],
-        now: i64,
+        now: Micros,
     ) {
         let (rows, counted) = {
             let m = lock(&self.p.feed.metering);
             self.usage
-                .round(&m.meter, sessions, attributed, &self.p.ports, now)
+                .round(&m.meter, sessions, attributed, &self.p.ports, now.0)
         };
         let closed = !rows.is_empty();
         for (user, bytes) in counted {
@@ -419,7 +419,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
             self.refresh_usage(now);
             return;
         }
-        let now_s = now.div_euclid(1_000_000);
+        let now_s = now.secs();
         let roll = (now_s.rem_euclid(3600) < 60).then(|| {
             let keep = &self.p.usage_keep;
             (
@@ -435,10 +435,10 @@ impl<P: SessionSource + Terminator> Daemon<P> {
 
     /// What rules read of each user's usage: the state's totals (read again each minute)
     /// and this minute so far.
-    fn refresh_usage(&mut self, now: i64) {
-        let minute = now.div_euclid(60_000_000);
+    fn refresh_usage(&mut self, now: Micros) {
+        let minute = now.minute();
         if self.usage_base.0 != minute {
-            let starts = self.p.usage_keep.period_starts(now.div_euclid(1_000_000));
+            let starts = self.p.usage_keep.period_starts(now.secs());
             self.usage_base = (minute, self.p.kills.enforcer.usage_since(&starts));
         }
         self.tracker.usage = Some(self.usage.by_user(&self.usage_base.1));
@@ -447,7 +447,7 @@ impl<P: SessionSource + Terminator> Daemon<P> {
     pub async fn finish(mut self, notify_wait: Duration) -> super::Summary {
         // What was metered since the last round, and the minute being counted: a stop
         // loses nothing.
-        let now = self.p.clock.now_micros();
+        let now = self.p.clock.now();
         let snap = self.p.polled.snapshot();
         let attributed = self.p.feed.measure(&snap.sessions, &self.p.ports, now);
         self.record_usage(&snap.sessions, &attributed, now);

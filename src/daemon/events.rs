@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::lock;
+use crate::micros::Micros;
 use crate::plex::SessionSource;
 
 use super::{Clock, Metrics};
@@ -45,9 +46,9 @@ impl Link {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EventsStatus {
     pub state: Link,
-    /// When it entered that state (the clock's microseconds).
+    /// When it entered that state.
     #[serde(skip)]
-    pub since: Option<i64>,
+    pub since: Option<Micros>,
     /// Notifications received since the start.
     pub received: u64,
     /// Times the stream dropped or could not be opened.
@@ -71,7 +72,7 @@ impl Events {
         lock(&self.status).state == Link::Live
     }
 
-    fn set(&self, state: Link, now: i64, error: Option<String>) {
+    fn set(&self, state: Link, now: Micros, error: Option<String>) {
         let mut s = lock(&self.status);
         if s.state != state {
             s.since = Some(now);
@@ -99,14 +100,14 @@ pub(super) async fn listen<P: SessionSource>(
     let mut said: Option<String> = None;
     let mut was_live = false;
     loop {
-        events.set(Link::Connecting, clock.now_micros(), None);
+        events.set(Link::Connecting, clock.now(), None);
         let opened = tokio::select! {
             r = plex.events() => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         let reason = match opened {
             Ok(mut stream) => {
-                events.set(Link::Live, clock.now_micros(), None);
+                events.set(Link::Live, clock.now(), None);
                 metrics.events_up.set(1);
                 if was_live || said.is_some() {
                     tracing::info!(
@@ -147,7 +148,7 @@ pub(super) async fn listen<P: SessionSource>(
         };
         lock(&events.status).reconnects += 1;
         metrics.event_reconnects.inc();
-        events.set(Link::Down, clock.now_micros(), Some(reason.clone()));
+        events.set(Link::Down, clock.now(), Some(reason.clone()));
         // A change may have been missed: read now, and poll at the fallback meanwhile.
         events.reread.notify_one();
         if said.as_deref() != Some(reason.as_str()) {

@@ -9,6 +9,7 @@ use crate::capture::{CaptureStats, DecodeStats, Packet};
 use crate::config::MeasureSource;
 use crate::lock;
 use crate::meter::Metering;
+use crate::micros::Micros;
 use crate::plex::Session;
 use crate::plex::bandwidth::Counters;
 
@@ -60,7 +61,7 @@ impl Feed {
         &self,
         sessions: &[Session],
         ports: &[u16],
-        now_micros: i64,
+        now: Micros,
     ) -> Vec<Option<Attributed>> {
         let m = lock(&self.metering);
         let counters = self.source.plex().then(|| lock(&self.counters));
@@ -69,7 +70,7 @@ impl Feed {
             &m.meter,
             sessions,
             ports,
-            now_micros,
+            now,
             self.source,
             counters.as_deref(),
             Some(&owners),
@@ -84,11 +85,11 @@ impl Feed {
         &self,
         sessions: &[Session],
         ports: &[u16],
-        now_micros: i64,
+        now: Micros,
         attributed: &[Option<Attributed>],
     ) -> Vec<Option<crate::attribute::AddressTotal>> {
         let m = lock(&self.metering);
-        crate::attribute::address_totals(&m.meter, sessions, ports, now_micros, attributed)
+        crate::attribute::address_totals(&m.meter, sessions, ports, now.0, attributed)
     }
 
     /// Meters one packet.

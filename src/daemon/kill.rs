@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::enforce::{Applied, Enforcer, Terminator, escape};
 use crate::engine::{self, Tracker};
+use crate::micros::Micros;
 use crate::plex::{Session, SessionSource};
 use crate::rules::{Action, Decision, Observed, Outcome, RuleSet};
 use crate::state::AuditAction;
@@ -27,15 +29,15 @@ pub(super) struct World<'a, P> {
 /// How many times a failed kill is tried again, and the wait before the first retry
 /// (doubled for each next one): 2, 4 and 8 s.
 pub const KILL_RETRIES: u32 = 3;
-const FIRST_RETRY_MICROS: i64 = 2_000_000;
+const FIRST_RETRY: Duration = Duration::from_secs(2);
 
 /// A failed kill waiting for its next attempt.
 struct Retry {
     decision: Decision,
     /// Attempts made so far.
     attempts: u32,
-    /// When to try again (the clock's microseconds).
-    at: i64,
+    /// When to try again.
+    at: Micros,
 }
 
 /// A kill waiting to be confirmed by a later poll.
@@ -43,7 +45,7 @@ struct Pending {
     decision: Decision,
     /// When the terminate (or the transcode's stop) was answered: only a poll sent after
     /// this says anything about it.
-    answered: i64,
+    answered: Micros,
     transcode_stopped: bool,
 }
 
@@ -86,7 +88,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
     /// Tries again the failed kills whose wait is over: each re-reads and re-evaluates
     /// first, like the first attempt, and each outcome is audited.
     pub async fn retry_due(&mut self, w: &World<'_, P>) {
-        let now = w.clock.now_micros();
+        let now = w.clock.now();
         let due: Vec<(String, String)> = self
             .retries
             .iter()
@@ -124,7 +126,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
             d.clone()
         };
         let applied = self.enforcer.apply(&d).await;
-        self.record(&applied, &d, w.clock.now_micros(), w.metrics);
+        self.record(&applied, &d, w.clock.now(), w.metrics);
         if applied.is_failure() {
             if attempt <= KILL_RETRIES && d.session.session_id.is_some() {
                 self.schedule(&d, attempt, w);
@@ -149,7 +151,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         metrics: &Metrics,
     ) -> Applied {
         let applied = self.enforcer.apply_as(d, dry_run).await;
-        self.record(&applied, d, clock.now_micros(), metrics);
+        self.record(&applied, d, clock.now(), metrics);
         applied
     }
 
@@ -159,7 +161,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
         &mut self,
         applied: &Applied,
         d: &Decision,
-        answered: i64,
+        answered: Micros,
         metrics: &Metrics,
     ) {
         let labels = RuleLabels {
@@ -214,26 +216,26 @@ impl<P: SessionSource + Terminator> Kills<P> {
 
     /// Schedules the next try of a kill that failed `attempts` times.
     fn schedule(&mut self, d: &Decision, attempts: u32, w: &World<'_, P>) {
-        let wait = FIRST_RETRY_MICROS << (attempts.clamp(1, 16) - 1);
+        let wait = FIRST_RETRY * (1 << (attempts.clamp(1, 16) - 1));
         tracing::warn!(
             rule = %d.rule,
             session = d.session.session_id.as_deref().unwrap_or("-"),
             "the kill failed; trying again in {} s (retry {attempts} of {KILL_RETRIES})",
-            wait / 1_000_000
+            wait.as_secs()
         );
         self.retries.insert(
             (d.session.identity(), d.rule.clone()),
             Retry {
                 decision: d.clone(),
                 attempts,
-                at: w.clock.now_micros().saturating_add(wait),
+                at: w.clock.now().plus(wait),
             },
         );
     }
 
     /// Checks earlier kills against a newer poll: gone is confirmed; a survivor that is a
     /// transcode gets its transcode stopped; one that survives both is a zombie.
-    pub async fn confirm(&mut self, sessions: &[Session], sent: Option<i64>, clock: &dyn Clock) {
+    pub async fn confirm(&mut self, sessions: &[Session], sent: Option<Micros>, clock: &dyn Clock) {
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
             let Some(p) = self.pending.get_mut(&id) else {
@@ -265,7 +267,7 @@ impl<P: SessionSource + Terminator> Kills<P> {
                         ),
                     };
                     p.transcode_stopped = true;
-                    p.answered = clock.now_micros();
+                    p.answered = clock.now();
                     let d = p.decision.clone();
                     self.enforcer
                         .note(&d, AuditAction::TranscodeStopped, Some(reason));
@@ -305,14 +307,14 @@ async fn recheck<P: SessionSource>(d: &Decision, w: &World<'_, P>) -> Recheck {
         tracing::info!(rule = %d.rule, session, "the stream ended before the kill");
         return Recheck::Not;
     };
-    let now = w.clock.now_micros();
+    let now = w.clock.now();
     let attributed = w.feed.measure(&sessions, w.ports, now);
     let observed = Observed {
         measured: attributed[i].as_ref().map(|a| a.measured),
         paused_for_secs: Some(w.tracker.pauses.paused_for(&sessions[i], now)),
         throttled_for_secs: Some(w.tracker.throttled.secs(&id, now)),
         usage: w.tracker.usage_of(&sessions[i]),
-        now_micros: Some(now),
+        now_micros: Some(now.0),
     };
     let eval = engine::evaluate_one(
         w.rules,

@@ -9,6 +9,7 @@ use crate::plex::{Session, SessionSource};
 
 use super::events::Events;
 use super::{Clock, Metrics};
+use crate::micros::Micros;
 
 /// The latest poll, shared with the loop.
 #[derive(Debug, Default, Clone)]
@@ -17,13 +18,13 @@ pub(super) struct Polled(Arc<Mutex<Snapshot>>);
 #[derive(Debug, Default, Clone)]
 pub(super) struct Snapshot {
     pub sessions: Vec<Session>,
-    /// When the sessions were read (the clock's microseconds).
-    pub fetched: Option<i64>,
+    /// When the sessions were read.
+    pub fetched: Option<Micros>,
     /// Counts successful reads.
     pub generation: u64,
-    /// When the request of the latest successful read was sent (the clock's microseconds):
+    /// When the request of the latest successful read was sent:
     /// a kill is confirmed only by a read sent after its terminate was answered.
-    pub sent: Option<i64>,
+    pub sent: Option<Micros>,
     pub error: Option<String>,
 }
 
@@ -66,7 +67,7 @@ pub(super) async fn run<P: SessionSource>(
     let mut asked = false;
     loop {
         let interval = cadence.now();
-        let sent = clock.now_micros();
+        let sent = clock.now();
         match plex.sessions().await {
             Ok(sessions) => {
                 if last_error.take().is_some() {
@@ -74,7 +75,7 @@ pub(super) async fn run<P: SessionSource>(
                 }
                 let mut p = lock(&polled.0);
                 p.sessions = sessions;
-                p.fetched = Some(clock.now_micros());
+                p.fetched = Some(clock.now());
                 p.generation += 1;
                 p.sent = Some(sent);
                 p.error = None;
@@ -123,7 +124,7 @@ pub(super) async fn bandwidth<P: SessionSource>(
     let mut last_problem: Option<String> = None;
     let mut read_once = false;
     loop {
-        let now_sec = clock.now_micros().div_euclid(1_000_000);
+        let now_sec = clock.now().secs();
         let since = lock(&counters).next_since(now_sec);
         match plex.bandwidth(since).await {
             Ok(answer) => {

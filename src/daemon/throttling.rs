@@ -10,6 +10,7 @@ use crate::enforce::Terminator;
 use crate::enforce::shape::Conn;
 use crate::engine::{Throttled, Tick};
 use crate::meter::FlowKey;
+use crate::micros::Micros;
 use crate::plex::SessionSource;
 use crate::rules::Decision;
 
@@ -21,13 +22,13 @@ use super::metrics::RuleLabels;
 pub fn row(
     throttles: &crate::enforce::throttles::Throttles,
     identity: &str,
-    now: i64,
+    now: Micros,
 ) -> Option<crate::engine::row::ThrottleRow> {
     let a = throttles.active().get(identity)?;
     Some(crate::engine::row::ThrottleRow {
         rule: a.decision.rule.clone(),
         rate: a.spec.rate_text(),
-        for_s: (now.saturating_sub(a.since).max(0) / 1_000_000) as u64,
+        for_s: now.whole_secs_since(Micros(a.since)),
         dry: a.dry,
         connections: a.conns.len(),
     })
@@ -60,16 +61,16 @@ impl<P: SessionSource + Terminator> Kills<P> {
         &mut self,
         d: &Decision,
         conns: &HashMap<String, Vec<Conn>>,
-        now: i64,
+        now: Micros,
         throttled: &mut Throttled,
         metrics: &Metrics,
     ) -> Option<crate::enforce::Applied> {
         let identity = d.session.identity();
         let list = conns.get(&identity).cloned().unwrap_or_default();
-        let applied = self.throttles.start(&mut self.enforcer, d, &list, now)?;
-        self.record(&applied, d, 0, metrics);
+        let applied = self.throttles.start(&mut self.enforcer, d, &list, now.0)?;
+        self.record(&applied, d, Micros(0), metrics);
         if let Some(a) = self.throttles.active().get(&identity) {
-            throttled.on(identity, a.decision.rule.clone(), a.since);
+            throttled.on(identity, a.decision.rule.clone(), Micros(a.since));
         }
         Some(applied)
     }
@@ -81,11 +82,11 @@ impl<P: SessionSource + Terminator> Kills<P> {
         &mut self,
         listed: &HashSet<String>,
         conns: &HashMap<String, Vec<Conn>>,
-        now: i64,
+        now: Micros,
         throttled: &mut Throttled,
         metrics: &Metrics,
     ) {
-        for (identity, reason) in self.throttles.due(|id| listed.contains(id), now) {
+        for (identity, reason) in self.throttles.due(|id| listed.contains(id), now.0) {
             self.lift(&identity, &reason, throttled, metrics);
         }
         self.throttles.refresh(|id| conns.get(id).cloned());
@@ -170,7 +171,7 @@ pub struct Asked<'a> {
     pub sessions: &'a [crate::plex::Session],
     pub feed: &'a super::Feed,
     pub ports: &'a [u16],
-    pub now: i64,
+    pub now: Micros,
 }
 
 impl<P: SessionSource + Terminator> Kills<P> {
@@ -217,14 +218,14 @@ impl<P: SessionSource + Terminator> Kills<P> {
         }
         let attributed = {
             let m = crate::lock(&at.feed.metering);
-            crate::attribute::attribute(&m.meter, at.sessions, at.ports, at.now)
+            crate::attribute::attribute(&m.meter, at.sessions, at.ports, at.now.0)
         };
         let observed = crate::rules::Observed {
             measured: attributed[i].as_ref().map(|a| a.measured),
             paused_for_secs: Some(tracker.pauses.paused_for(&at.sessions[i], at.now)),
             throttled_for_secs: Some(0.0),
             usage: tracker.usage_of(&at.sessions[i]),
-            now_micros: Some(at.now),
+            now_micros: Some(at.now.0),
         };
         let eval = crate::engine::evaluate_one(at.rules, at.sessions, i, &observed, None);
         let Some(d) = eval.decisions().into_iter().find(|d| d.rule == rule) else {

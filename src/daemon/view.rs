@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use crate::engine::row::StreamRow;
+use crate::micros::Micros;
 
 use super::{FeedStats, Reloaded, Summary};
 
@@ -46,8 +47,8 @@ pub struct Status<'a> {
 /// What the last reload (SIGHUP) came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastReload {
-    /// When, on the daemon's clock (microseconds since the epoch).
-    pub at_micros: i64,
+    /// When, on the daemon's clock.
+    pub at: Micros,
     /// Applied, or why the new configuration was refused (the running one stays).
     pub result: Result<ReloadApplied, String>,
 }
@@ -62,10 +63,10 @@ pub struct ReloadApplied {
 }
 
 impl LastReload {
-    /// From what the daemon's [`super::Reload`] returned, at `at_micros`.
-    pub fn of(reloaded: &Result<Reloaded, String>, at_micros: i64) -> Self {
+    /// From what the daemon's [`super::Reload`] returned, at `at`.
+    pub fn of(reloaded: &Result<Reloaded, String>, at: Micros) -> Self {
         LastReload {
-            at_micros,
+            at,
             result: match reloaded {
                 Ok(new) => Ok(ReloadApplied {
                     rules: new.rules.rules.len(),
@@ -116,9 +117,9 @@ impl Acted {
 }
 
 /// `micros` since the epoch as hh:mm:ss UTC (as the events are stamped).
-fn hms(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_or_else(
-        |_| "--:--:--".to_string(),
+fn hms(at: Micros) -> String {
+    at.datetime().map_or_else(
+        || "--:--:--".to_string(),
         |t| format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
     )
 }
@@ -145,7 +146,7 @@ pub fn screen(rows: &[StreamRow], st: &Status<'_>, events: &[String]) -> String 
         st.rules,
         st.feed.decode.read
     ));
-    match st.reload.map(|r| (hms(r.at_micros), &r.result)) {
+    match st.reload.map(|r| (hms(r.at), &r.result)) {
         Some((at, Ok(applied))) => {
             out.push_str(&format!("reload {at}: applied, {} rules", applied.rules));
             if !applied.restart_needed.is_empty() {

@@ -229,13 +229,7 @@ pub fn probe(path: &Path) -> Result<(), String> {
 
 /// A time in microseconds since the Unix epoch as RFC 3339 UTC.
 pub fn rfc3339(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::micros::Micros(micros).rfc3339().unwrap_or_default()
 }
 
 impl Record {

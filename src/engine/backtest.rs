@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::attribute::Attributed;
 use crate::config::UsageConfig;
 use crate::meter::{Measured, RateSource};
+use crate::micros::Micros;
 use crate::plex::{PlayState, Session};
 use crate::rules::{Outcome, RuleSet, UserUsage};
 use crate::state::usage::{UNATTRIBUTED, UsageRow};
@@ -102,7 +103,7 @@ pub fn run(rules: &RuleSet, rows: &[UsageRow], usage: &UsageConfig, only: &[Stri
             rules,
             &sessions,
             attributed,
-            end * 1_000_000,
+            Micros::from_secs(end),
             true,
             &mut tracker,
         );

@@ -1,10 +1,10 @@
 //! The time every round is evaluated at.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::micros::Micros;
 
-/// Wall time in microseconds since the epoch, the time base of captured packets.
+/// Wall time, the time base of captured packets.
 pub trait Clock: Send + Sync {
-    fn now_micros(&self) -> i64;
+    fn now(&self) -> Micros;
 }
 
 /// The system's wall clock.
@@ -12,9 +12,7 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_micros(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    fn now(&self) -> Micros {
+        Micros::now()
     }
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use crate::attribute::{self, Attributed};
 use crate::config::MeasureSource;
-use crate::meter::{Measured, Meter, RateSource, second_of};
+use crate::meter::{Measured, Meter, RateSource};
+use crate::micros::Micros;
 use crate::plex::Session;
 use crate::plex::bandwidth::Counters;
 use crate::rules::{Decision, Evaluation, Observed, Outcome, Population, RuleSet, Vars, vars};
@@ -67,7 +68,7 @@ fn with_rate_source(
     values
 }
 
-/// Each stream's measured figures as of `now_micros`, from the sources configured:
+/// Each stream's measured figures as of `now`, from the sources configured:
 ///
 /// - `Packets`: the meter's connections attributed to the sessions.
 /// - `Plex`: Plex's per-second counters, for each stream that is the only one of its
@@ -79,12 +80,12 @@ pub fn measure(
     meter: &Meter,
     sessions: &[Session],
     ports: &[u16],
-    now_micros: i64,
+    now: Micros,
     source: MeasureSource,
     counters: Option<&Counters>,
     owners: Option<&attribute::Owners>,
 ) -> Vec<Option<Attributed>> {
-    let now_sec = second_of(now_micros);
+    let now_sec = now.secs();
     let from_plex = |i: usize| -> Option<Attributed> {
         let [kbps_10s, kbps_1m, kbps_5m, kbps_10m] = counters?.kbps(sessions, i, now_sec)?;
         Some(Attributed {
@@ -102,11 +103,11 @@ pub fn measure(
     };
     match source {
         MeasureSource::Packets => {
-            attribute::attribute_with(meter, sessions, ports, now_micros, None, owners)
+            attribute::attribute_with(meter, sessions, ports, now.0, None, owners)
         }
         MeasureSource::Plex => (0..sessions.len()).map(from_plex).collect(),
         MeasureSource::Both => {
-            attribute::attribute_with(meter, sessions, ports, now_micros, counters, owners)
+            attribute::attribute_with(meter, sessions, ports, now.0, counters, owners)
                 .into_iter()
                 .enumerate()
                 .map(|(i, a)| a.or_else(|| from_plex(i)))
@@ -433,13 +434,13 @@ impl Tracker {
 /// or lifts (dry-run throttles too, so a dry run shows the whole chain).
 #[derive(Debug, Default, Clone)]
 pub struct Throttled {
-    by: HashMap<String, (String, i64)>,
+    by: HashMap<String, (String, Micros)>,
 }
 
 impl Throttled {
-    /// Notes that `rule` throttled the stream `identity` at `since_micros`.
-    pub fn on(&mut self, identity: String, rule: String, since_micros: i64) {
-        self.by.insert(identity, (rule, since_micros));
+    /// Notes that `rule` throttled the stream `identity` at `since`.
+    pub fn on(&mut self, identity: String, rule: String, since: Micros) {
+        self.by.insert(identity, (rule, since));
     }
 
     /// Notes that the stream's throttle was lifted.
@@ -452,11 +453,11 @@ impl Throttled {
         self.by.get(identity).map(|(r, _)| r.as_str())
     }
 
-    /// Whole seconds the stream has been throttled as of `now_micros` (0 when it is not).
-    pub fn secs(&self, identity: &str, now_micros: i64) -> f64 {
-        self.by.get(identity).map_or(0.0, |(_, since)| {
-            (now_micros.saturating_sub(*since).max(0) / 1_000_000) as f64
-        })
+    /// Whole seconds the stream has been throttled as of `now` (0 when it is not).
+    pub fn secs(&self, identity: &str, now: Micros) -> f64 {
+        self.by
+            .get(identity)
+            .map_or(0.0, |(_, since)| now.whole_secs_since(*since) as f64)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -464,7 +465,7 @@ impl Throttled {
     }
 }
 
-/// The join of measurement and rules, as of `now_micros`: attributes the meter's flows to
+/// The join of measurement and rules, as of `now`: attributes the meter's flows to
 /// the sessions, notes pauses, evaluates every rule, and advances sustain (counting the time
 /// since the last round only when `fresh`: the sessions are current).
 pub fn tick<'r>(
@@ -472,13 +473,13 @@ pub fn tick<'r>(
     sessions: &[Session],
     meter: &Meter,
     ports: &[u16],
-    now_micros: i64,
+    now: Micros,
     fresh: bool,
     tracker: &mut Tracker,
 ) -> Tick<'r> {
-    let attributed = attribute::attribute(meter, sessions, ports, now_micros);
-    let addresses = attribute::address_totals(meter, sessions, ports, now_micros, &attributed);
-    let mut tick = tick_measured(rules, sessions, attributed, now_micros, fresh, tracker);
+    let attributed = attribute::attribute(meter, sessions, ports, now.0);
+    let addresses = attribute::address_totals(meter, sessions, ports, now.0, &attributed);
+    let mut tick = tick_measured(rules, sessions, attributed, now, fresh, tracker);
     tick.addresses = addresses;
     tick
 }
@@ -488,11 +489,11 @@ pub fn tick_measured<'r>(
     rules: &'r RuleSet,
     sessions: &[Session],
     attributed: Vec<Option<Attributed>>,
-    now_micros: i64,
+    now: Micros,
     fresh: bool,
     tracker: &mut Tracker,
 ) -> Tick<'r> {
-    let paused = tracker.pauses.observe(sessions, now_micros);
+    let paused = tracker.pauses.observe(sessions, now);
     let population = Population::of(sessions);
     let streams: Vec<StreamEval<'r>> = (0..sessions.len())
         .map(|i| {
@@ -500,9 +501,9 @@ pub fn tick_measured<'r>(
             let observed = Observed {
                 measured: attributed[i].as_ref().map(|a| a.measured),
                 paused_for_secs: Some(paused[i]),
-                throttled_for_secs: Some(tracker.throttled.secs(&id, now_micros)),
+                throttled_for_secs: Some(tracker.throttled.secs(&id, now)),
                 usage: tracker.usage_of(&sessions[i]),
-                now_micros: Some(now_micros),
+                now_micros: Some(now.0),
             };
             evaluate_among(
                 rules,
@@ -518,7 +519,7 @@ pub fn tick_measured<'r>(
     let mut states = Vec::with_capacity(streams.len());
     let mut due = Vec::new();
     let mut warn = Vec::new();
-    for (s, d, w) in tracker.sustain.update(&streams, now_micros, fresh) {
+    for (s, d, w) in tracker.sustain.update(&streams, now.0, fresh) {
         states.push(s);
         due.extend(d);
         warn.extend(w);
@@ -537,21 +538,21 @@ pub fn tick_measured<'r>(
 /// daemon's `paused_for` and the hook's `--jbop paused` both count it here.
 #[derive(Debug, Default)]
 pub struct Pauses {
-    since: HashMap<String, i64>,
+    since: HashMap<String, Micros>,
 }
 
 impl Pauses {
-    /// Notes the sessions as seen at `now_micros`; returns, per session, the whole seconds
-    /// it has been paused (0 when it is not). Streams no longer listed are forgotten.
-    pub fn observe(&mut self, sessions: &[Session], now_micros: i64) -> Vec<f64> {
+    /// Notes the sessions as seen at `now`; returns, per session, the whole seconds it has
+    /// been paused (0 when it is not). Streams no longer listed are forgotten.
+    pub fn observe(&mut self, sessions: &[Session], now: Micros) -> Vec<f64> {
         let mut seen = std::collections::HashSet::new();
         let out = sessions
             .iter()
             .map(|s| {
                 let id = s.identity();
                 let secs = if s.is_paused() {
-                    let since = *self.since.entry(id.clone()).or_insert(now_micros);
-                    (now_micros.saturating_sub(since).max(0) / 1_000_000) as f64
+                    let since = *self.since.entry(id.clone()).or_insert(now);
+                    now.whole_secs_since(since) as f64
                 } else {
                     self.since.remove(&id);
                     0.0
@@ -564,12 +565,10 @@ impl Pauses {
         out
     }
 
-    /// Whole seconds `s` has been paused as of `now_micros`, without noting anything.
-    pub fn paused_for(&self, s: &Session, now_micros: i64) -> f64 {
+    /// Whole seconds `s` has been paused as of `now`, without noting anything.
+    pub fn paused_for(&self, s: &Session, now: Micros) -> f64 {
         match self.since.get(&s.identity()) {
-            Some(since) if s.is_paused() => {
-                (now_micros.saturating_sub(*since).max(0) / 1_000_000) as f64
-            }
+            Some(since) if s.is_paused() => now.whole_secs_since(*since) as f64,
             _ => 0.0,
         }
     }

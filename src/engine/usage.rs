@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use crate::attribute::{Attributed, unmap};
 use crate::meter::{FlowKey, Meter, RateSource};
+use crate::micros::Micros;
 use crate::plex::Session;
 use crate::rules::UserUsage;
 pub use crate::state::usage::UNATTRIBUTED;
@@ -56,7 +57,7 @@ impl Recorder {
         ports: &[u16],
         now_micros: i64,
     ) -> (Vec<UsageRow>, Counted) {
-        let minute = now_micros.div_euclid(60_000_000) * 60;
+        let minute = Micros(now_micros).minute() * 60;
         let mut done = Vec::new();
         if self.minute.is_some_and(|m| m != minute) {
             done = self.flush();
@@ -151,7 +152,7 @@ impl Recorder {
             .map(|r| {
                 let mut row = r.row;
                 row.bytes += r.rated.round() as i64;
-                row.seconds = (r.micros + 500_000) / 1_000_000;
+                row.seconds = Micros(r.micros).round_secs();
                 row
             })
             .filter(|r| r.bytes > 0 || r.seconds > 0)
@@ -165,7 +166,7 @@ impl Recorder {
         for r in self.rows.values() {
             let e = out.entry(r.row.user.to_lowercase()).or_default();
             e.0 += r.row.bytes + r.rated as i64;
-            e.1 += r.micros / 1_000_000;
+            e.1 += Micros(r.micros).secs();
         }
         out
     }

@@ -256,9 +256,9 @@ pub fn iso_utc(t: OffsetDateTime) -> String {
 
 /// Python's `time.time()`: seconds since the epoch as a float.
 fn unix_seconds(t: OffsetDateTime) -> Json {
-    let micros = t.unix_timestamp_nanos() / 1000;
+    let micros = i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
     // Microseconds since 1970 fit an f64 exactly for the next few hundred years.
-    let secs = micros as f64 / 1e6;
+    let secs = crate::micros::Micros(micros).as_secs_f64();
     serde_json::Number::from_f64(secs).map_or(Json::Null, Json::Number)
 }
 

@@ -211,7 +211,7 @@ pub(super) async fn paused<A: Act>(
             return Ok(Outcome::Done);
         };
         let session = &sessions[i];
-        let paused_for = pauses.observe(std::slice::from_ref(session), clock.now_micros())[0];
+        let paused_for = pauses.observe(std::slice::from_ref(session), clock.now())[0];
         if !session.is_paused() {
             let state = session
                 .state

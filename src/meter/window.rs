@@ -38,7 +38,7 @@ const INITIAL_BUCKETS: usize = 16;
 /// Converts a timestamp in microseconds to its whole second.
 #[inline]
 pub fn second_of(ts_micros: i64) -> i64 {
-    ts_micros.div_euclid(1_000_000)
+    crate::micros::Micros(ts_micros).secs()
 }
 
 /// A ring of per-second byte counts covering a flow's last [`MAX_BUCKETS`] seconds.

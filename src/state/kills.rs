@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use super::{Mode, State, StateError};
 
 /// The budget's window.
-pub const WINDOW_MICROS: i64 = 60_000_000;
+pub const WINDOW_MICROS: i64 = crate::micros::Micros::MINUTE;
 
 /// A kill about to be sent (or, in a dry run, decided).
 #[derive(Debug, Clone)]

@@ -352,7 +352,5 @@ pub fn hand_over(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    crate::micros::Micros::now().0
 }

@@ -7,6 +7,7 @@ use streamwarden::capture::TcpSegment;
 use streamwarden::config::Config;
 use streamwarden::engine::{self, RuleState, Tracker};
 use streamwarden::meter::Meter;
+use streamwarden::micros::Micros;
 use streamwarden::plex::Session;
 use streamwarden::rules::RuleSet;
 
@@ -49,7 +50,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
         &[],
         &meter,
         &[32400],
-        30_000_000,
+        Micros(30_000_000),
         true,
         &mut sustain,
     );
@@ -69,7 +70,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
         std::slice::from_ref(&s),
         &meter,
         &[32400],
-        30_000_000,
+        Micros(30_000_000),
         true,
         &mut sustain,
     );
@@ -96,7 +97,7 @@ fn traffic_before_the_session_appears_is_attributed_with_its_history() {
         std::slice::from_ref(&s),
         &meter,
         &[32400],
-        33_000_000,
+        Micros(33_000_000),
         true,
         &mut sustain,
     );
@@ -124,7 +125,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         std::slice::from_ref(&playing),
         &meter,
         &[32400],
-        1_000_000,
+        Micros(1_000_000),
         true,
         &mut sustain,
     );
@@ -134,7 +135,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         std::slice::from_ref(&playing),
         &meter,
         &[32400],
-        4_000_000,
+        Micros(4_000_000),
         true,
         &mut sustain,
     );
@@ -144,7 +145,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         std::slice::from_ref(&playing),
         &meter,
         &[32400],
-        7_000_000,
+        Micros(7_000_000),
         true,
         &mut sustain,
     );
@@ -154,7 +155,7 @@ fn sustain_resets_when_the_condition_stops_holding() {
         std::slice::from_ref(&playing),
         &meter,
         &[32400],
-        12_000_000,
+        Micros(12_000_000),
         true,
         &mut sustain,
     );

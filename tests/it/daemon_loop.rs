@@ -51,7 +51,7 @@ impl Traffic {
                 std::thread::sleep(Duration::from_millis(10));
                 let dt = last.elapsed().as_secs_f64();
                 last = Instant::now();
-                let ts = SystemClock.now_micros();
+                let ts = SystemClock.now().0;
                 for ((frame, kbps), o) in frames.iter().zip(&mut owed) {
                     *o += *kbps as f64 * 125.0 * dt;
                     while *o >= IP_LEN as f64 {

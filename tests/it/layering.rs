@@ -10,21 +10,22 @@ use std::path::{Path, PathBuf};
 /// Each top-level module and its layer: a module may use only modules of a lower layer.
 /// Keep in step with the drawing in ARCHITECTURE.md.
 const LAYERS: &[(&str, u32)] = &[
-    ("plex", 0),
-    ("state", 0),
-    ("config", 1),
-    ("capture", 2),
-    ("meter", 3),
-    ("attribute", 4),
-    ("rules", 5),
-    ("enforce", 6),
-    ("notify", 7),
-    ("engine", 8),
-    ("fakeplex", 9),
-    ("hook", 9),
-    ("daemon", 10),
-    ("demo", 11),
-    ("cli", 12),
+    ("micros", 0),
+    ("plex", 1),
+    ("state", 1),
+    ("config", 2),
+    ("capture", 3),
+    ("meter", 4),
+    ("attribute", 5),
+    ("rules", 6),
+    ("enforce", 7),
+    ("notify", 8),
+    ("engine", 9),
+    ("fakeplex", 10),
+    ("hook", 10),
+    ("daemon", 11),
+    ("demo", 12),
+    ("cli", 13),
 ];
 
 fn src() -> PathBuf {

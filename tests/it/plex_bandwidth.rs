@@ -9,6 +9,7 @@ use streamwarden::capture::TcpSegment;
 use streamwarden::config::MeasureSource;
 use streamwarden::engine;
 use streamwarden::meter::{Meter, RateSource};
+use streamwarden::micros::Micros;
 use streamwarden::plex::bandwidth::{self, Bandwidth, Counters, Device, LAG_SECS, Row};
 use streamwarden::plex::{PlexClient, PlexError, PlexSettings, Session};
 
@@ -136,7 +137,7 @@ fn two_sessions_on_one_device_or_an_unknown_device_stay_unmeasured() {
         &Meter::new(),
         &two,
         &[32400],
-        now * 1_000_000,
+        Micros(now * 1_000_000),
         MeasureSource::Plex,
         Some(&c),
         None,
@@ -146,7 +147,7 @@ fn two_sessions_on_one_device_or_an_unknown_device_stay_unmeasured() {
         &Meter::new(),
         &one,
         &[32400],
-        now * 1_000_000,
+        Micros(now * 1_000_000),
         MeasureSource::Plex,
         Some(&c),
         None,
@@ -305,7 +306,7 @@ mod split {
             &meter,
             &sessions,
             &[32400],
-            now,
+            Micros(now),
             MeasureSource::Packets,
             None,
             None,
@@ -315,7 +316,7 @@ mod split {
             &meter,
             &sessions,
             &[32400],
-            now,
+            Micros(now),
             MeasureSource::Both,
             Some(&c),
             None,
@@ -344,7 +345,7 @@ mod split {
             &meter,
             &sessions,
             &[32400],
-            now,
+            Micros(now),
             MeasureSource::Both,
             Some(&c),
             None,
@@ -389,7 +390,7 @@ mod split {
             &meter,
             &sessions,
             &[32400],
-            now,
+            Micros(now),
             MeasureSource::Both,
             Some(&c),
             None,

@@ -58,6 +58,7 @@ mod engine_holds {
     use streamwarden::config::Config;
     use streamwarden::engine::{self, RuleState, Tracker};
     use streamwarden::meter::Meter;
+    use streamwarden::micros::Micros;
     use streamwarden::plex::Session;
     use streamwarden::rules::RuleSet;
 
@@ -129,10 +130,26 @@ mod engine_holds {
         let mut t = Tracker::default();
         // 20 s as an estimate (a shares the address with b): the hold builds up.
         for s in 20..=40 {
-            engine::tick(&rules, &both, &m, &[32400], s * 1_000_000, true, &mut t);
+            engine::tick(
+                &rules,
+                &both,
+                &m,
+                &[32400],
+                Micros(s * 1_000_000),
+                true,
+                &mut t,
+            );
         }
         // b leaves: a's figure is now exact. The hold starts again rather than killing.
-        let tick = engine::tick(&rules, &alone, &m, &[32400], 41_000_000, true, &mut t);
+        let tick = engine::tick(
+            &rules,
+            &alone,
+            &m,
+            &[32400],
+            Micros(41_000_000),
+            true,
+            &mut t,
+        );
         assert!(tick.due.is_empty(), "{:?}", tick.states);
         assert!(
             matches!(tick.states[0][0], RuleState::Sustaining { .. }),
@@ -140,7 +157,15 @@ mod engine_holds {
             tick.states
         );
         // Ten seconds of exact figures later, it is due, and not estimated.
-        let tick = engine::tick(&rules, &alone, &m, &[32400], 51_000_000, true, &mut t);
+        let tick = engine::tick(
+            &rules,
+            &alone,
+            &m,
+            &[32400],
+            Micros(51_000_000),
+            true,
+            &mut t,
+        );
         assert_eq!(tick.due.len(), 1, "{:?}", tick.states);
         assert!(!tick.due[0].estimated);
     }
@@ -151,14 +176,22 @@ mod engine_holds {
         let s = [viewer("a", Some(8000))];
         let m = Meter::new();
         let mut t = Tracker::default();
-        engine::tick(&rules, &s, &m, &[32400], 0, true, &mut t);
+        engine::tick(&rules, &s, &m, &[32400], Micros(0), true, &mut t);
         // Plex is down for 35 s: the loop still ticks on its last (stale) sessions.
         for sec in 1..=35 {
-            let tick = engine::tick(&rules, &s, &m, &[32400], sec * 1_000_000, false, &mut t);
+            let tick = engine::tick(
+                &rules,
+                &s,
+                &m,
+                &[32400],
+                Micros(sec * 1_000_000),
+                false,
+                &mut t,
+            );
             assert!(tick.due.is_empty());
         }
         // Back: one second of fresh data is one second held, not 36.
-        let tick = engine::tick(&rules, &s, &m, &[32400], 36_000_000, true, &mut t);
+        let tick = engine::tick(&rules, &s, &m, &[32400], Micros(36_000_000), true, &mut t);
         assert!(tick.due.is_empty(), "{:?}", tick.states);
         assert_eq!(
             tick.states[0][0],
@@ -168,9 +201,17 @@ mod engine_holds {
             }
         );
         for sec in 37..=40 {
-            engine::tick(&rules, &s, &m, &[32400], sec * 1_000_000, true, &mut t);
+            engine::tick(
+                &rules,
+                &s,
+                &m,
+                &[32400],
+                Micros(sec * 1_000_000),
+                true,
+                &mut t,
+            );
         }
-        let tick = engine::tick(&rules, &s, &m, &[32400], 41_000_000, true, &mut t);
+        let tick = engine::tick(&rules, &s, &m, &[32400], Micros(41_000_000), true, &mut t);
         assert_eq!(tick.due.len(), 1);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use streamwarden::daemon::view::{Acted, LastReload, ReloadApplied, Status, screen};
 use streamwarden::daemon::{FeedStats, Summary};
 use streamwarden::engine::row::{RuleRow, StreamRow};
+use streamwarden::micros::Micros;
 use streamwarden::plex::Session;
 use streamwarden::rules::{Action, Decision};
 
@@ -89,7 +90,7 @@ fn the_header_marks_a_dry_run() {
 #[test]
 fn a_refused_reload_is_shown_with_its_error() {
     let refused = LastReload {
-        at_micros: AT,
+        at: Micros(AT),
         result: Err("rules.toml:3:7: unknown variable `usr`\n  when = 'usr == 1'".into()),
     };
     let s = draw(
@@ -110,7 +111,7 @@ fn a_refused_reload_is_shown_with_its_error() {
     );
 
     let applied = LastReload {
-        at_micros: AT,
+        at: Micros(AT),
         result: Ok(ReloadApplied {
             rules: 2,
             restart_needed: vec!["plex.url"],

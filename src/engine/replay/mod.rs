@@ -6,7 +6,6 @@ mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::Failure;
 use crate::attribute::Attributed;
@@ -14,6 +13,7 @@ use crate::capture::{CaptureError, Next, Packet, PacketSource};
 use crate::config::EnforceConfig;
 use crate::enforce::{Applied, AuditLog, Enforcer, Terminator};
 use crate::meter::Metering;
+use crate::micros::Micros;
 use crate::plex::Session;
 use crate::plex::session::{parse_sessions, parse_source_facts, rating_keys};
 use crate::rules::Outcome;
@@ -203,7 +203,7 @@ pub async fn replay(
         &mut last_sec,
         &mut run.first,
     )? {
-        let at = aside.ts_micros.div_euclid(1_000_000) * 1_000_000;
+        let at = Micros(aside.ts_micros).floor_sec();
         run.step(&metering, at).await;
         metering.ingest(&Packet {
             ts_micros: aside.ts_micros,
@@ -213,7 +213,7 @@ pub async fn replay(
     }
     let now = metering.meter.latest_micros().unwrap_or(0);
     if evaluate {
-        run.step(&metering, now).await;
+        run.step(&metering, Micros(now)).await;
     }
     let (made, unevaluated) = (run.made, run.unevaluated);
     let attributed = crate::attribute::attribute(&metering.meter, &sessions, &ports, now);
@@ -257,7 +257,7 @@ fn pump(
         };
         first_ts.get_or_insert(p.ts_micros);
         if evaluate {
-            let sec = p.ts_micros.div_euclid(1_000_000);
+            let sec = Micros(p.ts_micros).secs();
             match *last_sec {
                 Some(l) if sec > l => {
                     *last_sec = Some(sec);
@@ -290,7 +290,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// One round at packet time `at`; each decision is recorded once.
-    async fn step(&mut self, metering: &Metering, at: i64) {
+    async fn step(&mut self, metering: &Metering, at: Micros) {
         let tick = super::tick(
             self.rules,
             self.sessions,
@@ -315,10 +315,10 @@ impl Run<'_> {
                 })
             })
             .collect();
-        let first = self.first.unwrap_or(at);
+        let first = self.first.map_or(at, Micros);
         for d in tick.due {
             self.tracker.sustain.acted(&d);
-            let offset = Duration::from_micros(at.saturating_sub(first).max(0) as u64);
+            let offset = at.duration_since(first);
             let applied = self.enforcer.apply_at(&d, offset).await;
             // A throttle decided here is kept in mind (not put on), so that its escalation
             // and `throttled_for` play out in packet time as they would live.
@@ -334,7 +334,7 @@ impl Run<'_> {
             });
             if applied != Applied::AlreadyKilled && !repeat {
                 self.made.push(Made {
-                    ts_micros: at,
+                    ts_micros: at.0,
                     decision: d,
                     applied,
                 });

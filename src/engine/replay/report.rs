@@ -12,12 +12,8 @@ use super::Replay;
 
 /// The RFC 3339 time of a packet timestamp.
 fn time_of(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+    crate::micros::Micros(micros)
+        .rfc3339()
         .unwrap_or_else(|| micros.to_string())
 }
 

@@ -246,7 +246,7 @@ mod one_address {
                     std::thread::sleep(Duration::from_millis(10));
                     let dt = last.elapsed().as_secs_f64();
                     last = Instant::now();
-                    let ts = SystemClock.now_micros();
+                    let ts = SystemClock.now().0;
                     let sec = ts.div_euclid(1_000_000);
                     let mut st = plex.lock().unwrap();
                     for ((c, frame), o) in conns.iter().zip(&frames).zip(&mut owed) {

@@ -94,7 +94,7 @@ fn push(feed: &Feed, client: [u8; 4], port: u16, kbps: u64, secs: u64) {
     let per_10ms = (kbps * 125 / 100 / 1500).max(1);
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
-        let ts = SystemClock.now_micros();
+        let ts = SystemClock.now().0;
         for _ in 0..per_10ms {
             feed.ingest(&Packet {
                 ts_micros: ts,

@@ -11,7 +11,7 @@ fn push(feed: &Feed, client: [u8; 4], port: u16, n: usize) -> i64 {
     let frame = eth_tcp([10, 0, 0, 1], 32400, client, port, &[0u8; 1460]);
     for _ in 0..n {
         feed.ingest(&Packet {
-            ts_micros: SystemClock.now_micros(),
+            ts_micros: SystemClock.now().0,
             orig_len: frame.len() as u32,
             data: &frame,
         });
