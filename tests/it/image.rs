@@ -21,7 +21,7 @@ use caps::{CapSet, Capability};
 use serde_json::Value;
 
 use crate::common::need::{Need, have};
-use crate::common::netns::{Lab, Netns, stop};
+use crate::common::netns::{Lab, Netns, stop, tx_ip_bytes};
 use crate::common::*;
 
 /// What a runtime reads from the image's config to start it.
@@ -189,20 +189,6 @@ impl Image {
             .wait_with_output()
             .unwrap()
     }
-}
-
-/// The interface's transmitted IP bytes (its byte counter less 14 bytes of Ethernet header
-/// per frame), read inside `ns`.
-fn tx_ip_bytes(ns: &Netns, dev: &str) -> u64 {
-    let read = |what: &str| -> u64 {
-        let out = ns
-            .cmd("cat")
-            .arg(format!("/sys/class/net/{dev}/statistics/{what}"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    read("tx_bytes") - 14 * read("tx_packets")
 }
 
 #[test]

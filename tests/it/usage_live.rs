@@ -12,22 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::need::{Need, have};
-use crate::common::netns::{Lab, Netns, stop};
+use crate::common::netns::{Lab, stop, tx_ip_bytes};
 use crate::common::*;
-
-/// The interface's transmitted IP bytes (its byte counter less 14 bytes of Ethernet header
-/// per frame), read inside `ns`.
-fn tx_ip_bytes(ns: &Netns, dev: &str) -> u64 {
-    let read = |what: &str| -> u64 {
-        let out = ns
-            .cmd("cat")
-            .arg(format!("/sys/class/net/{dev}/statistics/{what}"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    read("tx_bytes") - 14 * read("tx_packets")
-}
 
 /// Stops the daemon; it must exit 0. What it logged.
 fn stopped(daemon: std::process::Child) -> String {

@@ -289,3 +289,17 @@ pub fn stop(mut daemon: std::process::Child) -> std::process::Output {
     let _ = daemon.kill();
     daemon.wait_with_output().unwrap()
 }
+
+/// The interface's transmitted IP bytes (its byte counter less 14 bytes of Ethernet header
+/// per frame), read inside `ns`.
+pub fn tx_ip_bytes(ns: &Netns, dev: &str) -> u64 {
+    let read = |what: &str| -> u64 {
+        let out = ns
+            .cmd("cat")
+            .arg(format!("/sys/class/net/{dev}/statistics/{what}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    read("tx_bytes") - 14 * read("tx_packets")
+}
