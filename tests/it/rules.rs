@@ -696,6 +696,11 @@ fn the_usual_slips_get_one_sentence_saying_what_to_write() {
         ),
         "{e}"
     );
+    let e = err("measured_kbps_1m > 8 Mbps");
+    assert!(
+        e.starts_with("rules.toml:3:28:") && e.contains("`8 Mbps`") && e.contains("write 8000"),
+        "{e}"
+    );
     let e = err("state == \u{201c}paused\u{201d}");
     assert!(
         e.contains("typographic quote") && e.contains("straight quotes"),
